@@ -1,0 +1,452 @@
+//! Admin commands as they arrive (every field optional, any case), and their validation into
+//! domain types, reporting every bad field at once.
+
+use std::{collections::HashSet, fmt};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{
+    ApiFormat, ConfigKind, ConfigName, ConfigType, GenericTarget, HttpMethod, HttpUrl, KeyLocation,
+    KeyPlacement, KeySecret, LlmTarget, OutputFormat, ProxyConfigSpec, Slug,
+};
+
+/// One invalid field and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// The JSON field name.
+    pub field: String,
+    /// What is wrong, as a lowercase phrase (`must not be empty`).
+    pub message: String,
+}
+
+/// Every invalid field of one command.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[serde(transparent)]
+pub struct ValidationErrors(Vec<FieldError>);
+
+impl ValidationErrors {
+    /// Records one bad field.
+    pub fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    /// The bad fields, in the order they were found.
+    pub fn fields(&self) -> &[FieldError] {
+        &self.0
+    }
+
+    /// Whether nothing was wrong.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Every path that leaves a field unset records why, so this fallback only guards against a
+    /// future bug turning into an empty error list.
+    fn or_incomplete(mut self, field: &str) -> Self {
+        if self.is_empty() {
+            self.add(field, "is incomplete");
+        }
+        self
+    }
+
+    /// Parses a required field, recording why it is missing or bad.
+    fn required<T, E: fmt::Display>(
+        &mut self,
+        field: &str,
+        raw: Option<&str>,
+        parse: impl FnOnce(&str) -> Result<T, E>,
+    ) -> Option<T> {
+        match raw.map(str::trim).filter(|s| !s.is_empty()) {
+            None => {
+                self.add(field, "is required");
+                None
+            }
+            Some(text) => self.parsed(field, parse(text)),
+        }
+    }
+
+    /// Parses an optional field: blank or missing gives `None` without an error.
+    fn optional<T, E: fmt::Display>(
+        &mut self,
+        field: &str,
+        raw: Option<&str>,
+        parse: impl FnOnce(&str) -> Result<T, E>,
+    ) -> Option<Option<T>> {
+        match raw.map(str::trim).filter(|s| !s.is_empty()) {
+            None => Some(None),
+            Some(text) => self.parsed(field, parse(text)).map(Some),
+        }
+    }
+
+    fn parsed<T, E: fmt::Display>(&mut self, field: &str, result: Result<T, E>) -> Option<T> {
+        result.map_err(|e| self.add(field, e.to_string())).ok()
+    }
+}
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("invalid fields: ")?;
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{} {}", e.field, e.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ValidationErrors {}
+
+/// A create or replace of a proxy config, as the admin API receives it (SPEC §1 field names).
+///
+/// Fields that belong to the other config type are ignored when blank, so clients that send
+/// every field with null or empty values keep working.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct ProxyConfigInput {
+    /// Unique display name.
+    pub name: Option<String>,
+    /// Unique URL-safe name.
+    pub slug: Option<String>,
+    /// `GENERIC` or `LLM`, any case.
+    pub config_type: Option<String>,
+    /// Defaults to `true`.
+    pub is_active: Option<bool>,
+    /// `header` or `query`.
+    pub api_key_location: Option<String>,
+    /// Header or query parameter name.
+    pub api_key_name: Option<String>,
+    /// GENERIC: the accepted method.
+    pub method: Option<String>,
+    /// GENERIC: the target URL.
+    pub target_url: Option<String>,
+    /// LLM: the upstream base URL.
+    pub target_base_url: Option<String>,
+    /// LLM: the upstream format, `openai_compatible` by default.
+    pub api_format: Option<String>,
+    /// LLM: the client format, `none` by default.
+    pub output_format: Option<String>,
+}
+
+impl ProxyConfigInput {
+    /// Validates every field and builds the spec.
+    ///
+    /// # Errors
+    /// Every invalid field, at once.
+    pub fn validate(&self) -> Result<ProxyConfigSpec, ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        let name = errors.required("name", self.name.as_deref(), str::parse::<ConfigName>);
+        let slug = errors.required("slug", self.slug.as_deref(), str::parse::<Slug>);
+        let config_type = errors.required(
+            "config_type",
+            self.config_type.as_deref(),
+            str::parse::<ConfigType>,
+        );
+        let placement = self.key_placement(&mut errors, config_type == Some(ConfigType::Generic));
+        let kind = match config_type {
+            Some(ConfigType::Generic) => self.generic_target(&mut errors, placement),
+            Some(ConfigType::Llm) => self.llm_target(&mut errors, placement),
+            None => None,
+        };
+        match (name, slug, kind) {
+            (Some(name), Some(slug), Some(kind)) if errors.is_empty() => Ok(ProxyConfigSpec {
+                name,
+                slug,
+                is_active: self.is_active.unwrap_or(true),
+                kind,
+            }),
+            _ => Err(errors.or_incomplete("config")),
+        }
+    }
+
+    /// Location and name must come together; GENERIC configs must have both.
+    fn key_placement(
+        &self,
+        errors: &mut ValidationErrors,
+        required: bool,
+    ) -> Option<Option<KeyPlacement>> {
+        let location = errors.optional(
+            "api_key_location",
+            self.api_key_location.as_deref(),
+            str::parse::<KeyLocation>,
+        )?;
+        let name = self
+            .api_key_name
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty());
+        match (location, name) {
+            (Some(location), Some(name)) => errors
+                .parsed("api_key_name", KeyPlacement::new(location, name))
+                .map(Some),
+            (None, None) if !required => Some(None),
+            (None, None) => {
+                errors.add("api_key_location", "is required for GENERIC configs");
+                errors.add("api_key_name", "is required for GENERIC configs");
+                None
+            }
+            (Some(_), None) => {
+                errors.add("api_key_name", "is required when api_key_location is set");
+                None
+            }
+            (None, Some(_)) => {
+                errors.add("api_key_location", "is required when api_key_name is set");
+                None
+            }
+        }
+    }
+
+    fn generic_target(
+        &self,
+        errors: &mut ValidationErrors,
+        placement: Option<Option<KeyPlacement>>,
+    ) -> Option<ConfigKind> {
+        let method = errors.required("method", self.method.as_deref(), str::parse::<HttpMethod>);
+        let target_url = errors.required(
+            "target_url",
+            self.target_url.as_deref(),
+            str::parse::<HttpUrl>,
+        );
+        Some(ConfigKind::Generic(GenericTarget {
+            method: method?,
+            target_url: target_url?,
+            key_placement: placement??,
+        }))
+    }
+
+    fn llm_target(
+        &self,
+        errors: &mut ValidationErrors,
+        placement: Option<Option<KeyPlacement>>,
+    ) -> Option<ConfigKind> {
+        let target_base_url = errors.required(
+            "target_base_url",
+            self.target_base_url.as_deref(),
+            str::parse::<HttpUrl>,
+        );
+        let api_format = errors.optional(
+            "api_format",
+            self.api_format.as_deref(),
+            str::parse::<ApiFormat>,
+        );
+        let output_format = errors.optional(
+            "output_format",
+            self.output_format.as_deref(),
+            str::parse::<OutputFormat>,
+        );
+        Some(ConfigKind::Llm(LlmTarget {
+            target_base_url: target_base_url?,
+            api_format: api_format?.unwrap_or(ApiFormat::OpenaiCompatible),
+            output_format: output_format?.unwrap_or(OutputFormat::None),
+            key_placement: placement?,
+        }))
+    }
+}
+
+/// `POST /admin/proxy-configs/{id}/keys`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct NewKeyInput {
+    /// The key.
+    pub key_value: Option<String>,
+    /// Defaults to `true`.
+    pub is_active: Option<bool>,
+}
+
+impl NewKeyInput {
+    /// Validates the key value.
+    ///
+    /// # Errors
+    /// The bad `key_value` field.
+    pub fn validate(&self) -> Result<(KeySecret, bool), ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        match errors.required("key_value", self.key_value.as_deref(), KeySecret::parse) {
+            Some(secret) => Ok((secret, self.is_active.unwrap_or(true))),
+            None => Err(errors.or_incomplete("key_value")),
+        }
+    }
+}
+
+/// `POST /admin/proxy-configs/{id}/keys/batch`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct BatchKeysInput {
+    /// The keys; blank entries are ignored.
+    pub keys: Vec<String>,
+    /// Defaults to `true`.
+    pub is_active: Option<bool>,
+}
+
+/// A batch split into what to insert and what was rejected before reaching the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedBatch {
+    /// Valid keys, each once, in input order.
+    pub keys: Vec<KeySecret>,
+    /// Whether the inserted keys are enabled.
+    pub is_active: bool,
+    /// Repeats of a key earlier in the same batch.
+    pub duplicates_in_batch: u64,
+    /// Invalid entries, masked.
+    pub failed_keys: Vec<String>,
+}
+
+impl BatchKeysInput {
+    /// Trims entries, drops blanks, rejects invalid values and folds repeats.
+    pub fn prepare(&self) -> PreparedBatch {
+        let mut seen = HashSet::with_capacity(self.keys.len());
+        let mut prepared = PreparedBatch {
+            keys: Vec::with_capacity(self.keys.len()),
+            is_active: self.is_active.unwrap_or(true),
+            duplicates_in_batch: 0,
+            failed_keys: Vec::new(),
+        };
+        for raw in self.keys.iter().map(|k| k.trim()).filter(|k| !k.is_empty()) {
+            match KeySecret::parse(raw) {
+                Ok(secret) if seen.insert(secret.clone()) => prepared.keys.push(secret),
+                Ok(_) => prepared.duplicates_in_batch += 1,
+                Err(_) => prepared.failed_keys.push(crate::security::mask_secret(raw)),
+            }
+        }
+        prepared
+    }
+}
+
+/// The answer to a batch import (SPEC §2 field names).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct BatchImportReport {
+    /// Keys inserted.
+    pub success_count: u64,
+    /// Invalid entries.
+    pub failed_count: u64,
+    /// Keys already in the config or repeated in the batch.
+    pub skipped_count: u64,
+    /// The invalid entries, masked.
+    pub failed_keys: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn fields(errors: &ValidationErrors) -> Vec<&str> {
+        errors.fields().iter().map(|e| e.field.as_str()).collect()
+    }
+
+    #[test]
+    fn validation_lists_every_bad_field_at_once() {
+        let input = ProxyConfigInput {
+            name: Some("  ".into()),
+            slug: Some("Bad Slug!".into()),
+            config_type: Some("generic".into()),
+            method: Some("FETCH".into()),
+            target_url: Some("not a url".into()),
+            api_key_location: Some("cookie".into()),
+            api_key_name: Some("X-Key".into()),
+            ..Default::default()
+        };
+        let errors = input.validate().unwrap_err();
+        assert_eq!(
+            fields(&errors),
+            ["name", "slug", "api_key_location", "method", "target_url"]
+        );
+    }
+
+    #[test]
+    fn generic_config_requires_method_target_and_key_placement() {
+        let input = ProxyConfigInput {
+            name: Some("Weather".into()),
+            slug: Some("weather".into()),
+            config_type: Some("GENERIC".into()),
+            ..Default::default()
+        };
+        let errors = input.validate().unwrap_err();
+        assert_eq!(
+            fields(&errors),
+            ["api_key_location", "api_key_name", "method", "target_url"]
+        );
+    }
+
+    #[test]
+    fn missing_config_type_is_reported_with_the_other_fields() {
+        let errors = ProxyConfigInput::default().validate().unwrap_err();
+        assert_eq!(fields(&errors), ["name", "slug", "config_type"]);
+        let bad = ProxyConfigInput {
+            config_type: Some("soap".into()),
+            ..Default::default()
+        };
+        let errors = bad.validate().unwrap_err();
+        assert!(errors.fields()[2].message.contains("GENERIC, LLM"));
+    }
+
+    #[test]
+    fn llm_config_defaults_formats_and_allows_no_key_override() {
+        let input = ProxyConfigInput {
+            name: Some("OpenAI".into()),
+            slug: Some("OpenAI".into()),
+            config_type: Some("llm".into()),
+            target_base_url: Some("https://api.openai.com/v1".into()),
+            method: Some(String::new()),
+            ..Default::default()
+        };
+        let spec = input.validate().unwrap();
+        assert_eq!(spec.slug.as_str(), "openai");
+        assert!(spec.is_active);
+        let ConfigKind::Llm(target) = spec.kind else {
+            panic!("expected LLM")
+        };
+        assert_eq!(target.api_format, ApiFormat::OpenaiCompatible);
+        assert_eq!(target.output_format, OutputFormat::None);
+        assert_eq!(target.key_placement, None);
+    }
+
+    #[test]
+    fn key_location_and_name_must_come_together() {
+        let input = ProxyConfigInput {
+            name: Some("Gemini".into()),
+            slug: Some("gemini".into()),
+            config_type: Some("LLM".into()),
+            target_base_url: Some("https://generativelanguage.googleapis.com".into()),
+            api_key_location: Some("query".into()),
+            ..Default::default()
+        };
+        assert_eq!(fields(&input.validate().unwrap_err()), ["api_key_name"]);
+    }
+
+    #[test]
+    fn new_key_requires_a_value() {
+        let err = NewKeyInput::default().validate().unwrap_err();
+        assert_eq!(fields(&err), ["key_value"]);
+        let (secret, active) = NewKeyInput {
+            key_value: Some(" sk-1 ".into()),
+            is_active: Some(false),
+        }
+        .validate()
+        .unwrap();
+        assert_eq!((secret.expose(), active), ("sk-1", false));
+    }
+
+    #[test]
+    fn batch_ignores_blanks_folds_repeats_and_masks_failures() {
+        let input = BatchKeysInput {
+            keys: vec![
+                "sk-one".into(),
+                " ".into(),
+                "sk-two".into(),
+                "sk-one".into(),
+                "has space-in-the-middle".into(),
+            ],
+            is_active: None,
+        };
+        let batch = input.prepare();
+        let values: Vec<_> = batch.keys.iter().map(KeySecret::expose).collect();
+        assert_eq!(values, ["sk-one", "sk-two"]);
+        assert_eq!(batch.duplicates_in_batch, 1);
+        assert_eq!(batch.failed_keys.len(), 1);
+        assert!(!batch.failed_keys[0].contains("in-the-middle"));
+    }
+}

@@ -1,0 +1,42 @@
+//! The rules of API Key Rotator, free of any I/O: proxy configs and their key pools, validation
+//! of admin commands, round-robin key selection, classification of upstream outcomes, failover,
+//! key health, masking and redaction of secrets, and the ports (async traits) that storage,
+//! cache and notification adapters implement.
+//!
+//! This crate may depend only on pure, runtime-free crates (serde, chrono, url, subtle, ...).
+//! It never depends on a database driver, an HTTP framework, a Redis client or an async runtime,
+//! so a downstream team can build its own adapters against it alone. The `mocks` feature exports
+//! mockall mocks of every port; the `contract-tests` feature exports the test suite that every
+//! port implementation must pass.
+
+pub mod admin;
+pub mod classify;
+pub mod clock;
+pub mod command;
+#[cfg(feature = "contract-tests")]
+pub mod contract;
+pub mod error;
+pub mod model;
+pub mod ports;
+pub mod security;
+pub mod selection;
+
+pub use admin::AdminService;
+pub use classify::{Classifier, KeyEffect, Outcome, UpstreamResponse, Verdict};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use command::{
+    BatchImportReport, BatchKeysInput, FieldError, NewKeyInput, ProxyConfigInput, ValidationErrors,
+};
+pub use error::{Dependency, Entity, Error, Result};
+pub use model::{
+    ApiFormat, ApiKey, ApiKeyId, ConfigChange, ConfigKind, ConfigName, ConfigSnapshot, ConfigType,
+    GenericTarget, HttpMethod, HttpUrl, KeyHealth, KeyLocation, KeyPlacement, KeySecret, KeyUsage,
+    LlmTarget, OutputFormat, ProxyConfig, ProxyConfigId, ProxyConfigSpec, Slug, UsageDelta,
+    UsageEvent,
+};
+pub use ports::{
+    ChangeStream, ConfigEvents, ConfigNotice, InsertedKeys, ProxyStore, RotationState, Turn,
+    UsageCounters,
+};
+pub use security::{ProxyKeySet, Redactor, mask_secret};
+pub use selection::{AttemptPlan, FailoverPolicy, Rotator, plan_attempts};

@@ -1,0 +1,508 @@
+//! Proxy configs: the validated value types they are built from, and the kind enum that makes a
+//! GENERIC config without a method or target, or an LLM config without a base URL, unrepresentable.
+
+use std::{fmt, str::FromStr, sync::Arc};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, ser::SerializeStruct};
+
+use super::{key::ApiKey, wire_enum::wire_enum};
+
+/// Database identifier of a proxy config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ProxyConfigId(pub i64);
+
+impl fmt::Display for ProxyConfigId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Longest accepted config name, in characters.
+pub const MAX_NAME_CHARS: usize = 100;
+/// Longest accepted slug, in characters.
+pub const MAX_SLUG_CHARS: usize = 100;
+
+/// A config's display name: trimmed, 1 to 100 characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct ConfigName(Box<str>);
+
+impl ConfigName {
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for ConfigName {
+    type Err = &'static str;
+
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        let name = input.trim();
+        if name.is_empty() {
+            return Err("must not be empty");
+        }
+        if name.chars().count() > MAX_NAME_CHARS {
+            return Err("must be at most 100 characters");
+        }
+        if name.chars().any(char::is_control) {
+            return Err("must not contain control characters");
+        }
+        Ok(ConfigName(name.into()))
+    }
+}
+
+impl fmt::Display for ConfigName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The URL-safe name of a config in proxy paths: `[a-z0-9][a-z0-9_-]{0,99}`.
+///
+/// Input is accepted in any case and stored in lower case, which makes uniqueness
+/// case-insensitive.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Slug(Box<str>);
+
+impl Slug {
+    /// The slug as text (always lower case).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Slug {
+    type Err = &'static str;
+
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        let slug = input.trim().to_ascii_lowercase();
+        let mut chars = slug.chars();
+        match chars.next() {
+            None => return Err("must not be empty"),
+            Some(first) if !(first.is_ascii_lowercase() || first.is_ascii_digit()) => {
+                return Err("must start with a letter or a digit");
+            }
+            Some(_) => {}
+        }
+        if chars.any(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')) {
+            return Err("may contain only letters, digits, '_' and '-'");
+        }
+        if slug.len() > MAX_SLUG_CHARS {
+            return Err("must be at most 100 characters");
+        }
+        Ok(Slug(slug.into()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Slug {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for Slug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An absolute `http` or `https` URL with a host.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HttpUrl(url::Url);
+
+impl HttpUrl {
+    /// The URL as text, as normalised by the URL parser.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// The parsed URL.
+    pub fn url(&self) -> &url::Url {
+        &self.0
+    }
+}
+
+impl FromStr for HttpUrl {
+    type Err = &'static str;
+
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        let url = url::Url::parse(input.trim()).map_err(|_| "must be an absolute http(s) URL")?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err("must use the http or https scheme");
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err("must name a host");
+        }
+        if url.fragment().is_some() {
+            return Err("must not contain a fragment");
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("must not embed credentials; use the key pool instead");
+        }
+        Ok(HttpUrl(url))
+    }
+}
+
+impl fmt::Display for HttpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for HttpUrl {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+wire_enum! {
+    /// Whether a config proxies any REST API or an LLM API.
+    pub enum ConfigType {
+        /// Any REST API, one method and one target URL.
+        Generic => "GENERIC",
+        /// An LLM API in one of the [`ApiFormat`]s.
+        Llm => "LLM",
+    }
+}
+
+wire_enum! {
+    /// The wire format an LLM upstream speaks.
+    pub enum ApiFormat {
+        /// OpenAI and every OpenAI-compatible API.
+        OpenaiCompatible => "openai_compatible",
+        /// Anthropic's Messages API.
+        AnthropicNative => "anthropic_native",
+        /// Google's Gemini API.
+        GeminiNative => "gemini_native",
+    }
+}
+
+wire_enum! {
+    /// The wire format an LLM config's clients speak; `none` means the upstream's own.
+    pub enum OutputFormat {
+        /// Same as the upstream's [`ApiFormat`].
+        None => "none",
+        /// OpenAI Chat Completions.
+        Openai => "openai",
+        /// Anthropic Messages.
+        Anthropic => "anthropic",
+        /// Gemini generateContent.
+        Gemini => "gemini",
+        /// OpenAI Responses.
+        OpenaiResponses => "openai_responses",
+    }
+}
+
+wire_enum! {
+    /// Where the upstream key is put in the outgoing request.
+    pub enum KeyLocation {
+        /// In a request header.
+        Header => "header",
+        /// In a query parameter.
+        Query => "query",
+    }
+}
+
+wire_enum! {
+    /// The HTTP method a GENERIC config accepts.
+    pub enum HttpMethod {
+        /// GET.
+        Get => "GET",
+        /// POST.
+        Post => "POST",
+        /// PUT.
+        Put => "PUT",
+        /// PATCH.
+        Patch => "PATCH",
+        /// DELETE.
+        Delete => "DELETE",
+        /// HEAD.
+        Head => "HEAD",
+        /// OPTIONS.
+        Options => "OPTIONS",
+    }
+}
+
+/// Where and under which name the upstream key is injected.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KeyPlacement {
+    /// Header or query parameter.
+    pub location: KeyLocation,
+    /// The header or parameter name, validated for its location.
+    pub name: Box<str>,
+}
+
+impl KeyPlacement {
+    /// Checks that `name` is usable at `location`: an HTTP token for a header, a non-empty name
+    /// without URL delimiters for a query parameter.
+    ///
+    /// # Errors
+    /// A short reason, phrased for the `api_key_name` field.
+    pub fn new(location: KeyLocation, name: &str) -> Result<Self, &'static str> {
+        let name = name.trim();
+        if name.is_empty() {
+            return Err("must not be empty");
+        }
+        if name.len() > 256 {
+            return Err("must be at most 256 characters");
+        }
+        let valid = match location {
+            KeyLocation::Header => name.bytes().all(is_header_token_byte),
+            KeyLocation::Query => name.bytes().all(|b| {
+                b.is_ascii_graphic() && !matches!(b, b'&' | b'=' | b'#' | b'?' | b'+' | b'%')
+            }),
+        };
+        if !valid {
+            return Err(match location {
+                KeyLocation::Header => "is not a valid HTTP header name",
+                KeyLocation::Query => "is not a valid query parameter name",
+            });
+        }
+        Ok(KeyPlacement {
+            location,
+            name: name.into(),
+        })
+    }
+}
+
+/// RFC 9110 `tchar`.
+fn is_header_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A GENERIC config's target: exactly one method, one URL and a key placement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenericTarget {
+    /// The only method clients may use.
+    pub method: HttpMethod,
+    /// The URL the proxied path is appended to.
+    pub target_url: HttpUrl,
+    /// Where the upstream key goes.
+    pub key_placement: KeyPlacement,
+}
+
+/// An LLM config's target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LlmTarget {
+    /// The base URL the action path is appended to.
+    pub target_base_url: HttpUrl,
+    /// What the upstream speaks.
+    pub api_format: ApiFormat,
+    /// What the clients speak.
+    pub output_format: OutputFormat,
+    /// Overrides the upstream format's own way of sending the key.
+    pub key_placement: Option<KeyPlacement>,
+}
+
+impl LlmTarget {
+    /// The format the clients speak, with `none` resolved to the upstream's format.
+    pub fn client_format(&self) -> OutputFormat {
+        match (self.output_format, self.api_format) {
+            (OutputFormat::None, ApiFormat::OpenaiCompatible) => OutputFormat::Openai,
+            (OutputFormat::None, ApiFormat::AnthropicNative) => OutputFormat::Anthropic,
+            (OutputFormat::None, ApiFormat::GeminiNative) => OutputFormat::Gemini,
+            (explicit, _) => explicit,
+        }
+    }
+}
+
+/// What a config proxies to; the variant carries exactly the fields its type needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigKind {
+    /// Any REST API.
+    Generic(GenericTarget),
+    /// An LLM API.
+    Llm(LlmTarget),
+}
+
+impl ConfigKind {
+    /// The wire type of this kind.
+    pub fn config_type(&self) -> ConfigType {
+        match self {
+            ConfigKind::Generic(_) => ConfigType::Generic,
+            ConfigKind::Llm(_) => ConfigType::Llm,
+        }
+    }
+
+    /// The key placement, when one is set.
+    pub fn key_placement(&self) -> Option<&KeyPlacement> {
+        match self {
+            ConfigKind::Generic(target) => Some(&target.key_placement),
+            ConfigKind::Llm(target) => target.key_placement.as_ref(),
+        }
+    }
+}
+
+/// A validated config as the admin wrote it, before the store gives it an id and timestamps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyConfigSpec {
+    /// Unique display name.
+    pub name: ConfigName,
+    /// Unique path name.
+    pub slug: Slug,
+    /// Whether the proxy routes accept requests for it.
+    pub is_active: bool,
+    /// Type and target.
+    pub kind: ConfigKind,
+}
+
+/// A stored proxy config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// Store identifier.
+    pub id: ProxyConfigId,
+    /// Unique display name.
+    pub name: ConfigName,
+    /// Unique path name.
+    pub slug: Slug,
+    /// Whether the proxy routes accept requests for it.
+    pub is_active: bool,
+    /// Type and target.
+    pub kind: ConfigKind,
+    /// Set by the store on insert.
+    pub created_at: DateTime<Utc>,
+    /// Set by the store on every write.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl ProxyConfig {
+    /// Joins a stored id and timestamps to a spec.
+    pub fn from_spec(
+        id: ProxyConfigId,
+        spec: ProxyConfigSpec,
+        created_at: DateTime<Utc>,
+        updated_at: DateTime<Utc>,
+    ) -> Self {
+        let ProxyConfigSpec {
+            name,
+            slug,
+            is_active,
+            kind,
+        } = spec;
+        ProxyConfig {
+            id,
+            name,
+            slug,
+            is_active,
+            kind,
+            created_at,
+            updated_at,
+        }
+    }
+
+    /// The spec part, for a replace that keeps everything.
+    pub fn spec(&self) -> ProxyConfigSpec {
+        ProxyConfigSpec {
+            name: self.name.clone(),
+            slug: self.slug.clone(),
+            is_active: self.is_active,
+            kind: self.kind.clone(),
+        }
+    }
+}
+
+/// The SPEC's flat JSON shape, with the fields of the other type set to null.
+impl Serialize for ProxyConfig {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut out = serializer.serialize_struct("ProxyConfig", 14)?;
+        out.serialize_field("id", &self.id)?;
+        out.serialize_field("name", &self.name)?;
+        out.serialize_field("slug", &self.slug)?;
+        out.serialize_field("config_type", &self.kind.config_type())?;
+        out.serialize_field("is_active", &self.is_active)?;
+        let placement = self.kind.key_placement();
+        out.serialize_field("api_key_location", &placement.map(|p| p.location))?;
+        out.serialize_field("api_key_name", &placement.map(|p| &*p.name))?;
+        let (method, target_url, llm) = match &self.kind {
+            ConfigKind::Generic(g) => (Some(g.method), Some(&g.target_url), None),
+            ConfigKind::Llm(l) => (None, None, Some(l)),
+        };
+        out.serialize_field("method", &method)?;
+        out.serialize_field("target_url", &target_url)?;
+        out.serialize_field("target_base_url", &llm.map(|l| &l.target_base_url))?;
+        out.serialize_field("api_format", &llm.map(|l| l.api_format))?;
+        out.serialize_field("output_format", &llm.map(|l| l.output_format))?;
+        out.serialize_field("created_at", &self.created_at)?;
+        out.serialize_field("updated_at", &self.updated_at)?;
+        out.end()
+    }
+}
+
+/// An active config with every one of its keys (enabled or not), as the proxy hot path reads it
+/// from the in-process cache.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigSnapshot {
+    /// The config.
+    pub config: ProxyConfig,
+    /// Its keys, ordered by id.
+    pub keys: Vec<Arc<ApiKey>>,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn slug_is_lowercased_and_checked() {
+        assert_eq!("My-API_1".parse::<Slug>().unwrap().as_str(), "my-api_1");
+        assert!("-leading".parse::<Slug>().is_err());
+        assert!("".parse::<Slug>().is_err());
+        assert!("has space".parse::<Slug>().is_err());
+        assert!("a".repeat(100).parse::<Slug>().is_ok());
+        assert!("a".repeat(101).parse::<Slug>().is_err());
+    }
+
+    #[test]
+    fn wire_enums_accept_any_case_and_print_canonical_names() {
+        assert_eq!(
+            "generic".parse::<ConfigType>().unwrap(),
+            ConfigType::Generic
+        );
+        assert_eq!(" Llm ".parse::<ConfigType>().unwrap().to_string(), "LLM");
+        assert_eq!("post".parse::<HttpMethod>().unwrap(), HttpMethod::Post);
+        assert_eq!(
+            "GEMINI_NATIVE".parse::<ApiFormat>().unwrap(),
+            ApiFormat::GeminiNative
+        );
+        let err = "soap".parse::<KeyLocation>().unwrap_err();
+        assert_eq!(err.to_string(), "must be one of header, query");
+        let json = serde_json::to_string(&OutputFormat::OpenaiResponses).unwrap();
+        assert_eq!(json, "\"openai_responses\"");
+        let parsed: ConfigType = serde_json::from_str("\"gEnErIc\"").unwrap();
+        assert_eq!(parsed, ConfigType::Generic);
+    }
+
+    #[test]
+    fn http_url_rejects_relative_other_schemes_and_credentials() {
+        assert!("https://api.example.com/v1".parse::<HttpUrl>().is_ok());
+        assert!("/relative".parse::<HttpUrl>().is_err());
+        assert!("ftp://example.com".parse::<HttpUrl>().is_err());
+        assert!("https://user:pw@example.com".parse::<HttpUrl>().is_err());
+    }
+
+    #[test]
+    fn key_placement_checks_names_for_their_location() {
+        assert!(KeyPlacement::new(KeyLocation::Header, "X-Api-Key").is_ok());
+        assert!(KeyPlacement::new(KeyLocation::Header, "bad header").is_err());
+        assert!(KeyPlacement::new(KeyLocation::Query, "key").is_ok());
+        assert!(KeyPlacement::new(KeyLocation::Query, "a&b").is_err());
+        assert!(KeyPlacement::new(KeyLocation::Query, " ").is_err());
+    }
+
+    #[test]
+    fn client_format_none_means_the_upstream_format() {
+        let target = LlmTarget {
+            target_base_url: "https://x.example".parse().unwrap(),
+            api_format: ApiFormat::AnthropicNative,
+            output_format: OutputFormat::None,
+            key_placement: None,
+        };
+        assert_eq!(target.client_format(), OutputFormat::Anthropic);
+    }
+}

@@ -1,0 +1,26 @@
+//! The entities of SPEC §1: proxy configs (one per upstream service), their API keys with health
+//! and usage, and the small validated value types they are made of.
+
+mod config;
+mod key;
+mod wire_enum;
+
+pub use config::{
+    ApiFormat, ConfigKind, ConfigName, ConfigSnapshot, ConfigType, GenericTarget, HttpMethod,
+    HttpUrl, KeyLocation, KeyPlacement, LlmTarget, OutputFormat, ProxyConfig, ProxyConfigId,
+    ProxyConfigSpec, Slug,
+};
+pub use key::{ApiKey, ApiKeyId, KeyHealth, KeySecret, KeyUsage, UsageDelta, UsageEvent};
+pub use wire_enum::UnknownVariant;
+
+use serde::{Deserialize, Serialize};
+
+/// A change to a proxy config or its keys, published to every instance so each one drops the
+/// cached snapshots of the slugs involved (the old and the new slug on a rename).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigChange {
+    /// The config that changed.
+    pub config_id: ProxyConfigId,
+    /// Every slug whose cached snapshot is now stale.
+    pub slugs: Vec<Slug>,
+}

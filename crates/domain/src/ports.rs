@@ -1,0 +1,159 @@
+//! The ports: what the domain needs from the outside world, as object-safe async traits.
+//!
+//! The store keeps configs and keys durably; the rotation state keeps the live round-robin
+//! counters, cooldowns and key health (shared by every instance when the adapter is); usage
+//! counters aggregate per-key usage off the hot path; config events tell every instance that a
+//! config changed. Implementations must pass the suites in [`crate::contract`] (feature
+//! `contract-tests`).
+
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures_core::Stream;
+
+use crate::{
+    error::Result,
+    model::{
+        ApiKey, ApiKeyId, ConfigChange, ConfigSnapshot, KeyHealth, KeySecret, ProxyConfig,
+        ProxyConfigId, ProxyConfigSpec, Slug, UsageDelta, UsageEvent,
+    },
+};
+
+/// What a batch insert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InsertedKeys {
+    /// Keys newly stored.
+    pub inserted: u64,
+    /// Keys the config already had.
+    pub skipped: u64,
+}
+
+/// Durable storage of proxy configs and their keys.
+///
+/// Errors: a missing record is [`crate::Error::NotFound`]; a taken name, slug or key value is
+/// [`crate::Error::Conflict`] naming the field; an unreachable database is
+/// [`crate::Error::Unavailable`]. Messages never carry raw driver text or key values.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait ProxyStore: Send + Sync {
+    /// Stores a new config; the store sets id and timestamps.
+    async fn create_config(&self, spec: ProxyConfigSpec) -> Result<ProxyConfig>;
+    /// Every config, ordered by id.
+    async fn list_configs(&self) -> Result<Vec<ProxyConfig>>;
+    /// One config.
+    async fn get_config(&self, id: ProxyConfigId) -> Result<ProxyConfig>;
+    /// Replaces every field of a config but its id and creation time.
+    async fn replace_config(&self, id: ProxyConfigId, spec: ProxyConfigSpec)
+    -> Result<ProxyConfig>;
+    /// Switches a config on or off.
+    async fn set_config_active(&self, id: ProxyConfigId, is_active: bool) -> Result<ProxyConfig>;
+    /// Deletes a config and all its keys; returns what was deleted.
+    async fn delete_config(&self, id: ProxyConfigId) -> Result<ProxyConfig>;
+    /// The keys of a config, ordered by id; `NotFound` when the config does not exist.
+    async fn list_keys(&self, config: ProxyConfigId) -> Result<Vec<ApiKey>>;
+    /// One key.
+    async fn get_key(&self, id: ApiKeyId) -> Result<ApiKey>;
+    /// Adds one key; `Conflict { field: "key_value" }` when the config already has it.
+    async fn add_key(
+        &self,
+        config: ProxyConfigId,
+        key: KeySecret,
+        is_active: bool,
+    ) -> Result<ApiKey>;
+    /// Adds many keys in a few statements, skipping the ones the config already has. The keys
+    /// given are distinct. Must not hit the database's bound-parameter limit for any count.
+    async fn add_keys(
+        &self,
+        config: ProxyConfigId,
+        keys: Vec<KeySecret>,
+        is_active: bool,
+    ) -> Result<InsertedKeys>;
+    /// Deletes every key of a config; returns how many.
+    async fn clear_keys(&self, config: ProxyConfigId) -> Result<u64>;
+    /// Switches a key on or off.
+    async fn set_key_active(&self, id: ApiKeyId, is_active: bool) -> Result<ApiKey>;
+    /// Deletes one key; returns what was deleted.
+    async fn delete_key(&self, id: ApiKeyId) -> Result<ApiKey>;
+    /// The active config with this slug and all its keys, or `None` when there is no such active
+    /// config. This feeds the in-process snapshot cache; it is not called per proxied request.
+    async fn active_config_by_slug(&self, slug: &Slug) -> Result<Option<ConfigSnapshot>>;
+    /// Adds usage deltas to the keys' counters in one batched write; unknown keys are ignored.
+    async fn apply_usage(&self, deltas: &[UsageDelta]) -> Result<()>;
+    /// Persists a key's health so it survives restarts; unknown keys are ignored.
+    async fn set_key_health(&self, id: ApiKeyId, health: KeyHealth) -> Result<()>;
+    /// Checks the database answers.
+    async fn ping(&self) -> Result<()>;
+}
+
+/// One selection's view of the rotation state: the counter value it drew and the health of each
+/// key asked about, in the order asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Turn {
+    /// The config's counter before this selection incremented it.
+    pub counter: u64,
+    /// Health of each key, aligned with the ids passed in.
+    pub states: Vec<KeyHealth>,
+}
+
+/// Live rotation state: round-robin counters, cooldowns and key health.
+///
+/// An adapter shared by several instances (Redis) makes all of them see one counter per config
+/// and each other's cooldowns and failures on their very next read.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait RotationState: Send + Sync {
+    /// Atomically draws the config's next counter value and reads the health of `keys`; an
+    /// adapter may answer both in one round trip. Counters start at 0 and never repeat a value.
+    async fn next_turn(&self, config: ProxyConfigId, keys: &[ApiKeyId]) -> Result<Turn>;
+    /// The health of `keys`, aligned with the ids passed in. A key never marked reads `Ok`.
+    async fn key_states(&self, keys: &[ApiKeyId]) -> Result<Vec<KeyHealth>>;
+    /// Cools a key down until `until`, unless it already cools down longer: a cooldown only ever
+    /// extends. Returns the cooldown in force afterwards.
+    async fn cool_down(&self, key: ApiKeyId, until: DateTime<Utc>) -> Result<DateTime<Utc>>;
+    /// Takes a key out of rotation until [`RotationState::mark_ok`].
+    async fn mark_failed(&self, key: ApiKeyId) -> Result<()>;
+    /// Puts a key back in rotation, clearing failure and cooldown.
+    async fn mark_ok(&self, key: ApiKeyId) -> Result<()>;
+    /// Drops all state of deleted keys.
+    async fn forget(&self, keys: &[ApiKeyId]) -> Result<()>;
+    /// Checks the state is reachable.
+    async fn ping(&self) -> Result<()>;
+}
+
+/// Per-key usage counters, aggregated off the hot path and flushed in batches.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait UsageCounters: Send + Sync {
+    /// Records one attempt. Called on the hot path: must not block or do I/O.
+    fn record(&self, key: ApiKeyId, event: UsageEvent);
+    /// Takes everything recorded since the last successful flush, one delta per key, after
+    /// publishing it to the shared tier when there is one. The caller writes the deltas to the
+    /// store. On error nothing is lost: the next flush returns it.
+    async fn flush(&self) -> Result<Vec<UsageDelta>>;
+}
+
+/// What a config-change subscriber receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigNotice {
+    /// One config changed.
+    Changed(ConfigChange),
+    /// Changes may have been missed (the adapter reconnected, or the subscriber fell behind):
+    /// drop every cached snapshot.
+    Resync,
+}
+
+/// A stream of config notices.
+pub type ChangeStream = Pin<Box<dyn Stream<Item = ConfigNotice> + Send>>;
+
+/// Tells every instance that a config changed, so each drops its cached snapshot.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait ConfigEvents: Send + Sync {
+    /// Sends a change to every subscriber, this instance's included.
+    async fn publish(&self, change: ConfigChange) -> Result<()>;
+    /// Receives every change published after this call, in order, and a
+    /// [`ConfigNotice::Resync`] whenever some may have been missed. The stream survives
+    /// reconnects of the adapter.
+    async fn subscribe(&self) -> Result<ChangeStream>;
+}
