@@ -1,0 +1,536 @@
+//! Every crossing between the database and the domain, in one place: rows into validated
+//! domain types (a row that fails is corrupt data, reported as `Error::Internal`), domain values
+//! into column values, the key fingerprint, and database errors into `domain::Error`.
+//!
+//! Error messages built here never carry driver text, SQL or stored values: only categories, our
+//! own sentences and, for unexpected database errors, the numeric error code.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use domain::{
+    ApiFormat, ApiKey, ApiKeyId, ConfigKind, ConfigName, ConfigType, Entity, Error, GenericTarget,
+    HttpMethod, HttpUrl, KeyHealth, KeyLocation, KeyPlacement, KeySecret, KeyUsage, LlmTarget,
+    OutputFormat, ProxyConfig, ProxyConfigId, ProxyConfigSpec, Slug,
+};
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ConnAcquireErr, DbBackend, DbErr, RuntimeErr, SqlErr,
+};
+use sha2::{Digest, Sha256};
+
+use crate::entity::{api_key, proxy_config};
+
+/// The fingerprint stored in `api_keys.key_hash`: the lower-case hex SHA-256 of the value.
+///
+/// Duplicate detection relies only on this function, so once values are stored encrypted a
+/// keyed hash (HMAC with the encryption key) can replace it here, with a migration rewriting
+/// the column.
+pub fn key_fingerprint(value: &KeySecret) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(value.expose().as_bytes());
+    let mut hex = String::with_capacity(digest.len() * 2);
+    for byte in digest {
+        hex.push(char::from(HEX[usize::from(byte >> 4)]));
+        hex.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    hex
+}
+
+/// The current time at the precision both backends store (microseconds), so what a write
+/// returns equals what a later read gives.
+pub(crate) fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// The current time, but never before `previous`: `updated_at` only moves forward, even when
+/// the clock steps back.
+pub(crate) fn now_not_before(previous: DateTime<Utc>) -> DateTime<Utc> {
+    std::cmp::max(now(), previous)
+}
+
+/// A timestamp cut to the stored precision.
+pub(crate) fn stored_time(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.trunc_subsecs(6)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configs
+
+/// Sets every spec column of a config row.
+pub(crate) fn set_config_columns(row: &mut proxy_config::ActiveModel, spec: &ProxyConfigSpec) {
+    let placement = spec.kind.key_placement();
+    row.name = Set(spec.name.as_str().to_owned());
+    row.slug = Set(spec.slug.as_str().to_owned());
+    row.config_type = Set(spec.kind.config_type().as_str().to_owned());
+    row.is_active = Set(spec.is_active);
+    row.api_key_location = Set(placement.map(|p| p.location.as_str().to_owned()));
+    row.api_key_name = Set(placement.map(|p| p.name.to_string()));
+    match &spec.kind {
+        ConfigKind::Generic(target) => {
+            row.method = Set(Some(target.method.as_str().to_owned()));
+            row.target_url = Set(Some(target.target_url.as_str().to_owned()));
+            row.target_base_url = Set(None);
+            row.api_format = Set(None);
+            row.output_format = Set(None);
+        }
+        ConfigKind::Llm(target) => {
+            row.method = Set(None);
+            row.target_url = Set(None);
+            row.target_base_url = Set(Some(target.target_base_url.as_str().to_owned()));
+            row.api_format = Set(Some(target.api_format.as_str().to_owned()));
+            row.output_format = Set(Some(target.output_format.as_str().to_owned()));
+        }
+    }
+}
+
+/// A new config row; the database assigns the id.
+pub(crate) fn new_config_row(
+    spec: &ProxyConfigSpec,
+    at: DateTime<Utc>,
+) -> proxy_config::ActiveModel {
+    let mut row = proxy_config::ActiveModel {
+        id: NotSet,
+        created_at: Set(at),
+        updated_at: Set(at),
+        ..Default::default()
+    };
+    set_config_columns(&mut row, spec);
+    row
+}
+
+/// Reads a config row back into the domain, rejecting anything the domain would not accept.
+pub(crate) fn config_from_row(row: proxy_config::Model) -> Result<ProxyConfig, Error> {
+    let id = row.id;
+    let corrupt = |field: &str, why: &dyn std::fmt::Display| {
+        Error::Internal(format!(
+            "stored proxy config {id} has an invalid {field}: {why}"
+        ))
+    };
+    let required = |field: &'static str, value: Option<String>| {
+        value.ok_or_else(|| corrupt(field, &"is missing"))
+    };
+
+    let name: ConfigName = row.name.parse().map_err(|e| corrupt("name", &e))?;
+    let slug: Slug = row.slug.parse().map_err(|e| corrupt("slug", &e))?;
+    let config_type: ConfigType = row
+        .config_type
+        .parse()
+        .map_err(|e| corrupt("config_type", &e))?;
+    let placement = match (row.api_key_location, row.api_key_name) {
+        (None, None) => None,
+        (Some(location), Some(name)) => {
+            let location: KeyLocation = location
+                .parse()
+                .map_err(|e| corrupt("api_key_location", &e))?;
+            Some(KeyPlacement::new(location, &name).map_err(|e| corrupt("api_key_name", &e))?)
+        }
+        (None, Some(_)) => return Err(corrupt("api_key_location", &"is missing")),
+        (Some(_), None) => return Err(corrupt("api_key_name", &"is missing")),
+    };
+    let kind = match config_type {
+        ConfigType::Generic => ConfigKind::Generic(GenericTarget {
+            method: required("method", row.method)?
+                .parse::<HttpMethod>()
+                .map_err(|e| corrupt("method", &e))?,
+            target_url: required("target_url", row.target_url)?
+                .parse::<HttpUrl>()
+                .map_err(|e| corrupt("target_url", &e))?,
+            key_placement: placement.ok_or_else(|| corrupt("api_key_location", &"is missing"))?,
+        }),
+        ConfigType::Llm => ConfigKind::Llm(LlmTarget {
+            target_base_url: required("target_base_url", row.target_base_url)?
+                .parse::<HttpUrl>()
+                .map_err(|e| corrupt("target_base_url", &e))?,
+            api_format: required("api_format", row.api_format)?
+                .parse::<ApiFormat>()
+                .map_err(|e| corrupt("api_format", &e))?,
+            output_format: required("output_format", row.output_format)?
+                .parse::<OutputFormat>()
+                .map_err(|e| corrupt("output_format", &e))?,
+            key_placement: placement,
+        }),
+    };
+    Ok(ProxyConfig {
+        id: ProxyConfigId(id),
+        name,
+        slug,
+        is_active: row.is_active,
+        kind,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys
+
+/// The value written to `api_keys.key_value`.
+pub(crate) fn stored_key_value(value: &KeySecret) -> String {
+    value.expose().to_owned()
+}
+
+/// The `health` and `cooldown_until` columns of a health.
+pub(crate) fn health_columns(health: KeyHealth) -> (&'static str, Option<DateTime<Utc>>) {
+    (health.as_str(), health.cooldown_until().map(stored_time))
+}
+
+/// A new, healthy, unused key row; the database assigns the id.
+pub(crate) fn new_key_row(
+    config: ProxyConfigId,
+    value: &KeySecret,
+    is_active: bool,
+    at: DateTime<Utc>,
+) -> api_key::ActiveModel {
+    let (health, cooldown_until) = health_columns(KeyHealth::Ok);
+    api_key::ActiveModel {
+        id: NotSet,
+        proxy_config_id: Set(config.0),
+        key_value: Set(stored_key_value(value)),
+        key_hash: Set(key_fingerprint(value)),
+        is_active: Set(is_active),
+        health: Set(health.to_owned()),
+        cooldown_until: Set(cooldown_until),
+        last_status: Set(None),
+        request_count: Set(0),
+        failure_count: Set(0),
+        last_used_at: Set(None),
+        created_at: Set(at),
+        updated_at: Set(at),
+    }
+}
+
+/// Reads a key row back into the domain, rejecting anything the domain would not accept.
+pub(crate) fn key_from_row(row: api_key::Model) -> Result<ApiKey, Error> {
+    let id = row.id;
+    let corrupt = |field: &str, why: &dyn std::fmt::Display| {
+        Error::Internal(format!("stored api key {id} has an invalid {field}: {why}"))
+    };
+    let key_value = KeySecret::parse(&row.key_value).map_err(|e| corrupt("key_value", &e))?;
+    let health = match (row.health.as_str(), row.cooldown_until) {
+        ("ok", _) => KeyHealth::Ok,
+        ("failed", _) => KeyHealth::Failed,
+        ("cooling", Some(until)) => KeyHealth::Cooling { until },
+        ("cooling", None) => return Err(corrupt("cooldown_until", &"is missing")),
+        _ => return Err(corrupt("health", &"must be one of ok, cooling, failed")),
+    };
+    let count =
+        |field: &str, value: i64| u64::try_from(value).map_err(|_| corrupt(field, &"is negative"));
+    let usage = KeyUsage {
+        request_count: count("request_count", row.request_count)?,
+        failure_count: count("failure_count", row.failure_count)?,
+        last_status: row
+            .last_status
+            .map(|status| {
+                u16::try_from(status).map_err(|_| corrupt("last_status", &"is out of range"))
+            })
+            .transpose()?,
+        last_used_at: row.last_used_at,
+    };
+    Ok(ApiKey {
+        id: ApiKeyId(id),
+        proxy_config_id: ProxyConfigId(row.proxy_config_id),
+        key_value,
+        is_active: row.is_active,
+        health,
+        usage,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
+}
+
+/// A counter delta as a column value; deltas past `i64::MAX` cannot occur in practice and are
+/// clamped rather than wrapped.
+pub(crate) fn counter(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/// A constraint a failed write ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Violation {
+    /// A unique index already holds the value.
+    Unique,
+    /// The referenced row does not exist.
+    ForeignKey,
+}
+
+/// The constraint behind a failed write, if that is what failed.
+pub(crate) fn violation(err: &DbErr) -> Option<Violation> {
+    match err.sql_err() {
+        Some(SqlErr::UniqueConstraintViolation(_)) => Some(Violation::Unique),
+        Some(SqlErr::ForeignKeyConstraintViolation(_)) => Some(Violation::ForeignKey),
+        _ => None,
+    }
+}
+
+/// A conflict on a unique field.
+pub(crate) fn conflict(entity: Entity, field: &'static str) -> Error {
+    Error::Conflict { entity, field }
+}
+
+const LOST: &str = "lost the connection to the database; check that it is running and reachable";
+const POOL_TIMEOUT: &str =
+    "timed out waiting for a free database connection; the database is overloaded or unreachable";
+const BUSY: &str = "the database is busy with other writes; retry the request";
+
+/// Maps a database error that no caller-specific rule handled; adapters use it for the errors
+/// of opening their connection pool.
+///
+/// Connection trouble (I/O, TLS, a closed or exhausted pool, a crashed driver worker) and lock
+/// contention that outlasted the busy timeout are [`Error::Unavailable`]; anything else is a
+/// bug or corrupt data, [`Error::Internal`], with at most the database's numeric error code.
+pub fn db_error(backend: DbBackend, err: &DbErr) -> Error {
+    match err {
+        DbErr::ConnectionAcquire(ConnAcquireErr::Timeout) => Error::database(POOL_TIMEOUT),
+        DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed) => {
+            Error::database("the database connection pool is closed")
+        }
+        DbErr::Conn(runtime) | DbErr::Exec(runtime) | DbErr::Query(runtime) => {
+            runtime_error(backend, runtime, matches!(err, DbErr::Conn(_)))
+        }
+        DbErr::TryIntoErr { .. } | DbErr::Type(_) | DbErr::Json(_) => {
+            Error::Internal("a stored value has an unexpected type".to_owned())
+        }
+        DbErr::Migration(_) => Error::Internal("the schema migration failed".to_owned()),
+        _ => Error::Internal("unexpected database error".to_owned()),
+    }
+}
+
+fn runtime_error(backend: DbBackend, runtime: &RuntimeErr, connecting: bool) -> Error {
+    use sea_orm::sqlx::Error as Sqlx;
+    let RuntimeErr::SqlxError(sqlx) = runtime else {
+        return if connecting {
+            Error::database(LOST)
+        } else {
+            Error::Internal("unexpected database driver error".to_owned())
+        };
+    };
+    match &**sqlx {
+        Sqlx::Io(_) | Sqlx::Protocol(_) | Sqlx::WorkerCrashed => Error::database(LOST),
+        Sqlx::Tls(_) => Error::database(
+            "could not set up TLS with the database; check its certificate and TLS settings",
+        ),
+        Sqlx::PoolTimedOut => Error::database(POOL_TIMEOUT),
+        Sqlx::PoolClosed => Error::database("the database connection pool is closed"),
+        Sqlx::Configuration(_) => {
+            Error::database("the database connection settings are invalid; check them")
+        }
+        Sqlx::Database(db) => database_error(backend, db.as_ref(), connecting),
+        Sqlx::RowNotFound => Error::Internal("a row expected to exist was missing".to_owned()),
+        Sqlx::TypeNotFound { .. }
+        | Sqlx::ColumnIndexOutOfBounds { .. }
+        | Sqlx::ColumnNotFound(_)
+        | Sqlx::ColumnDecode { .. }
+        | Sqlx::Decode(_) => Error::Internal("a stored value could not be decoded".to_owned()),
+        Sqlx::Encode(_) => {
+            Error::Internal("a value could not be encoded for the database".to_owned())
+        }
+        _ if connecting => Error::database(LOST),
+        _ => Error::Internal("unexpected database driver error".to_owned()),
+    }
+}
+
+fn database_error(
+    backend: DbBackend,
+    db: &dyn sea_orm::sqlx::error::DatabaseError,
+    connecting: bool,
+) -> Error {
+    let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+    match backend {
+        DbBackend::Sqlite => {
+            // Extended result codes carry the primary code in their low byte.
+            let primary = code.parse::<i32>().map_or(-1, |c| c & 0xff);
+            match primary {
+                // SQLITE_BUSY, SQLITE_LOCKED: the busy timeout ran out.
+                5 | 6 => Error::database(BUSY),
+                // SQLITE_READONLY, SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN
+                8 => Error::database("the database file is read-only; check its permissions"),
+                10 => Error::database("the database file could not be read or written"),
+                13 => Error::database("the disk holding the database is full"),
+                14 => Error::database(
+                    "the database file cannot be opened; check its path and permissions",
+                ),
+                // SQLITE_CORRUPT, SQLITE_NOTADB
+                11 | 26 => Error::Internal("the database file is corrupt".to_owned()),
+                _ => Error::Internal(format!("the database rejected a statement (code {code})")),
+            }
+        }
+        _ => {
+            // SQLSTATE classes: 08 connection exception, 28 invalid authorization,
+            // 40 transaction rollback (deadlock, serialization failure).
+            let class = code.get(..2).unwrap_or_default();
+            if class == "28" {
+                Error::database(
+                    "the database refused the credentials; check the database user and password",
+                )
+            } else if class == "08" {
+                Error::database(LOST)
+            } else if connecting {
+                Error::database(
+                    "the database server refused the connection; check the database name and the user's privileges",
+                )
+            } else if class == "40" || db.message().starts_with("Lock wait timeout") {
+                Error::database(BUSY)
+            } else {
+                Error::Internal(format!(
+                    "the database rejected a statement (SQLSTATE {code})"
+                ))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn generic_row() -> proxy_config::Model {
+        let at = Utc.with_ymd_and_hms(2025, 1, 2, 3, 4, 5).unwrap();
+        proxy_config::Model {
+            id: 7,
+            name: "Items".into(),
+            slug: "items".into(),
+            config_type: "GENERIC".into(),
+            is_active: true,
+            api_key_location: Some("query".into()),
+            api_key_name: Some("apikey".into()),
+            method: Some("POST".into()),
+            target_url: Some("https://api.example.com/v2".into()),
+            target_base_url: None,
+            api_format: None,
+            output_format: None,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    fn key_row() -> api_key::Model {
+        let at = Utc.with_ymd_and_hms(2025, 1, 2, 3, 4, 5).unwrap();
+        api_key::Model {
+            id: 3,
+            proxy_config_id: 7,
+            key_value: "sk-secret-value-1234567890".into(),
+            key_hash: String::new(),
+            is_active: true,
+            health: "ok".into(),
+            cooldown_until: None,
+            last_status: Some(200),
+            request_count: 4,
+            failure_count: 1,
+            last_used_at: Some(at),
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    #[test]
+    fn key_fingerprint_is_hex_sha256() {
+        let value = KeySecret::parse("abc").unwrap();
+        assert_eq!(
+            key_fingerprint(&value),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn config_rows_round_trip_through_the_spec() {
+        let config = config_from_row(generic_row()).unwrap();
+        let mut row = new_config_row(&config.spec(), config.created_at);
+        row.id = Set(7);
+        let model = proxy_config::Model {
+            id: 7,
+            name: row.name.unwrap(),
+            slug: row.slug.unwrap(),
+            config_type: row.config_type.unwrap(),
+            is_active: row.is_active.unwrap(),
+            api_key_location: row.api_key_location.unwrap(),
+            api_key_name: row.api_key_name.unwrap(),
+            method: row.method.unwrap(),
+            target_url: row.target_url.unwrap(),
+            target_base_url: row.target_base_url.unwrap(),
+            api_format: row.api_format.unwrap(),
+            output_format: row.output_format.unwrap(),
+            created_at: row.created_at.unwrap(),
+            updated_at: row.updated_at.unwrap(),
+        };
+        assert_eq!(config_from_row(model).unwrap(), config);
+    }
+
+    #[test]
+    fn corrupt_config_rows_are_internal_errors_without_the_stored_value() {
+        let mut row = generic_row();
+        row.method = Some("TELEPORT".into());
+        match config_from_row(row) {
+            Err(Error::Internal(message)) => {
+                assert!(message.contains("method"), "{message}");
+                assert!(!message.contains("TELEPORT"), "{message}");
+            }
+            other => panic!("expected internal error, got {other:?}"),
+        }
+        let mut row = generic_row();
+        row.target_url = None;
+        assert!(matches!(config_from_row(row), Err(Error::Internal(_))));
+        let mut row = generic_row();
+        row.api_key_name = None;
+        assert!(matches!(config_from_row(row), Err(Error::Internal(_))));
+    }
+
+    #[test]
+    fn corrupt_key_rows_are_internal_errors_without_the_key() {
+        let mut row = key_row();
+        row.health = "cooling".into();
+        assert!(matches!(key_from_row(row), Err(Error::Internal(_))));
+        let mut row = key_row();
+        row.request_count = -1;
+        assert!(matches!(key_from_row(row), Err(Error::Internal(_))));
+        let mut row = key_row();
+        row.last_status = Some(70_000);
+        assert!(matches!(key_from_row(row), Err(Error::Internal(_))));
+        let mut row = key_row();
+        row.key_value = "has space sk-secret".into();
+        match key_from_row(row) {
+            Err(Error::Internal(message)) => assert!(!message.contains("sk-secret"), "{message}"),
+            other => panic!("expected internal error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn key_rows_read_health_and_usage() {
+        let mut row = key_row();
+        let until = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
+        row.health = "cooling".into();
+        row.cooldown_until = Some(until);
+        let key = key_from_row(row).unwrap();
+        assert_eq!(key.health, KeyHealth::Cooling { until });
+        assert_eq!(key.usage.request_count, 4);
+        assert_eq!(key.usage.last_status, Some(200));
+    }
+
+    #[test]
+    fn pool_and_connection_errors_are_unavailable() {
+        let timeout = DbErr::ConnectionAcquire(ConnAcquireErr::Timeout);
+        assert!(matches!(
+            db_error(DbBackend::Sqlite, &timeout),
+            Error::Unavailable { .. }
+        ));
+        let io = DbErr::Query(RuntimeErr::SqlxError(std::sync::Arc::new(
+            sea_orm::sqlx::Error::Io(std::io::Error::other("secret driver text")),
+        )));
+        match db_error(DbBackend::MySql, &io) {
+            Error::Unavailable { message, .. } => {
+                assert!(!message.contains("secret driver text"), "{message}")
+            }
+            other => panic!("expected unavailable, got {other:?}"),
+        }
+        let decode = DbErr::Type("raw text".into());
+        assert!(matches!(
+            db_error(DbBackend::MySql, &decode),
+            Error::Internal(m) if !m.contains("raw text")
+        ));
+    }
+}

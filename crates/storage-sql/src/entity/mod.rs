@@ -1,0 +1,8 @@
+//! The sea-orm entities of the two tables, `proxy_configs` and `api_keys`, one row type each.
+//!
+//! They mirror the schema the migrations create, column for column, and hold plain database
+//! types (strings, integers, timestamps): turning a row into a validated domain type, and
+//! rejecting a corrupt one, is the job of the `convert` module.
+
+pub mod api_key;
+pub mod proxy_config;

@@ -1,0 +1,149 @@
+//! [`forward_proxy_store!`](crate::forward_proxy_store): implements `domain::ProxyStore` for an
+//! adapter's store type by forwarding every call to the [`SqlStore`](crate::SqlStore) it wraps,
+//! so neither adapter repeats the port's seventeen methods.
+
+/// Implements `domain::ProxyStore` for `$store` by forwarding to its `SqlStore` field `$field`.
+///
+/// ```ignore
+/// pub struct SqliteStore { inner: storage_sql::SqlStore }
+/// storage_sql::forward_proxy_store!(SqliteStore => inner);
+/// ```
+#[macro_export]
+macro_rules! forward_proxy_store {
+    ($store:ty => $field:ident) => {
+        #[$crate::__private::async_trait]
+        impl $crate::__private::domain::ProxyStore for $store {
+            async fn create_config(
+                &self,
+                spec: $crate::__private::domain::ProxyConfigSpec,
+            ) -> $crate::__private::domain::Result<$crate::__private::domain::ProxyConfig> {
+                $crate::__private::domain::ProxyStore::create_config(&self.$field, spec).await
+            }
+
+            async fn list_configs(
+                &self,
+            ) -> $crate::__private::domain::Result<Vec<$crate::__private::domain::ProxyConfig>>
+            {
+                $crate::__private::domain::ProxyStore::list_configs(&self.$field).await
+            }
+
+            async fn get_config(
+                &self,
+                id: $crate::__private::domain::ProxyConfigId,
+            ) -> $crate::__private::domain::Result<$crate::__private::domain::ProxyConfig> {
+                $crate::__private::domain::ProxyStore::get_config(&self.$field, id).await
+            }
+
+            async fn replace_config(
+                &self,
+                id: $crate::__private::domain::ProxyConfigId,
+                spec: $crate::__private::domain::ProxyConfigSpec,
+            ) -> $crate::__private::domain::Result<$crate::__private::domain::ProxyConfig> {
+                $crate::__private::domain::ProxyStore::replace_config(&self.$field, id, spec).await
+            }
+
+            async fn set_config_active(
+                &self,
+                id: $crate::__private::domain::ProxyConfigId,
+                is_active: bool,
+            ) -> $crate::__private::domain::Result<$crate::__private::domain::ProxyConfig> {
+                $crate::__private::domain::ProxyStore::set_config_active(&self.$field, id, is_active)
+                    .await
+            }
+
+            async fn delete_config(
+                &self,
+                id: $crate::__private::domain::ProxyConfigId,
+            ) -> $crate::__private::domain::Result<$crate::__private::domain::ProxyConfig> {
+                $crate::__private::domain::ProxyStore::delete_config(&self.$field, id).await
+            }
+
+            async fn list_keys(
+                &self,
+                config: $crate::__private::domain::ProxyConfigId,
+            ) -> $crate::__private::domain::Result<Vec<$crate::__private::domain::ApiKey>> {
+                $crate::__private::domain::ProxyStore::list_keys(&self.$field, config).await
+            }
+
+            async fn get_key(
+                &self,
+                id: $crate::__private::domain::ApiKeyId,
+            ) -> $crate::__private::domain::Result<$crate::__private::domain::ApiKey> {
+                $crate::__private::domain::ProxyStore::get_key(&self.$field, id).await
+            }
+
+            async fn add_key(
+                &self,
+                config: $crate::__private::domain::ProxyConfigId,
+                key: $crate::__private::domain::KeySecret,
+                is_active: bool,
+            ) -> $crate::__private::domain::Result<$crate::__private::domain::ApiKey> {
+                $crate::__private::domain::ProxyStore::add_key(&self.$field, config, key, is_active)
+                    .await
+            }
+
+            async fn add_keys(
+                &self,
+                config: $crate::__private::domain::ProxyConfigId,
+                keys: Vec<$crate::__private::domain::KeySecret>,
+                is_active: bool,
+            ) -> $crate::__private::domain::Result<$crate::__private::domain::InsertedKeys> {
+                $crate::__private::domain::ProxyStore::add_keys(&self.$field, config, keys, is_active)
+                    .await
+            }
+
+            async fn clear_keys(
+                &self,
+                config: $crate::__private::domain::ProxyConfigId,
+            ) -> $crate::__private::domain::Result<u64> {
+                $crate::__private::domain::ProxyStore::clear_keys(&self.$field, config).await
+            }
+
+            async fn set_key_active(
+                &self,
+                id: $crate::__private::domain::ApiKeyId,
+                is_active: bool,
+            ) -> $crate::__private::domain::Result<$crate::__private::domain::ApiKey> {
+                $crate::__private::domain::ProxyStore::set_key_active(&self.$field, id, is_active)
+                    .await
+            }
+
+            async fn delete_key(
+                &self,
+                id: $crate::__private::domain::ApiKeyId,
+            ) -> $crate::__private::domain::Result<$crate::__private::domain::ApiKey> {
+                $crate::__private::domain::ProxyStore::delete_key(&self.$field, id).await
+            }
+
+            async fn active_config_by_slug(
+                &self,
+                slug: &$crate::__private::domain::Slug,
+            ) -> $crate::__private::domain::Result<
+                Option<$crate::__private::domain::ConfigSnapshot>,
+            > {
+                $crate::__private::domain::ProxyStore::active_config_by_slug(&self.$field, slug)
+                    .await
+            }
+
+            async fn apply_usage(
+                &self,
+                deltas: &[$crate::__private::domain::UsageDelta],
+            ) -> $crate::__private::domain::Result<()> {
+                $crate::__private::domain::ProxyStore::apply_usage(&self.$field, deltas).await
+            }
+
+            async fn set_key_health(
+                &self,
+                id: $crate::__private::domain::ApiKeyId,
+                health: $crate::__private::domain::KeyHealth,
+            ) -> $crate::__private::domain::Result<()> {
+                $crate::__private::domain::ProxyStore::set_key_health(&self.$field, id, health)
+                    .await
+            }
+
+            async fn ping(&self) -> $crate::__private::domain::Result<()> {
+                $crate::__private::domain::ProxyStore::ping(&self.$field).await
+            }
+        }
+    };
+}

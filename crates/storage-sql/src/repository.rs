@@ -1,0 +1,649 @@
+//! [`SqlStore`]: the `ProxyStore` port over any sea-orm connection, written once for SQLite and
+//! MySQL.
+//!
+//! Writes that read before they write run in one transaction, started `IMMEDIATE` on SQLite so
+//! two writers never meet in the middle (a deferred transaction that upgrades to a write fails
+//! at once with "database is locked" instead of waiting for the busy timeout). Batch import and
+//! usage flushes are a handful of multi-row statements, sized below both backends'
+//! bound-parameter limits (SQLite 32 766, MySQL 65 535) and well below MySQL's packet limit.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use domain::{
+    ApiKey, ApiKeyId, ConfigSnapshot, Entity, Error, InsertedKeys, KeyHealth, KeySecret,
+    ProxyConfig, ProxyConfigId, ProxyConfigSpec, ProxyStore, Result, Slug, UsageDelta,
+};
+use sea_orm::{
+    ActiveModelTrait,
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, SqliteTransactionMode,
+    Statement, TransactionOptions, TransactionTrait,
+    sea_query::{CaseStatement, Expr, ExprTrait, OnConflict, Query},
+};
+
+use crate::{
+    convert::{self, Violation},
+    entity::{api_key, proxy_config},
+    key_fingerprint, migration,
+};
+
+/// Most bound parameters one statement may carry: under SQLite's 32 766 and MySQL's 65 535.
+const MAX_PARAMETERS: usize = 30_000;
+/// Most bytes of key data one insert statement may carry: well under MySQL's smallest default
+/// `max_allowed_packet` (4 MiB on MySQL 5.7, 16 MiB on MariaDB, 64 MiB on MySQL 8).
+const MAX_INSERT_BYTES: usize = 2 * 1024 * 1024;
+/// Bound parameters per row of the batch key insert.
+const INSERT_PARAMETERS_PER_KEY: usize = 6;
+/// Bound parameters per key of the usage update (four `CASE` branches and the `IN` list).
+const USAGE_PARAMETERS_PER_KEY: usize = 11;
+
+/// The `ProxyStore` over a sea-orm connection whose schema [`SqlStore::open`] brought up to date.
+///
+/// Cloning is cheap and shares the connection pool.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    db: DatabaseConnection,
+    backend: DbBackend,
+}
+
+impl SqlStore {
+    /// Runs the migrations (after dropping the store's tables when `reset_tables` is set) and
+    /// wraps the connection. On MySQL the pool needs at least two connections: one holds the
+    /// migration lock while another migrates.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the database cannot be reached; [`Error::Internal`] when the
+    /// schema cannot be created, for example because tables of another schema are in the way
+    /// (start once with `RESET_DB_TABLES=true` to recreate them, which deletes their rows).
+    pub async fn open(db: DatabaseConnection, reset_tables: bool) -> Result<Self> {
+        let backend = db.get_database_backend();
+        migration::migrate(&db, reset_tables).await.map_err(|err| {
+            match convert::db_error(backend, &err) {
+                unavailable @ Error::Unavailable { .. } => unavailable,
+                _ => Error::Internal(
+                    "the database schema could not be created or upgraded; if the database holds \
+                     tables of an older or foreign schema, start once with RESET_DB_TABLES=true \
+                     to recreate them (this deletes their rows)"
+                        .to_owned(),
+                ),
+            }
+        })?;
+        Ok(SqlStore { db, backend })
+    }
+
+    /// The underlying connection pool.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Closes every connection of the pool.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when closing fails.
+    pub async fn close(self) -> Result<()> {
+        let backend = self.backend;
+        self.db
+            .close()
+            .await
+            .map_err(|err| convert::db_error(backend, &err))
+    }
+
+    fn error(&self, err: DbErr) -> Error {
+        convert::db_error(self.backend, &err)
+    }
+
+    /// Starts a transaction that will write.
+    async fn begin_write(&self) -> Result<DatabaseTransaction> {
+        let options = TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..TransactionOptions::default()
+        };
+        self.db
+            .begin_with_options(options)
+            .await
+            .map_err(|err| self.error(err))
+    }
+
+    async fn commit(&self, txn: DatabaseTransaction) -> Result<()> {
+        txn.commit().await.map_err(|err| self.error(err))
+    }
+
+    async fn find_config<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        id: ProxyConfigId,
+    ) -> Result<proxy_config::Model> {
+        proxy_config::Entity::find_by_id(id.0)
+            .one(db)
+            .await
+            .map_err(|err| self.error(err))?
+            .ok_or_else(|| Error::config_not_found(id))
+    }
+
+    /// Reads a config inside a write transaction, locking its row on MySQL (SQLite's
+    /// `IMMEDIATE` transaction already excludes other writers).
+    async fn config_for_update(
+        &self,
+        txn: &DatabaseTransaction,
+        id: ProxyConfigId,
+    ) -> Result<proxy_config::Model> {
+        proxy_config::Entity::find_by_id(id.0)
+            .lock_exclusive()
+            .one(txn)
+            .await
+            .map_err(|err| self.error(err))?
+            .ok_or_else(|| Error::config_not_found(id))
+    }
+
+    /// Reads a key inside a write transaction, locking its row on MySQL.
+    async fn key_for_update(
+        &self,
+        txn: &DatabaseTransaction,
+        id: ApiKeyId,
+    ) -> Result<api_key::Model> {
+        api_key::Entity::find_by_id(id.0)
+            .lock_exclusive()
+            .one(txn)
+            .await
+            .map_err(|err| self.error(err))?
+            .ok_or_else(|| Error::key_not_found(id))
+    }
+
+    /// Checks the config exists and, on MySQL, locks its row until the transaction ends, so it
+    /// cannot be deleted under a batch insert.
+    async fn lock_config(&self, txn: &DatabaseTransaction, id: ProxyConfigId) -> Result<()> {
+        proxy_config::Entity::find_by_id(id.0)
+            .select_only()
+            .column(proxy_config::Column::Id)
+            .lock_exclusive()
+            .into_tuple::<i64>()
+            .one(txn)
+            .await
+            .map_err(|err| self.error(err))?
+            .map(|_| ())
+            .ok_or_else(|| Error::config_not_found(id))
+    }
+
+    async fn find_key<C: ConnectionTrait>(&self, db: &C, id: ApiKeyId) -> Result<api_key::Model> {
+        api_key::Entity::find_by_id(id.0)
+            .one(db)
+            .await
+            .map_err(|err| self.error(err))?
+            .ok_or_else(|| Error::key_not_found(id))
+    }
+
+    async fn keys_of<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        config: ProxyConfigId,
+    ) -> Result<Vec<ApiKey>> {
+        api_key::Entity::find()
+            .filter(api_key::Column::ProxyConfigId.eq(config.0))
+            .order_by_asc(api_key::Column::Id)
+            .all(db)
+            .await
+            .map_err(|err| self.error(err))?
+            .into_iter()
+            .map(convert::key_from_row)
+            .collect()
+    }
+
+    /// Turns a failed config write into the error to report: a unique violation becomes a
+    /// conflict naming the taken field, found by asking which one another config holds.
+    async fn config_write_error<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        err: DbErr,
+        spec: &ProxyConfigSpec,
+        except: Option<ProxyConfigId>,
+    ) -> Error {
+        if convert::violation(&err) != Some(Violation::Unique) {
+            return self.error(err);
+        }
+        let mut same_name = proxy_config::Entity::find()
+            .select_only()
+            .column(proxy_config::Column::Id)
+            .filter(proxy_config::Column::Name.eq(spec.name.as_str()));
+        if let Some(id) = except {
+            same_name = same_name.filter(proxy_config::Column::Id.ne(id.0));
+        }
+        match same_name.into_tuple::<i64>().one(db).await {
+            Ok(Some(_)) => convert::conflict(Entity::ProxyConfig, "name"),
+            Ok(None) => convert::conflict(Entity::ProxyConfig, "slug"),
+            Err(err) => self.error(err),
+        }
+    }
+
+    /// The multi-row insert of one chunk of keys, skipping the ones the config already has:
+    /// `ON CONFLICT DO NOTHING` (SQLite) or `INSERT IGNORE` (MySQL). The affected row count is
+    /// the number inserted.
+    fn insert_keys_statement(
+        &self,
+        config: ProxyConfigId,
+        keys: &[KeySecret],
+        is_active: bool,
+        at: DateTime<Utc>,
+    ) -> Result<Statement> {
+        use api_key::Column;
+        let mut insert = Query::insert();
+        insert.into_table(api_key::Entity).columns([
+            Column::ProxyConfigId,
+            Column::KeyValue,
+            Column::KeyHash,
+            Column::IsActive,
+            Column::CreatedAt,
+            Column::UpdatedAt,
+        ]);
+        for key in keys {
+            insert
+                .values([
+                    Expr::val(config.0),
+                    Expr::val(convert::stored_key_value(key)),
+                    Expr::val(key_fingerprint(key)),
+                    Expr::val(is_active),
+                    Expr::val(at),
+                    Expr::val(at),
+                ])
+                .map_err(|_| Error::Internal("malformed batch insert".to_owned()))?;
+        }
+        if self.backend == DbBackend::MySql {
+            let mut statement = self.backend.build(&insert);
+            statement.sql = statement.sql.replacen("INSERT ", "INSERT IGNORE ", 1);
+            Ok(statement)
+        } else {
+            insert.on_conflict(
+                OnConflict::columns([Column::ProxyConfigId, Column::KeyHash])
+                    .do_nothing()
+                    .to_owned(),
+            );
+            Ok(self.backend.build(&insert))
+        }
+    }
+
+    /// One `UPDATE` adding a chunk of usage deltas: counters add up, and `last_status` and
+    /// `last_used_at` move only when the delta is at least as recent as what is stored.
+    fn usage_statement(&self, deltas: &[UsageDelta], at: DateTime<Utc>) -> Statement {
+        use api_key::Column;
+        let is_key = |id: ApiKeyId| Expr::col(Column::Id).eq(id.0);
+        let mut requests = CaseStatement::new();
+        let mut failures = CaseStatement::new();
+        let mut status = CaseStatement::new();
+        let mut used = CaseStatement::new();
+        let mut any_use = false;
+        for delta in deltas {
+            requests = requests.case(
+                is_key(delta.key_id),
+                Expr::val(convert::counter(delta.requests)),
+            );
+            failures = failures.case(
+                is_key(delta.key_id),
+                Expr::val(convert::counter(delta.failures)),
+            );
+            if let Some(last_used) = delta.last_used_at {
+                let last_used = convert::stored_time(last_used);
+                let newer = is_key(delta.key_id).and(
+                    Expr::col(Column::LastUsedAt)
+                        .is_null()
+                        .or(Expr::col(Column::LastUsedAt).lte(last_used)),
+                );
+                // As `KeyUsage::apply`: the latest use wins, keeping the old status when the
+                // latest attempt had none.
+                let new_status = match delta.last_status {
+                    Some(code) => Expr::val(i32::from(code)),
+                    None => Expr::col(Column::LastStatus),
+                };
+                status = status.case(newer.clone(), new_status);
+                used = used.case(newer, Expr::val(last_used));
+                any_use = true;
+            }
+        }
+        let mut update = Query::update();
+        update
+            .table(api_key::Entity)
+            .value(
+                Column::RequestCount,
+                Expr::col(Column::RequestCount).add(requests.finally(Expr::val(0_i64))),
+            )
+            .value(
+                Column::FailureCount,
+                Expr::col(Column::FailureCount).add(failures.finally(Expr::val(0_i64))),
+            );
+        if any_use {
+            // MySQL evaluates assignments left to right with the new values: `last_status` must
+            // come before `last_used_at`, whose old value it compares with.
+            update
+                .value(
+                    Column::LastStatus,
+                    status.finally(Expr::col(Column::LastStatus)),
+                )
+                .value(
+                    Column::LastUsedAt,
+                    used.finally(Expr::col(Column::LastUsedAt)),
+                );
+        }
+        update
+            .value(Column::UpdatedAt, Expr::val(at))
+            .and_where(Expr::col(Column::Id).is_in(deltas.iter().map(|d| d.key_id.0)));
+        self.backend.build(&update)
+    }
+}
+
+/// Splits keys into runs that each fit one insert statement.
+fn insert_chunks(keys: &[KeySecret]) -> Vec<&[KeySecret]> {
+    let max_rows = MAX_PARAMETERS / INSERT_PARAMETERS_PER_KEY;
+    let mut chunks = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, key) in keys.iter().enumerate() {
+        // Value, fingerprint and the fixed-size columns, with room for the SQL text.
+        let row_bytes = key.expose().len() + 64 + 64;
+        if i > start && (i - start >= max_rows || bytes + row_bytes > MAX_INSERT_BYTES) {
+            chunks.push(&keys[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += row_bytes;
+    }
+    if start < keys.len() {
+        chunks.push(&keys[start..]);
+    }
+    chunks
+}
+
+/// One delta per key, merged in the order given.
+fn merge_deltas(deltas: &[UsageDelta]) -> Vec<UsageDelta> {
+    let mut merged: BTreeMap<ApiKeyId, UsageDelta> = BTreeMap::new();
+    for delta in deltas {
+        merged
+            .entry(delta.key_id)
+            .and_modify(|total| total.merge(delta))
+            .or_insert(*delta);
+    }
+    merged.into_values().collect()
+}
+
+#[async_trait]
+impl ProxyStore for SqlStore {
+    async fn create_config(&self, spec: ProxyConfigSpec) -> Result<ProxyConfig> {
+        let row = convert::new_config_row(&spec, convert::now());
+        match row.insert(&self.db).await {
+            Ok(model) => convert::config_from_row(model),
+            Err(err) => Err(self.config_write_error(&self.db, err, &spec, None).await),
+        }
+    }
+
+    async fn list_configs(&self) -> Result<Vec<ProxyConfig>> {
+        proxy_config::Entity::find()
+            .order_by_asc(proxy_config::Column::Id)
+            .all(&self.db)
+            .await
+            .map_err(|err| self.error(err))?
+            .into_iter()
+            .map(convert::config_from_row)
+            .collect()
+    }
+
+    async fn get_config(&self, id: ProxyConfigId) -> Result<ProxyConfig> {
+        convert::config_from_row(self.find_config(&self.db, id).await?)
+    }
+
+    async fn replace_config(
+        &self,
+        id: ProxyConfigId,
+        spec: ProxyConfigSpec,
+    ) -> Result<ProxyConfig> {
+        let txn = self.begin_write().await?;
+        let existing = self.config_for_update(&txn, id).await?;
+        let updated_at = convert::now_not_before(existing.updated_at);
+        let mut row = existing.into_active_model();
+        convert::set_config_columns(&mut row, &spec);
+        row.updated_at = Set(updated_at);
+        match row.update(&txn).await {
+            Ok(model) => {
+                self.commit(txn).await?;
+                convert::config_from_row(model)
+            }
+            Err(err) => Err(self.config_write_error(&txn, err, &spec, Some(id)).await),
+        }
+    }
+
+    async fn set_config_active(&self, id: ProxyConfigId, is_active: bool) -> Result<ProxyConfig> {
+        let txn = self.begin_write().await?;
+        let existing = self.config_for_update(&txn, id).await?;
+        let updated_at = convert::now_not_before(existing.updated_at);
+        let mut row = existing.into_active_model();
+        row.is_active = Set(is_active);
+        row.updated_at = Set(updated_at);
+        let model = row.update(&txn).await.map_err(|err| self.error(err))?;
+        self.commit(txn).await?;
+        convert::config_from_row(model)
+    }
+
+    async fn delete_config(&self, id: ProxyConfigId) -> Result<ProxyConfig> {
+        let txn = self.begin_write().await?;
+        let config = convert::config_from_row(self.config_for_update(&txn, id).await?)?;
+        // The foreign key's ON DELETE CASCADE removes the keys.
+        proxy_config::Entity::delete_by_id(id.0)
+            .exec(&txn)
+            .await
+            .map_err(|err| self.error(err))?;
+        self.commit(txn).await?;
+        Ok(config)
+    }
+
+    async fn list_keys(&self, config: ProxyConfigId) -> Result<Vec<ApiKey>> {
+        let keys = self.keys_of(&self.db, config).await?;
+        if keys.is_empty() {
+            // No keys: tell an empty pool from an unknown config.
+            self.find_config(&self.db, config).await?;
+        }
+        Ok(keys)
+    }
+
+    async fn get_key(&self, id: ApiKeyId) -> Result<ApiKey> {
+        convert::key_from_row(self.find_key(&self.db, id).await?)
+    }
+
+    async fn add_key(
+        &self,
+        config: ProxyConfigId,
+        key: KeySecret,
+        is_active: bool,
+    ) -> Result<ApiKey> {
+        let row = convert::new_key_row(config, &key, is_active, convert::now());
+        match row.insert(&self.db).await {
+            Ok(model) => convert::key_from_row(model),
+            Err(err) => Err(match convert::violation(&err) {
+                Some(Violation::Unique) => convert::conflict(Entity::ApiKey, "key_value"),
+                Some(Violation::ForeignKey) => Error::config_not_found(config),
+                None => self.error(err),
+            }),
+        }
+    }
+
+    async fn add_keys(
+        &self,
+        config: ProxyConfigId,
+        keys: Vec<KeySecret>,
+        is_active: bool,
+    ) -> Result<InsertedKeys> {
+        let txn = self.begin_write().await?;
+        self.lock_config(&txn, config).await?;
+        let at = convert::now();
+        let mut inserted = 0_u64;
+        for chunk in insert_chunks(&keys) {
+            let statement = self.insert_keys_statement(config, chunk, is_active, at)?;
+            let result = txn
+                .execute_raw(statement)
+                .await
+                .map_err(|err| self.error(err))?;
+            inserted += result.rows_affected();
+        }
+        self.commit(txn).await?;
+        let total = keys.len() as u64;
+        Ok(InsertedKeys {
+            inserted,
+            skipped: total.saturating_sub(inserted),
+        })
+    }
+
+    async fn clear_keys(&self, config: ProxyConfigId) -> Result<u64> {
+        let txn = self.begin_write().await?;
+        self.lock_config(&txn, config).await?;
+        let deleted = api_key::Entity::delete_many()
+            .filter(api_key::Column::ProxyConfigId.eq(config.0))
+            .exec(&txn)
+            .await
+            .map_err(|err| self.error(err))?
+            .rows_affected;
+        self.commit(txn).await?;
+        Ok(deleted)
+    }
+
+    async fn set_key_active(&self, id: ApiKeyId, is_active: bool) -> Result<ApiKey> {
+        let txn = self.begin_write().await?;
+        let existing = self.key_for_update(&txn, id).await?;
+        let updated_at = convert::now_not_before(existing.updated_at);
+        let mut row = existing.into_active_model();
+        row.is_active = Set(is_active);
+        row.updated_at = Set(updated_at);
+        let model = row.update(&txn).await.map_err(|err| self.error(err))?;
+        self.commit(txn).await?;
+        convert::key_from_row(model)
+    }
+
+    async fn delete_key(&self, id: ApiKeyId) -> Result<ApiKey> {
+        let txn = self.begin_write().await?;
+        let key = convert::key_from_row(self.key_for_update(&txn, id).await?)?;
+        api_key::Entity::delete_by_id(id.0)
+            .exec(&txn)
+            .await
+            .map_err(|err| self.error(err))?;
+        self.commit(txn).await?;
+        Ok(key)
+    }
+
+    async fn active_config_by_slug(&self, slug: &Slug) -> Result<Option<ConfigSnapshot>> {
+        // One read transaction: the config and its keys as of one moment.
+        let txn = self.db.begin().await.map_err(|err| self.error(err))?;
+        let row = proxy_config::Entity::find()
+            .filter(proxy_config::Column::Slug.eq(slug.as_str()))
+            .filter(proxy_config::Column::IsActive.eq(true))
+            .one(&txn)
+            .await
+            .map_err(|err| self.error(err))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let config = convert::config_from_row(row)?;
+        let keys = self.keys_of(&txn, config.id).await?;
+        self.commit(txn).await?;
+        Ok(Some(ConfigSnapshot {
+            config,
+            keys: keys.into_iter().map(Arc::new).collect(),
+        }))
+    }
+
+    async fn apply_usage(&self, deltas: &[UsageDelta]) -> Result<()> {
+        let deltas = merge_deltas(deltas);
+        let at = convert::now();
+        let mut statements = deltas
+            .chunks(MAX_PARAMETERS / USAGE_PARAMETERS_PER_KEY)
+            .map(|chunk| self.usage_statement(chunk, at));
+        match (statements.next(), statements.next()) {
+            (None, _) => Ok(()),
+            (Some(only), None) => {
+                self.db
+                    .execute_raw(only)
+                    .await
+                    .map_err(|err| self.error(err))?;
+                Ok(())
+            }
+            (Some(first), Some(second)) => {
+                let txn = self.begin_write().await?;
+                for statement in [first, second].into_iter().chain(statements) {
+                    txn.execute_raw(statement)
+                        .await
+                        .map_err(|err| self.error(err))?;
+                }
+                self.commit(txn).await
+            }
+        }
+    }
+
+    async fn set_key_health(&self, id: ApiKeyId, health: KeyHealth) -> Result<()> {
+        let (state, cooldown_until) = convert::health_columns(health);
+        api_key::Entity::update_many()
+            .col_expr(api_key::Column::Health, Expr::val(state))
+            .col_expr(api_key::Column::CooldownUntil, Expr::val(cooldown_until))
+            .col_expr(api_key::Column::UpdatedAt, Expr::val(convert::now()))
+            .filter(api_key::Column::Id.eq(id.0))
+            .exec(&self.db)
+            .await
+            .map_err(|err| self.error(err))?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.db.ping().await.map_err(|err| match self.error(err) {
+            unavailable @ Error::Unavailable { .. } => unavailable,
+            _ => Error::database("the database does not answer; check that it is running"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use chrono::TimeDelta;
+
+    use super::*;
+
+    fn keys(count: usize, len: usize) -> Vec<KeySecret> {
+        (0..count)
+            .map(|i| KeySecret::parse(&format!("{i:0>len$}")).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn insert_chunks_respect_the_parameter_budget() {
+        let keys = keys(100_000, 20);
+        let chunks = insert_chunks(&keys);
+        assert!(
+            chunks
+                .iter()
+                .all(|c| c.len() * INSERT_PARAMETERS_PER_KEY <= MAX_PARAMETERS)
+        );
+        assert_eq!(chunks.iter().map(|c| c.len()).sum::<usize>(), 100_000);
+        assert_eq!(chunks.len(), 20, "5 000 keys per statement");
+    }
+
+    #[test]
+    fn insert_chunks_respect_the_byte_budget_for_long_keys() {
+        let keys = keys(2_000, 4_000);
+        let chunks = insert_chunks(&keys);
+        assert!(chunks.len() > 1);
+        assert!(chunks.iter().all(|c| c.len() * 4_128 <= MAX_INSERT_BYTES));
+        assert_eq!(chunks.iter().map(|c| c.len()).sum::<usize>(), 2_000);
+        assert!(insert_chunks(&[]).is_empty());
+    }
+
+    #[test]
+    fn repeated_deltas_for_one_key_are_merged() {
+        let at = Utc::now();
+        let delta = |requests, seconds, status| UsageDelta {
+            key_id: ApiKeyId(1),
+            requests,
+            failures: 0,
+            last_status: Some(status),
+            last_used_at: Some(at + TimeDelta::seconds(seconds)),
+        };
+        let merged = merge_deltas(&[delta(2, 5, 429), delta(3, 1, 200)]);
+        assert_eq!(merged.len(), 1);
+        assert_eq!(merged[0].requests, 5);
+        assert_eq!(merged[0].last_status, Some(429), "the latest use wins");
+    }
+}

@@ -1,0 +1,190 @@
+//! The `ProxyStore` port on SQLite, for the lightweight edition: [`SqliteStore`], opened from
+//! [`SqliteOptions`].
+//!
+//! This crate owns only what is particular to SQLite: the file (its parent directory is
+//! created), write-ahead logging, the busy timeout, foreign keys and the pool shape. Schema,
+//! queries and error mapping are `storage-sql`'s, shared with the MySQL adapter.
+//!
+//! **Concurrency:** WAL lets readers run beside the one writer; every write transaction starts
+//! `IMMEDIATE` and waits up to the busy timeout for the write lock, so concurrent admin writes
+//! queue instead of failing with "database is locked".
+
+use std::{
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::Duration,
+};
+
+use domain::{Error, Result};
+use sea_orm::{
+    DbBackend, DbErr, RuntimeErr, SqlxSqliteConnector,
+    sqlx::{
+        ConnectOptions as _,
+        sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+    },
+};
+use storage_sql::SqlStore;
+
+/// Where the database lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqlitePath {
+    /// A database file, created (with its parent directory) when missing.
+    File(PathBuf),
+    /// A private in-memory database that lives as long as the store; for tests and trials.
+    InMemory,
+}
+
+impl SqlitePath {
+    /// Reads a `DATABASE_PATH`-style value: `:memory:` means in memory, anything else is a file.
+    pub fn parse(text: &str) -> Self {
+        match text.trim() {
+            ":memory:" => SqlitePath::InMemory,
+            path => SqlitePath::File(PathBuf::from(path)),
+        }
+    }
+}
+
+impl From<&str> for SqlitePath {
+    fn from(text: &str) -> Self {
+        SqlitePath::parse(text)
+    }
+}
+
+impl From<PathBuf> for SqlitePath {
+    fn from(path: PathBuf) -> Self {
+        SqlitePath::File(path)
+    }
+}
+
+impl From<&Path> for SqlitePath {
+    fn from(path: &Path) -> Self {
+        SqlitePath::File(path.to_owned())
+    }
+}
+
+/// How to open a [`SqliteStore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// The database file, or in memory.
+    pub path: SqlitePath,
+    /// Drop and recreate the store's tables at start-up (`RESET_DB_TABLES`); deletes every row.
+    pub reset_tables: bool,
+    /// Most open connections (readers run in parallel; writes take turns). An in-memory
+    /// database always uses one.
+    pub max_connections: u32,
+    /// How long a statement waits for another connection's write lock before failing with
+    /// `Unavailable`; waiting for a free pooled connection is allowed five seconds more.
+    pub busy_timeout: Duration,
+}
+
+impl SqliteOptions {
+    /// Default connections: enough readers for the admin API beside the usage flusher.
+    pub const DEFAULT_MAX_CONNECTIONS: u32 = 8;
+    /// Default busy timeout.
+    pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// A database file with the default settings.
+    pub fn file(path: impl Into<PathBuf>) -> Self {
+        SqliteOptions::new(SqlitePath::File(path.into()))
+    }
+
+    /// An in-memory database with the default settings.
+    pub fn in_memory() -> Self {
+        SqliteOptions::new(SqlitePath::InMemory)
+    }
+
+    /// The default settings at `path`.
+    pub fn new(path: SqlitePath) -> Self {
+        SqliteOptions {
+            path,
+            reset_tables: false,
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            busy_timeout: Self::DEFAULT_BUSY_TIMEOUT,
+        }
+    }
+}
+
+/// The `ProxyStore` on SQLite. Cloning is cheap and shares the pool.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    inner: SqlStore,
+}
+
+storage_sql::forward_proxy_store!(SqliteStore => inner);
+
+impl SqliteStore {
+    /// Opens (creating when missing) the database, turns on WAL, foreign keys and the busy
+    /// timeout on every connection, and brings the schema up to date (after dropping the tables
+    /// when `reset_tables` is set).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the directory or the file cannot be created or opened;
+    /// [`Error::Internal`] when the schema cannot be created.
+    pub async fn connect(options: SqliteOptions) -> Result<SqliteStore> {
+        let mut connect = SqliteConnectOptions::new()
+            .foreign_keys(true)
+            .busy_timeout(options.busy_timeout)
+            .disable_statement_logging();
+        let mut pool = SqlitePoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(options.busy_timeout.saturating_add(Duration::from_secs(5)))
+            .test_before_acquire(false);
+        match &options.path {
+            SqlitePath::File(path) => {
+                create_parent_directory(path)?;
+                connect = connect
+                    .filename(path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal);
+            }
+            SqlitePath::InMemory => {
+                // One connection that is never recycled: the database lives as long as it does.
+                connect = SqliteConnectOptions::from_str("sqlite::memory:")
+                    .map_err(|_| Error::Internal("in-memory SQLite options rejected".to_owned()))?
+                    .foreign_keys(true)
+                    .busy_timeout(options.busy_timeout)
+                    .disable_statement_logging();
+                pool = pool
+                    .max_connections(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None);
+            }
+        }
+        let pool = pool.connect_with(connect).await.map_err(|err| {
+            let err = DbErr::Conn(RuntimeErr::SqlxError(err.into()));
+            storage_sql::db_error(DbBackend::Sqlite, &err)
+        })?;
+        let db = SqlxSqliteConnector::from_sqlx_sqlite_pool(pool);
+        let inner = SqlStore::open(db, options.reset_tables).await?;
+        Ok(SqliteStore { inner })
+    }
+
+    /// The shared SQL store this adapter wraps.
+    pub fn sql_store(&self) -> &SqlStore {
+        &self.inner
+    }
+
+    /// Closes every connection, checkpointing the write-ahead log into the file.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when closing fails.
+    pub async fn close(self) -> Result<()> {
+        self.inner.close().await
+    }
+}
+
+fn create_parent_directory(path: &Path) -> Result<()> {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => {
+            std::fs::create_dir_all(parent).map_err(|_| {
+                Error::database(format!(
+                    "cannot create the directory {} for the SQLite database; check DATABASE_PATH and its permissions",
+                    parent.display()
+                ))
+            })
+        }
+        _ => Ok(()),
+    }
+}
