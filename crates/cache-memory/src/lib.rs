@@ -1,0 +1,21 @@
+//! In-process cache adapters of API Key Rotator: the lightweight edition's rotation state, usage
+//! counters and config-change notices ([`MemoryCache`]), and the bounded snapshot cache of active
+//! configs that every edition's proxy hot path reads ([`SnapshotCache`]).
+//!
+//! Hot-path operations are lock-free or take one shard read lock; nothing here does I/O. The
+//! building blocks [`UsageAggregator`] and [`NoticeBus`] are public so the Redis adapter aggregates
+//! usage and fans out notices within a process exactly the same way.
+
+mod events;
+mod leases;
+mod memory;
+mod rotation;
+mod sharded;
+mod snapshot;
+mod usage;
+
+pub use events::{DEFAULT_NOTICE_CAPACITY, NoticeBus};
+pub use leases::MemoryLeases;
+pub use memory::{MemoryCache, MemoryCacheOptions};
+pub use snapshot::SnapshotCache;
+pub use usage::UsageAggregator;

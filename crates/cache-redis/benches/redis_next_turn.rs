@@ -1,0 +1,64 @@
+//! "Next counter" on the Redis rotation state: `next_turn` for a config with 3 keys (one `INCR`
+//! plus the health reads, pipelined in one round trip), measured as sequential calls on a tokio
+//! runtime against `TEST_REDIS_URL`. Without it the benchmark says so and measures nothing.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr,
+    missing_docs
+)]
+
+use std::{hint::black_box, time::Instant};
+
+use cache_redis::{RedisCache, RedisOptions};
+use chrono::{TimeDelta, Utc};
+use criterion::{Criterion, criterion_group, criterion_main};
+use domain::{ApiKeyId, ProxyConfigId, RotationState};
+use fred::prelude::{Builder, ClientLike, Config, KeysInterface};
+
+fn next_turn(c: &mut Criterion) {
+    let Ok(url) = std::env::var("TEST_REDIS_URL") else {
+        eprintln!("skipped: TEST_REDIS_URL unset");
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let namespace = format!("akr-bench-{}", domain::contract::unique_suffix());
+    let cache = runtime
+        .block_on(RedisCache::connect(RedisOptions {
+            url: url.clone(),
+            namespace: namespace.clone(),
+            ..RedisOptions::default()
+        }))
+        .expect("TEST_REDIS_URL is set, so Redis must be reachable");
+    let config = ProxyConfigId(1);
+    let keys = [ApiKeyId(1), ApiKeyId(2), ApiKeyId(3)];
+    runtime
+        .block_on(cache.cool_down(keys[1], Utc::now() + TimeDelta::hours(1)))
+        .unwrap();
+    c.bench_function("redis next_turn (3 keys)", |b| {
+        b.iter_custom(|iterations| {
+            runtime.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iterations {
+                    black_box(cache.next_turn(config, &keys).await.unwrap());
+                }
+                start.elapsed()
+            })
+        });
+    });
+    runtime.block_on(async {
+        cache.forget(&keys).await.unwrap();
+        let admin = Builder::from_config(Config::from_url(&url).unwrap())
+            .build()
+            .unwrap();
+        admin.init().await.unwrap();
+        let _: i64 = admin.del(format!("{namespace}:rr:1")).await.unwrap();
+        admin.quit().await.ok();
+    });
+}
+
+criterion_group!(benches, next_turn);
+criterion_main!(benches);

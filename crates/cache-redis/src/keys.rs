@@ -1,0 +1,62 @@
+//! The names of every Redis key and channel the adapter uses, all under one namespace prefix.
+
+use domain::{ApiKeyId, ProxyConfigId};
+
+/// Builds key names under `{namespace}:`.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyNames {
+    namespace: String,
+}
+
+impl KeyNames {
+    pub(crate) fn new(namespace: &str) -> Self {
+        KeyNames {
+            namespace: namespace.to_owned(),
+        }
+    }
+
+    /// The round-robin counter of a config (`INCR`).
+    pub(crate) fn counter(&self, config: ProxyConfigId) -> String {
+        format!("{}:rr:{config}", self.namespace)
+    }
+
+    /// A key's cooldown: a string holding the end in Unix milliseconds, expiring then.
+    pub(crate) fn cooldown(&self, key: ApiKeyId) -> String {
+        format!("{}:cool:{key}", self.namespace)
+    }
+
+    /// The hash of failed keys: field = key id.
+    pub(crate) fn health(&self) -> String {
+        format!("{}:health", self.namespace)
+    }
+
+    /// A key's usage totals: a hash of `requests`, `failures`, `last_status`, `last_used_at`.
+    pub(crate) fn usage(&self, key: ApiKeyId) -> String {
+        format!("{}:usage:{key}", self.namespace)
+    }
+
+    /// A named lease: a string holding the holder's name, expiring with the lease.
+    pub(crate) fn lease(&self, name: &str) -> String {
+        format!("{}:lease:{name}", self.namespace)
+    }
+
+    /// The pub/sub channel of config changes.
+    pub(crate) fn changes(&self) -> String {
+        format!("{}:config-changes", self.namespace)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_documented_layout() {
+        let names = KeyNames::new("akr");
+        assert_eq!(names.counter(ProxyConfigId(3)), "akr:rr:3");
+        assert_eq!(names.cooldown(ApiKeyId(9)), "akr:cool:9");
+        assert_eq!(names.health(), "akr:health");
+        assert_eq!(names.usage(ApiKeyId(9)), "akr:usage:9");
+        assert_eq!(names.changes(), "akr:config-changes");
+    }
+}
