@@ -1,0 +1,39 @@
+//! Format conversion (SPEC §2 "LLM proxy"): when a config's clients speak another format than
+//! its upstream, requests, responses, errors and streams are converted through one neutral
+//! model ([`neutral`]). Each wire format (OpenAI Chat Completions, OpenAI Responses, Anthropic
+//! Messages, Gemini) has one module with its wire types, decoding into and encoding from the
+//! neutral model; the registry pairs a client codec with an upstream codec, so no function is
+//! written per pair of formats.
+//!
+//! The server's call sequence for one converted request:
+//! 1. [`Conversion::lookup`]`(client, upstream)`: `None` means same format, pass through.
+//! 2. [`Conversion::request`]`(action, query, body)` → [`ConvertedRequest`]: send its `body`
+//!    (JSON) to its `action` and `query` (through [`crate::prepare_llm_request`]); on
+//!    [`ConvertError`] answer [`ConvertError::status`] with [`crate::error_body`].
+//! 3. A non-SSE upstream response (or any non-2xx): [`Conversion::response`]`(status, body)` →
+//!    [`ConvertedResponse`] with the status, body and content type to answer with.
+//! 4. A 2xx SSE upstream response: [`ConvertedRequest::stream_converter`], then
+//!    [`StreamConverter::push`] for every upstream chunk (send what it returns at once) and
+//!    [`StreamConverter::finish`] at the clean end, answering with
+//!    [`ConvertedRequest::content_type`].
+//!
+//! **Architecture invariant:** wire types never leave their provider module; everything
+//! between modules is the neutral model.
+//!
+//! What cannot be expressed on the other side is dropped, never invented: reasoning/thinking
+//! content, server-side tools, audio and documents, Anthropic's `is_error` on tool results
+//! outside Anthropic, stop sequences on OpenAI Responses.
+
+mod anthropic;
+mod error;
+mod gemini;
+pub mod neutral;
+mod openai_chat;
+mod openai_responses;
+mod registry;
+mod stream;
+
+pub use anthropic::DEFAULT_MAX_TOKENS;
+pub use error::ConvertError;
+pub use registry::{Conversion, ConvertedRequest, ConvertedResponse};
+pub use stream::{StreamConverter, StreamFraming};

@@ -1,0 +1,194 @@
+//! Streamed responses converted event by event: the upstream's bytes go through the incremental
+//! [`SseParser`] (so events may be split at any byte), each complete event is decoded into
+//! neutral [`StreamEvent`]s by the upstream format's stateful decoder, and those are encoded at
+//! once by the client format's stateful encoder, which keeps the client's event grammar (opening
+//! and closing blocks, terminal events). Nothing waits for the end of the stream; encoders only
+//! remember what the client grammar repeats at the end (the Responses API's final output).
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::Serialize;
+
+use super::neutral::{ErrorInfo, StreamEvent};
+use crate::{ClientFormat, ProxyError, SseEvent, SseParser};
+
+/// How a streamed response is framed for the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StreamFraming {
+    /// Server-sent events (`text/event-stream`): every format's SDK default.
+    #[default]
+    Sse,
+    /// A JSON array written element by element (`application/json`): Gemini's
+    /// `streamGenerateContent` without `alt=sse`. Other formats ignore it.
+    JsonArray,
+}
+
+impl StreamFraming {
+    /// The content type of a stream framed this way.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            StreamFraming::Sse => crate::stream::EVENT_STREAM,
+            StreamFraming::JsonArray => "application/json",
+        }
+    }
+}
+
+/// Turns one format's upstream stream events into neutral events.
+pub(crate) trait StreamDecoder: Send {
+    /// Decodes one SSE event; unknown event types add nothing, unreadable ones add an error.
+    fn event(&mut self, event: &SseEvent<'_>, out: &mut Vec<StreamEvent>);
+
+    /// The upstream closed the stream; adds what its end implies (Gemini has no end event).
+    fn finish(&mut self, out: &mut Vec<StreamEvent>) {
+        out.push(StreamEvent::End);
+    }
+}
+
+/// Writes neutral events as one format's client stream.
+pub(crate) trait StreamEncoder: Send {
+    /// Encodes one event. After [`StreamEvent::End`] or [`StreamEvent::Error`] the encoder is
+    /// done and writes nothing more.
+    fn encode(&mut self, event: StreamEvent, out: &mut BytesMut);
+
+    /// Whether the client stream has been ended (cleanly or with an error event).
+    fn is_done(&self) -> bool;
+}
+
+/// Converts one upstream stream into the client's format, chunk by chunk. Build it with
+/// [`Conversion::stream`](super::Conversion::stream) or
+/// [`ConvertedRequest::stream_converter`](super::ConvertedRequest::stream_converter).
+pub struct StreamConverter {
+    parser: SseParser,
+    decoder: Box<dyn StreamDecoder>,
+    encoder: Box<dyn StreamEncoder>,
+    events: Vec<StreamEvent>,
+    out: BytesMut,
+    done: bool,
+}
+
+impl std::fmt::Debug for StreamConverter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamConverter")
+            .field("buffered", &self.parser.buffered_len())
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamConverter {
+    pub(crate) fn new(decoder: Box<dyn StreamDecoder>, encoder: Box<dyn StreamEncoder>) -> Self {
+        StreamConverter {
+            parser: SseParser::new(),
+            decoder,
+            encoder,
+            events: Vec::new(),
+            out: BytesMut::new(),
+            done: false,
+        }
+    }
+
+    /// Takes the next chunk of the upstream body (cut anywhere) and returns the client bytes
+    /// it completes, to send now (often empty: an event split across chunks waits for its
+    /// end). After the client stream has ended, returns nothing.
+    pub fn push(&mut self, chunk: &[u8]) -> Bytes {
+        if !self.done {
+            self.parser.push(chunk);
+            self.drain_parser();
+        }
+        self.out.split().freeze()
+    }
+
+    /// The upstream closed the stream cleanly: returns the client's tail (the last event when
+    /// it lacked its blank line, then the closing events of the client's grammar, such as
+    /// `message_stop` or `data: [DONE]`). Call it once; on a broken upstream connection send
+    /// [`crate::stream_error_event`] instead.
+    pub fn finish(&mut self) -> Bytes {
+        if !self.done {
+            self.parser.finish();
+            self.drain_parser();
+        }
+        if !self.done {
+            self.decoder.finish(&mut self.events);
+            self.encode_pending();
+        }
+        if !self.done {
+            self.encoder.encode(StreamEvent::End, &mut self.out);
+            self.done = true;
+        }
+        self.out.split().freeze()
+    }
+
+    /// Whether the client stream has ended (terminal event or error event written).
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn drain_parser(&mut self) {
+        while !self.done {
+            match self.parser.next_event() {
+                Ok(Some(event)) => self.decoder.event(&event, &mut self.events),
+                Ok(None) => break,
+                Err(err) => self.events.push(StreamEvent::Error(ErrorInfo::new(
+                    502,
+                    "upstream_stream_too_large",
+                    err.to_string(),
+                ))),
+            }
+            self.encode_pending();
+        }
+    }
+
+    fn encode_pending(&mut self) {
+        for event in self.events.drain(..) {
+            if self.done {
+                break;
+            }
+            self.encoder.encode(event, &mut self.out);
+            self.done = self.encoder.is_done();
+        }
+        self.events.clear();
+    }
+}
+
+/// Writes one SSE frame whose data is `value` as one line of JSON.
+pub(crate) fn put_json_event<T: Serialize + ?Sized>(
+    out: &mut BytesMut,
+    event: Option<&str>,
+    value: &T,
+) {
+    let start = out.len();
+    if let Some(name) = event {
+        out.put_slice(b"event: ");
+        out.put_slice(name.as_bytes());
+        out.put_u8(b'\n');
+    }
+    out.put_slice(b"data: ");
+    if serde_json::to_writer(out.writer(), value).is_err() {
+        out.truncate(start);
+        return;
+    }
+    out.put_slice(b"\n\n");
+}
+
+/// Writes the client format's in-band error event for `error`.
+pub(crate) fn put_error_event(out: &mut BytesMut, client: ClientFormat, error: &ErrorInfo) {
+    out.put_slice(&crate::stream_error_event(
+        client,
+        &ProxyError::new(error.status, &error.code, &error.message),
+    ));
+}
+
+/// Parses one upstream event's JSON data, or pushes the malformed-event error.
+pub(crate) fn parse_event<T: serde::de::DeserializeOwned>(
+    data: &str,
+    out: &mut Vec<StreamEvent>,
+) -> Option<T> {
+    match serde_json::from_str(data) {
+        Ok(value) => Some(value),
+        Err(err) => {
+            out.push(StreamEvent::Error(ErrorInfo::malformed_event(
+                &err.to_string(),
+            )));
+            None
+        }
+    }
+}
