@@ -36,7 +36,7 @@ use crate::{
         ApiKeyId, ConfigChange, ConfigKind, KeyHealth, KeySecret, ProxyConfigId, ProxyConfigSpec,
         Slug, UsageDelta, UsageEvent,
     },
-    ports::{ConfigEvents, ConfigNotice, ProxyStore, RotationState, UsageCounters},
+    ports::{ConfigEvents, ConfigNotice, Leases, ProxyStore, RotationState, UsageCounters},
 };
 
 /// A suffix no other run of a suite uses, so records never collide.
@@ -791,6 +791,43 @@ pub async fn config_events(events: &dyn ConfigEvents) {
             "every subscriber gets every change, in order"
         );
     }
+}
+
+/// The whole leases contract: one holder at a time, renewal, release, and takeover on expiry.
+pub async fn leases(leases: &dyn Leases) {
+    let name = format!("contract-lease-{}", unique_suffix());
+    let ttl = Duration::from_millis(300);
+    assert!(
+        leases.acquire(&name, "a", ttl).await.expect("acquire"),
+        "a free lease is taken"
+    );
+    assert!(
+        leases.acquire(&name, "a", ttl).await.unwrap(),
+        "the holder renews"
+    );
+    assert!(
+        !leases.acquire(&name, "b", ttl).await.unwrap(),
+        "another holder is refused"
+    );
+    leases
+        .release(&name, "b")
+        .await
+        .expect("releasing a lease one does not hold is a no-op");
+    assert!(
+        !leases.acquire(&name, "b", ttl).await.unwrap(),
+        "still held by a"
+    );
+    leases.release(&name, "a").await.unwrap();
+    assert!(
+        leases.acquire(&name, "b", ttl).await.unwrap(),
+        "a released lease is free"
+    );
+    std::thread::sleep(Duration::from_millis(450));
+    assert!(
+        leases.acquire(&name, "c", ttl).await.unwrap(),
+        "an expired lease is taken over"
+    );
+    leases.release(&name, "c").await.unwrap();
 }
 
 /// Runs `future` for at most `limit`, without depending on an async runtime's timer.

@@ -133,6 +133,18 @@ pub trait UsageCounters: Send + Sync {
     async fn flush(&self) -> Result<Vec<UsageDelta>>;
 }
 
+/// Named leases with expiry, so that a background job runs on one instance at a time and is
+/// taken over when its holder dies.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait Leases: Send + Sync {
+    /// Takes the lease `name` for `holder`, or renews it when `holder` already has it, for
+    /// `ttl`. `true` when `holder` holds the lease afterwards.
+    async fn acquire(&self, name: &str, holder: &str, ttl: std::time::Duration) -> Result<bool>;
+    /// Gives the lease up if `holder` has it.
+    async fn release(&self, name: &str, holder: &str) -> Result<()>;
+}
+
 /// What a config-change subscriber receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigNotice {

@@ -1,0 +1,117 @@
+//! Background work of a running server: flushing usage counters to the store in batches,
+//! dropping cached snapshots when a config changes (on any instance), and seeding the live key
+//! health from the store at start-up.
+
+use std::{sync::Arc, time::Duration};
+
+use cache_memory::SnapshotCache;
+use chrono::Utc;
+use domain::{
+    ConfigEvents, ConfigNotice, KeyHealth, ProxyStore, RotationState, UsageCounters, UsageDelta,
+};
+use futures_util::StreamExt;
+
+/// Moves aggregated usage from the counters to the store; deltas a failed write leaves behind
+/// are merged into the next flush, so nothing is lost while the database is down.
+pub struct UsageFlusher {
+    usage: Arc<dyn UsageCounters>,
+    store: Arc<dyn ProxyStore>,
+    pending: tokio::sync::Mutex<Vec<UsageDelta>>,
+}
+
+impl UsageFlusher {
+    /// A flusher from these counters to this store.
+    pub fn new(usage: Arc<dyn UsageCounters>, store: Arc<dyn ProxyStore>) -> Self {
+        UsageFlusher {
+            usage,
+            store,
+            pending: tokio::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// One flush: one batched write to the store.
+    pub async fn flush(&self) {
+        let mut pending = self.pending.lock().await;
+        match self.usage.flush().await {
+            Ok(fresh) => merge(&mut pending, fresh),
+            Err(error) => tracing::warn!(%error, "usage counters could not be collected"),
+        }
+        if pending.is_empty() {
+            return;
+        }
+        match self.store.apply_usage(&pending).await {
+            Ok(()) => pending.clear(),
+            Err(error) => {
+                tracing::warn!(%error, keys = pending.len(), "usage could not be saved; retrying at the next flush")
+            }
+        }
+    }
+
+    /// Flushes every `interval` until the task is dropped.
+    pub async fn run(self: Arc<Self>, interval: Duration) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            self.flush().await;
+        }
+    }
+}
+
+fn merge(pending: &mut Vec<UsageDelta>, fresh: Vec<UsageDelta>) {
+    for delta in fresh {
+        match pending.iter_mut().find(|p| p.key_id == delta.key_id) {
+            Some(existing) => existing.merge(&delta),
+            None => pending.push(delta),
+        }
+    }
+}
+
+/// Drops cached snapshots on every change notice, until the stream ends; resubscribes with a
+/// pause when the subscription cannot be made.
+pub async fn follow_changes(events: Arc<dyn ConfigEvents>, snapshots: Arc<SnapshotCache>) {
+    loop {
+        match events.subscribe().await {
+            Ok(mut notices) => {
+                // Changes made while we were not subscribed are unknown.
+                snapshots.clear();
+                while let Some(notice) = notices.next().await {
+                    match notice {
+                        ConfigNotice::Changed(change) if !change.slugs.is_empty() => {
+                            change
+                                .slugs
+                                .iter()
+                                .for_each(|slug| snapshots.invalidate(slug));
+                        }
+                        ConfigNotice::Changed(_) | ConfigNotice::Resync => snapshots.clear(),
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot subscribe to config changes; retrying"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Copies the stored health of every key into the live rotation state, so failed keys stay out
+/// of rotation and cooldowns stay in force across restarts.
+pub async fn seed_health(
+    store: &dyn ProxyStore,
+    rotation: &dyn RotationState,
+) -> Result<usize, domain::Error> {
+    let now = Utc::now();
+    let mut seeded = 0;
+    for config in store.list_configs().await? {
+        for key in store.list_keys(config.id).await? {
+            match key.health.at(now) {
+                KeyHealth::Failed => rotation.mark_failed(key.id).await?,
+                KeyHealth::Cooling { until } => {
+                    rotation.cool_down(key.id, until).await?;
+                }
+                KeyHealth::Ok => continue,
+            }
+            seeded += 1;
+        }
+    }
+    Ok(seeded)
+}

@@ -1,0 +1,693 @@
+//! Configuration (SPEC §5): defaults < optional `config.toml` (`CONFIG_FILE`) < `.env` <
+//! environment, with the original backend's variable names, merged with figment and validated
+//! right after extraction so that every invalid value stops start-up with one line naming the
+//! variable.
+
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+
+use figment::{
+    Figment,
+    providers::{Format, Serialized, Toml},
+    value::Value,
+};
+use secrecy::{ExposeSecret, SecretString};
+
+/// Every variable the server reads, with its default (`None`: no default).
+pub const VARIABLES: &[(&str, Option<&str>)] = &[
+    ("BACKEND_HOST", Some("0.0.0.0")),
+    ("BACKEND_PORT", Some("8000")),
+    ("LOG_LEVEL", Some("info")),
+    ("LOG_FORMAT", Some("text")),
+    ("WORKERS", None),
+    ("ADMIN_USERNAME", Some("admin")),
+    ("ADMIN_PASSWORD", None),
+    ("JWT_SECRET", None),
+    ("JWT_EXPIRE_MINUTES", Some("1440")),
+    ("GLOBAL_PROXY_KEYS", None),
+    ("PROXY_TIMEOUT", Some("30")),
+    ("PROXY_CONNECT_TIMEOUT", Some("10")),
+    ("PROXY_TOTAL_TIMEOUT", Some("0")),
+    ("STREAM_IDLE_TIMEOUT", Some("120")),
+    ("PROXY_MAX_RETRIES", Some("2")),
+    ("KEY_COOLDOWN_SECONDS", Some("60")),
+    ("KEY_RECOVERY_INTERVAL_SECONDS", Some("300")),
+    ("USAGE_FLUSH_SECONDS", Some("5")),
+    ("MAX_BODY_BYTES", Some("20971520")),
+    ("PROXY_PUBLIC_BASE_URL", None),
+    ("DB_TYPE", None),
+    ("DATABASE_PATH", Some("./data/api_key_rotator.db")),
+    ("DATABASE_URL", None),
+    ("DB_HOST", None),
+    ("DB_PORT", Some("3306")),
+    ("DB_USER", Some("root")),
+    ("DB_PASSWORD", None),
+    ("DB_NAME", Some("api_key_rotator")),
+    ("CACHE_TYPE", None),
+    ("REDIS_URL", None),
+    ("REDIS_HOST", None),
+    ("REDIS_PORT", Some("6379")),
+    ("REDIS_PASSWORD", None),
+    ("REDIS_DB", Some("0")),
+    ("REDIS_NAMESPACE", Some("akr")),
+    ("RESET_DB_TABLES", Some("false")),
+    ("ENCRYPTION_KEY", None),
+    ("CONFIG_FILE", Some("config.toml")),
+];
+
+/// A configuration value that cannot be used; the message names the variable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid configuration: {variable} {message}")]
+pub struct ConfigError {
+    /// The variable's name.
+    pub variable: &'static str,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+fn invalid(variable: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        variable,
+        message: message.into(),
+    }
+}
+
+/// Where configs and keys are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageBackend {
+    /// A SQLite file (lightweight edition).
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// MySQL or MariaDB (enterprise edition).
+    Mysql {
+        /// `mysql://user:password@host:port/database`.
+        url: SecretUrl,
+    },
+}
+
+/// Where rotation state, counters and change notifications live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheBackend {
+    /// In this process (lightweight edition).
+    Memory,
+    /// Redis, shared by every instance (enterprise edition).
+    Redis {
+        /// `redis://[:password@]host:port/db`.
+        url: SecretUrl,
+        /// Key prefix, so several deployments can share one Redis.
+        namespace: String,
+    },
+}
+
+/// A URL that may hold a password: `Debug` hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    /// The URL with its password, for the driver only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match url::Url::parse(&self.0) {
+            Ok(mut url) if url.password().is_some() => {
+                let _ = url.set_password(Some("****"));
+                write!(f, "{url}")
+            }
+            Ok(url) => write!(f, "{url}"),
+            Err(_) => f.write_str("<url>"),
+        }
+    }
+}
+
+/// Where a secret came from: generated secrets are printed once at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provenance {
+    /// Set by the operator.
+    Configured,
+    /// Generated at start-up because it was not set.
+    Generated,
+}
+
+/// The validated settings of one server process.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Address to bind.
+    pub host: String,
+    /// Port to bind; 0 picks a free one (tests).
+    pub port: u16,
+    /// `tracing` filter directive (`info`, `app=debug,info`).
+    pub log_level: String,
+    /// `text` or `json` log lines.
+    pub log_json: bool,
+    /// Worker threads; `None` = one per core.
+    pub workers: Option<usize>,
+    /// Admin login name.
+    pub admin_username: String,
+    /// Admin password.
+    pub admin_password: SecretString,
+    /// Whether the admin password was generated.
+    pub admin_password_provenance: Provenance,
+    /// HS256 signing secret for admin tokens.
+    pub jwt_secret: SecretString,
+    /// Lifetime of an admin token.
+    pub jwt_ttl: Duration,
+    /// The proxy keys clients present.
+    pub proxy_keys: Vec<SecretString>,
+    /// Whether the proxy key was generated.
+    pub proxy_keys_provenance: Provenance,
+    /// Upstream response-head timeout.
+    pub proxy_timeout: Duration,
+    /// Upstream connect timeout.
+    pub connect_timeout: Duration,
+    /// Optional bound on a whole proxied exchange; `None` = unbounded (long streams).
+    pub total_timeout: Option<Duration>,
+    /// Longest silence allowed between two chunks of a streamed response.
+    pub stream_idle_timeout: Duration,
+    /// Retries with other keys after the first attempt.
+    pub max_retries: u32,
+    /// Cooldown of a rate-limited key when the upstream does not say.
+    pub key_cooldown: Duration,
+    /// Interval of the background re-probe of failed keys.
+    pub key_recovery_interval: Duration,
+    /// Interval of usage-counter flushes to the store.
+    pub usage_flush_interval: Duration,
+    /// Largest request body accepted (admin JSON, buffered proxy bodies).
+    pub max_body_bytes: usize,
+    /// The base URL clients use to reach this service, shown by `/admin/app-config`.
+    pub proxy_public_base_url: String,
+    /// The store.
+    pub storage: StorageBackend,
+    /// The cache.
+    pub cache: CacheBackend,
+    /// Drop and recreate the tables at start-up.
+    pub reset_db_tables: bool,
+}
+
+/// Reads the layered sources from the process environment and the working directory.
+///
+/// # Errors
+/// The first invalid value, naming its variable.
+pub fn load() -> Result<Settings, ConfigError> {
+    let environment: BTreeMap<String, String> = std::env::vars()
+        .filter(|(name, _)| VARIABLES.iter().any(|(known, _)| known == name))
+        .collect();
+    let config_file = environment
+        .get("CONFIG_FILE")
+        .cloned()
+        .unwrap_or_else(|| "config.toml".to_owned());
+    let dotenv: BTreeMap<String, String> = match dotenvy::from_path_iter(".env") {
+        Ok(entries) => entries
+            .collect::<Result<_, _>>()
+            .map_err(|e| invalid("ENV_FILE", format!("(.env) cannot be parsed: {e}")))?,
+        Err(_) => BTreeMap::new(),
+    };
+    let defaults: BTreeMap<&str, &str> = VARIABLES
+        .iter()
+        .filter_map(|(name, default)| default.map(|d| (*name, d)))
+        .collect();
+    let figment = Figment::from(Serialized::defaults(defaults))
+        .merge(Toml::file(&config_file))
+        .merge(Serialized::defaults(dotenv))
+        .merge(Serialized::defaults(environment));
+    let raw: BTreeMap<String, Value> = figment.extract().map_err(|e| {
+        invalid(
+            "CONFIG_FILE",
+            format!("({config_file}) cannot be read: {e}"),
+        )
+    })?;
+    let raw = raw
+        .into_iter()
+        .filter_map(|(name, value)| Some((name.to_ascii_uppercase(), scalar_text(&value)?)))
+        .collect();
+    Settings::from_raw(&raw)
+}
+
+fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(_, s) => Some(s.clone()),
+        Value::Char(_, c) => Some(c.to_string()),
+        Value::Bool(_, b) => Some(b.to_string()),
+        Value::Num(_, n) => n
+            .to_u128()
+            .map(|v| v.to_string())
+            .or_else(|| n.to_i128().map(|v| v.to_string()))
+            .or_else(|| n.to_f64().map(|v| v.to_string())),
+        Value::Empty(..) | Value::Dict(..) | Value::Array(..) => None,
+    }
+}
+
+/// Typed access to the merged raw values, with errors naming the variable.
+struct Raw<'a>(&'a BTreeMap<String, String>);
+
+impl Raw<'_> {
+    fn text(&self, name: &'static str) -> Option<&str> {
+        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    fn parse<T: std::str::FromStr>(
+        &self,
+        name: &'static str,
+        what: &str,
+    ) -> Result<Option<T>, ConfigError> {
+        self.text(name)
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| invalid(name, format!("must be {what}, got {v:?}")))
+            })
+            .transpose()
+    }
+
+    fn required<T: std::str::FromStr>(
+        &self,
+        name: &'static str,
+        what: &str,
+    ) -> Result<T, ConfigError> {
+        self.parse(name, what)?
+            .ok_or_else(|| invalid(name, format!("must be set to {what}")))
+    }
+
+    fn seconds(&self, name: &'static str, allow_zero: bool) -> Result<Duration, ConfigError> {
+        let what = if allow_zero {
+            "a whole number of seconds"
+        } else {
+            "a positive whole number of seconds"
+        };
+        let value: u64 = self.required(name, what)?;
+        if value == 0 && !allow_zero {
+            return Err(invalid(name, format!("must be {what}, got 0")));
+        }
+        Ok(Duration::from_secs(value))
+    }
+
+    fn flag(&self, name: &'static str) -> Result<bool, ConfigError> {
+        match self.text(name).map(str::to_ascii_lowercase).as_deref() {
+            None | Some("false" | "0" | "no" | "off") => Ok(false),
+            Some("true" | "1" | "yes" | "on") => Ok(true),
+            Some(other) => Err(invalid(
+                name,
+                format!("must be true or false, got {other:?}"),
+            )),
+        }
+    }
+
+    fn url(&self, name: &'static str, schemes: &[&str]) -> Result<Option<url::Url>, ConfigError> {
+        let Some(text) = self.text(name) else {
+            return Ok(None);
+        };
+        let url = url::Url::parse(text).map_err(|_| {
+            invalid(
+                name,
+                format!(
+                    "must be a URL like {}://host, got a malformed value",
+                    schemes[0]
+                ),
+            )
+        })?;
+        if !schemes.contains(&url.scheme()) {
+            return Err(invalid(
+                name,
+                format!("must use the {} scheme", schemes.join(" or ")),
+            ));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(invalid(name, "must name a host"));
+        }
+        Ok(Some(url))
+    }
+
+    fn secret(
+        &self,
+        name: &'static str,
+        generated_len: usize,
+    ) -> Result<(SecretString, Provenance), ConfigError> {
+        Ok(match self.text(name) {
+            Some(value) => (SecretString::from(value.to_owned()), Provenance::Configured),
+            None => (
+                SecretString::from(random_token(generated_len)?),
+                Provenance::Generated,
+            ),
+        })
+    }
+}
+
+/// A random URL-safe token of `bytes` random bytes, hex encoded.
+///
+/// # Errors
+/// The system's random source is unavailable.
+pub fn random_token(bytes: usize) -> Result<String, ConfigError> {
+    let mut buffer = vec![0u8; bytes];
+    getrandom::fill(&mut buffer)
+        .map_err(|e| invalid("JWT_SECRET", format!("cannot be generated: {e}")))?;
+    Ok(buffer.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+impl Settings {
+    /// Validates merged raw values (upper-case variable names).
+    ///
+    /// # Errors
+    /// The first invalid value, naming its variable.
+    pub fn from_raw(values: &BTreeMap<String, String>) -> Result<Settings, ConfigError> {
+        let raw = Raw(values);
+        let port: u16 = raw.required("BACKEND_PORT", "a port number between 0 and 65535")?;
+        let log_level = raw.text("LOG_LEVEL").unwrap_or("info").to_owned();
+        tracing_subscriber::EnvFilter::try_new(&log_level).map_err(|_| {
+            invalid(
+                "LOG_LEVEL",
+                format!("must be a level like info or debug, got {log_level:?}"),
+            )
+        })?;
+        let log_json = match raw
+            .text("LOG_FORMAT")
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => {
+                return Err(invalid(
+                    "LOG_FORMAT",
+                    format!("must be text or json, got {other:?}"),
+                ));
+            }
+        };
+        let workers = raw.parse::<usize>("WORKERS", "a positive number of threads")?;
+        if workers == Some(0) {
+            return Err(invalid(
+                "WORKERS",
+                "must be a positive number of threads, got 0",
+            ));
+        }
+        let (admin_password, admin_password_provenance) = raw.secret("ADMIN_PASSWORD", 12)?;
+        let (jwt_secret, _) = raw.secret("JWT_SECRET", 32)?;
+        if jwt_secret.expose_secret().len() < 16 {
+            return Err(invalid("JWT_SECRET", "must be at least 16 characters long"));
+        }
+        let jwt_minutes: u64 =
+            raw.required("JWT_EXPIRE_MINUTES", "a positive number of minutes")?;
+        if jwt_minutes == 0 {
+            return Err(invalid(
+                "JWT_EXPIRE_MINUTES",
+                "must be a positive number of minutes, got 0",
+            ));
+        }
+        let (proxy_keys, proxy_keys_provenance) = match raw.text("GLOBAL_PROXY_KEYS") {
+            Some(list) => {
+                let keys: Vec<SecretString> = list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(|k| SecretString::from(k.to_owned()))
+                    .collect();
+                if keys.is_empty() {
+                    return Err(invalid("GLOBAL_PROXY_KEYS", "must list at least one key"));
+                }
+                (keys, Provenance::Configured)
+            }
+            None => (
+                vec![SecretString::from(format!("akr-{}", random_token(24)?))],
+                Provenance::Generated,
+            ),
+        };
+        let total = raw.seconds("PROXY_TOTAL_TIMEOUT", true)?;
+        let max_body_bytes: usize = raw.required("MAX_BODY_BYTES", "a number of bytes")?;
+        if max_body_bytes < 1024 {
+            return Err(invalid("MAX_BODY_BYTES", "must be at least 1024 bytes"));
+        }
+        let public_base = raw.url("PROXY_PUBLIC_BASE_URL", &["http", "https"])?;
+        let proxy_public_base_url = match public_base {
+            Some(url) => url.as_str().trim_end_matches('/').to_owned(),
+            None => format!("http://localhost:{port}"),
+        };
+        if raw.text("ENCRYPTION_KEY").is_some() {
+            return Err(invalid(
+                "ENCRYPTION_KEY",
+                "is not supported by this version yet; unset it (keys are stored unencrypted)",
+            ));
+        }
+        Ok(Settings {
+            host: raw.text("BACKEND_HOST").unwrap_or("0.0.0.0").to_owned(),
+            port,
+            log_level,
+            log_json,
+            workers,
+            admin_username: raw.text("ADMIN_USERNAME").unwrap_or("admin").to_owned(),
+            admin_password,
+            admin_password_provenance,
+            jwt_secret,
+            jwt_ttl: Duration::from_secs(jwt_minutes * 60),
+            proxy_keys,
+            proxy_keys_provenance,
+            proxy_timeout: raw.seconds("PROXY_TIMEOUT", false)?,
+            connect_timeout: raw.seconds("PROXY_CONNECT_TIMEOUT", false)?,
+            total_timeout: (!total.is_zero()).then_some(total),
+            stream_idle_timeout: raw.seconds("STREAM_IDLE_TIMEOUT", false)?,
+            max_retries: raw.required("PROXY_MAX_RETRIES", "a whole number of retries")?,
+            key_cooldown: raw.seconds("KEY_COOLDOWN_SECONDS", false)?,
+            key_recovery_interval: raw.seconds("KEY_RECOVERY_INTERVAL_SECONDS", false)?,
+            usage_flush_interval: raw.seconds("USAGE_FLUSH_SECONDS", false)?,
+            max_body_bytes,
+            proxy_public_base_url,
+            storage: storage_backend(&raw)?,
+            cache: cache_backend(&raw)?,
+            reset_db_tables: raw.flag("RESET_DB_TABLES")?,
+        })
+    }
+}
+
+/// `DB_TYPE` when set; otherwise MySQL when `DATABASE_URL` is a MySQL URL or `DB_HOST` is set,
+/// as in the original backend; otherwise SQLite.
+fn storage_backend(raw: &Raw<'_>) -> Result<StorageBackend, ConfigError> {
+    let explicit = match raw.text("DB_TYPE").map(str::to_ascii_lowercase).as_deref() {
+        None => None,
+        Some("sqlite") => Some(false),
+        Some("mysql" | "mariadb") => Some(true),
+        Some(other) => {
+            return Err(invalid(
+                "DB_TYPE",
+                format!("must be sqlite or mysql, got {other:?}"),
+            ));
+        }
+    };
+    let database_url = raw.url("DATABASE_URL", &["mysql", "mariadb", "sqlite"])?;
+    let url_is_mysql = database_url
+        .as_ref()
+        .is_some_and(|u| u.scheme() != "sqlite");
+    let use_mysql = explicit.unwrap_or(url_is_mysql || raw.text("DB_HOST").is_some());
+    if !use_mysql {
+        let path = match &database_url {
+            Some(url) if url.scheme() == "sqlite" => PathBuf::from(url.path()),
+            _ => PathBuf::from(
+                raw.text("DATABASE_PATH")
+                    .unwrap_or("./data/api_key_rotator.db"),
+            ),
+        };
+        return Ok(StorageBackend::Sqlite { path });
+    }
+    let url = match database_url.filter(|u| u.scheme() != "sqlite") {
+        Some(url) => url,
+        None => {
+            let host = raw.text("DB_HOST").unwrap_or("127.0.0.1");
+            let port: u16 = raw.required("DB_PORT", "a port number")?;
+            let mut url = url::Url::parse(&format!("mysql://{host}:{port}/"))
+                .map_err(|_| invalid("DB_HOST", format!("must be a host name, got {host:?}")))?;
+            let _ = url.set_username(raw.text("DB_USER").unwrap_or("root"));
+            let _ = url.set_password(raw.text("DB_PASSWORD"));
+            url.set_path(raw.text("DB_NAME").unwrap_or("api_key_rotator"));
+            url
+        }
+    };
+    Ok(StorageBackend::Mysql {
+        url: SecretUrl(url.to_string()),
+    })
+}
+
+/// `CACHE_TYPE` when set; otherwise Redis when `REDIS_URL` or `REDIS_HOST` is set, as in the
+/// original backend; otherwise in-process.
+fn cache_backend(raw: &Raw<'_>) -> Result<CacheBackend, ConfigError> {
+    let explicit = match raw
+        .text("CACHE_TYPE")
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None => None,
+        Some("memory") => Some(false),
+        Some("redis") => Some(true),
+        Some(other) => {
+            return Err(invalid(
+                "CACHE_TYPE",
+                format!("must be memory or redis, got {other:?}"),
+            ));
+        }
+    };
+    let redis_url = raw.url("REDIS_URL", &["redis", "rediss"])?;
+    let use_redis = explicit.unwrap_or(redis_url.is_some() || raw.text("REDIS_HOST").is_some());
+    if !use_redis {
+        return Ok(CacheBackend::Memory);
+    }
+    let url = match redis_url {
+        Some(url) => url,
+        None => {
+            let host = raw.text("REDIS_HOST").unwrap_or("127.0.0.1");
+            let port: u16 = raw.required("REDIS_PORT", "a port number")?;
+            let db: u32 = raw.required("REDIS_DB", "a database number")?;
+            let mut url = url::Url::parse(&format!("redis://{host}:{port}/{db}"))
+                .map_err(|_| invalid("REDIS_HOST", format!("must be a host name, got {host:?}")))?;
+            let _ = url.set_password(raw.text("REDIS_PASSWORD"));
+            url
+        }
+    };
+    let namespace = raw.text("REDIS_NAMESPACE").unwrap_or("akr").to_owned();
+    Ok(CacheBackend::Redis {
+        url: SecretUrl(url.to_string()),
+        namespace,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::result_large_err)]
+    use figment::Jail;
+
+    use super::*;
+
+    fn clear_env(jail: &mut Jail) {
+        jail.clear_env();
+    }
+
+    #[test]
+    fn defaults_give_a_working_lightweight_server_with_generated_secrets() {
+        Jail::expect_with(|jail| {
+            clear_env(jail);
+            let settings = load().unwrap();
+            assert_eq!(settings.port, 8000);
+            assert_eq!(
+                settings.storage,
+                StorageBackend::Sqlite {
+                    path: "./data/api_key_rotator.db".into()
+                }
+            );
+            assert_eq!(settings.cache, CacheBackend::Memory);
+            assert_eq!(settings.admin_password_provenance, Provenance::Generated);
+            assert_eq!(settings.proxy_keys_provenance, Provenance::Generated);
+            assert!(settings.admin_password.expose_secret().len() >= 16);
+            assert_eq!(settings.proxy_timeout, Duration::from_secs(30));
+            assert_eq!(settings.max_retries, 2);
+            assert_eq!(settings.key_cooldown, Duration::from_secs(60));
+            assert_eq!(settings.proxy_public_base_url, "http://localhost:8000");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_beats_dotenv_which_beats_the_config_file() {
+        Jail::expect_with(|jail| {
+            clear_env(jail);
+            jail.create_file(
+                "config.toml",
+                "BACKEND_PORT = 7000\nproxy_max_retries = 5\nLOG_LEVEL = \"warn\"",
+            )?;
+            jail.create_file(".env", "BACKEND_PORT=7100\nLOG_LEVEL=debug\n")?;
+            jail.set_env("BACKEND_PORT", "7200");
+            let settings = load().unwrap();
+            assert_eq!(settings.port, 7200);
+            assert_eq!(settings.log_level, "debug");
+            assert_eq!(settings.max_retries, 5);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_keep_their_exact_text() {
+        Jail::expect_with(|jail| {
+            clear_env(jail);
+            jail.set_env("GLOBAL_PROXY_KEYS", "0012, key-b ,,");
+            jail.set_env("ADMIN_PASSWORD", "007");
+            let settings = load().unwrap();
+            let keys: Vec<&str> = settings
+                .proxy_keys
+                .iter()
+                .map(|k| k.expose_secret())
+                .collect();
+            assert_eq!(keys, ["0012", "key-b"]);
+            assert_eq!(settings.admin_password.expose_secret(), "007");
+            assert_eq!(settings.proxy_keys_provenance, Provenance::Configured);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn every_invalid_value_names_its_variable() {
+        let cases = [
+            ("BACKEND_PORT", "eighty"),
+            ("BACKEND_PORT", "70000"),
+            ("DB_TYPE", "oracle"),
+            ("CACHE_TYPE", "memcached"),
+            ("REDIS_URL", "not a url"),
+            ("DATABASE_URL", "postgres://x/y"),
+            ("PROXY_TIMEOUT", "0"),
+            ("PROXY_TIMEOUT", "soon"),
+            ("MAX_BODY_BYTES", "-1"),
+            ("RESET_DB_TABLES", "maybe"),
+            ("LOG_FORMAT", "xml"),
+            ("PROXY_PUBLIC_BASE_URL", "ftp://x"),
+        ];
+        for (variable, value) in cases {
+            Jail::expect_with(|jail| {
+                clear_env(jail);
+                jail.set_env(variable, value);
+                let err = load().unwrap_err();
+                assert_eq!(err.variable, variable, "{value:?}: {err}");
+                assert!(err.to_string().contains(variable));
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn mysql_and_redis_are_chosen_automatically_like_the_original() {
+        Jail::expect_with(|jail| {
+            clear_env(jail);
+            jail.set_env("DB_HOST", "db.internal");
+            jail.set_env("DB_PASSWORD", "s3cret");
+            jail.set_env("REDIS_HOST", "cache.internal");
+            let settings = load().unwrap();
+            let StorageBackend::Mysql { url } = &settings.storage else {
+                panic!("expected mysql")
+            };
+            assert_eq!(
+                url.expose(),
+                "mysql://root:s3cret@db.internal:3306/api_key_rotator"
+            );
+            assert!(
+                !format!("{url:?}").contains("s3cret"),
+                "Debug hides the password"
+            );
+            let CacheBackend::Redis { url, namespace } = &settings.cache else {
+                panic!("expected redis")
+            };
+            assert_eq!(url.expose(), "redis://cache.internal:6379/0");
+            assert_eq!(namespace, "akr");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            clear_env(jail);
+            jail.set_env("DATABASE_URL", "mysql://u:p@h:3307/d");
+            jail.set_env("DB_TYPE", "sqlite");
+            jail.set_env("DATABASE_PATH", "/tmp/x.db");
+            let settings = load().unwrap();
+            assert_eq!(
+                settings.storage,
+                StorageBackend::Sqlite {
+                    path: "/tmp/x.db".into()
+                },
+                "DB_TYPE wins"
+            );
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,24 @@
+//! The API Key Rotator server: an actix-web application that serves the admin API, the generic
+//! and LLM proxies and the operations endpoints, over the ports of `domain` wired to the
+//! adapters of the configured edition (`lightweight`: SQLite + in-process cache; `enterprise`:
+//! adds MySQL + Redis).
+//!
+//! This crate may depend on every workspace crate and on the HTTP, configuration and telemetry
+//! crates; `main.rs` stays thin, and `cfg(feature)` appears only in [`wiring`].
+
+pub mod auth;
+pub mod background;
+pub mod config;
+pub mod errors;
+pub mod metrics;
+pub mod probe;
+pub mod resilience;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod streaming;
+pub mod telemetry;
+pub mod upstream;
+pub mod wiring;
+
+pub use startup::Application;

@@ -1,0 +1,40 @@
+//! The `app` binary: load the configuration, start logging, build the server and serve until
+//! SIGTERM or Ctrl-C.
+
+use anyhow::Context;
+use app::{Application, config, startup, telemetry, wiring};
+
+#[actix_web::main]
+async fn main() -> anyhow::Result<()> {
+    if std::env::args()
+        .skip(1)
+        .any(|a| a == "--version" || a == "-V")
+    {
+        #[allow(clippy::print_stdout, reason = "the version is the command's output")]
+        {
+            println!(
+                "api-key-rotator {} ({})",
+                env!("CARGO_PKG_VERSION"),
+                wiring::edition()
+            );
+        }
+        return Ok(());
+    }
+    let settings = config::load().map_err(|e| anyhow::anyhow!("{e}"))?;
+    telemetry::init(&settings.log_level, settings.log_json);
+    startup::announce_generated_secrets(&settings);
+    let application = Application::build(settings)
+        .await
+        .context("start-up failed")?;
+    tracing::info!(
+        port = application.port(),
+        edition = wiring::edition(),
+        "api-key-rotator listening"
+    );
+    application
+        .run_until_stopped()
+        .await
+        .context("server failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}

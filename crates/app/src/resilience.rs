@@ -1,0 +1,207 @@
+//! Keeping the proxy up when the shared cache is not: rotation state that falls back to this
+//! process's own counters and cooldowns while Redis is unreachable, says so once in the log,
+//! and goes back to the shared state as soon as Redis answers again.
+
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicI64, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use cache_memory::MemoryCache;
+use chrono::{DateTime, Utc};
+use domain::{ApiKeyId, Error, KeyHealth, ProxyConfigId, Result, RotationState, Turn};
+
+/// How long to stay on the local state before trying the shared one again.
+const RETRY_SHARED_AFTER: Duration = Duration::from_secs(1);
+
+/// [`RotationState`] over a shared backend with a local fallback.
+pub struct FallbackRotation {
+    shared: Arc<dyn RotationState>,
+    local: MemoryCache,
+    degraded: AtomicBool,
+    retry_at_ms: AtomicI64,
+    transitions: AtomicI64,
+}
+
+impl FallbackRotation {
+    /// Wraps the shared state.
+    pub fn new(shared: Arc<dyn RotationState>) -> Self {
+        FallbackRotation {
+            shared,
+            local: MemoryCache::default(),
+            degraded: AtomicBool::new(false),
+            retry_at_ms: AtomicI64::new(0),
+            transitions: AtomicI64::new(0),
+        }
+    }
+
+    /// Whether requests are being served from the local fallback.
+    pub fn is_degraded(&self) -> bool {
+        self.degraded.load(Ordering::Relaxed)
+    }
+
+    /// How many times the state switched to the fallback (each logged once).
+    pub fn degradations(&self) -> i64 {
+        self.transitions.load(Ordering::Relaxed)
+    }
+
+    async fn either<T, S, SF, L, LF>(&self, shared: S, local: L) -> Result<T>
+    where
+        S: FnOnce() -> SF,
+        SF: Future<Output = Result<T>>,
+        L: FnOnce() -> LF,
+        LF: Future<Output = Result<T>>,
+    {
+        let now = Utc::now().timestamp_millis();
+        if self.is_degraded() && now < self.retry_at_ms.load(Ordering::Relaxed) {
+            return local().await;
+        }
+        match shared().await {
+            Err(Error::Unavailable { message, .. }) => {
+                self.retry_at_ms.store(
+                    now + RETRY_SHARED_AFTER.as_millis() as i64,
+                    Ordering::Relaxed,
+                );
+                if !self.degraded.swap(true, Ordering::Relaxed) {
+                    self.transitions.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%message, "the shared cache is unreachable: rotation, cooldowns and key health continue in this instance only until it is back");
+                }
+                local().await
+            }
+            answer => {
+                if self.degraded.swap(false, Ordering::Relaxed) {
+                    tracing::info!(
+                        "the shared cache is reachable again: rotation state is shared across instances"
+                    );
+                }
+                answer
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl RotationState for FallbackRotation {
+    async fn next_turn(&self, config: ProxyConfigId, keys: &[ApiKeyId]) -> Result<Turn> {
+        self.either(
+            || self.shared.next_turn(config, keys),
+            || self.local.next_turn(config, keys),
+        )
+        .await
+    }
+
+    async fn key_states(&self, keys: &[ApiKeyId]) -> Result<Vec<KeyHealth>> {
+        self.either(
+            || self.shared.key_states(keys),
+            || self.local.key_states(keys),
+        )
+        .await
+    }
+
+    async fn cool_down(&self, key: ApiKeyId, until: DateTime<Utc>) -> Result<DateTime<Utc>> {
+        self.either(
+            || self.shared.cool_down(key, until),
+            || self.local.cool_down(key, until),
+        )
+        .await
+    }
+
+    async fn mark_failed(&self, key: ApiKeyId) -> Result<()> {
+        self.either(
+            || self.shared.mark_failed(key),
+            || self.local.mark_failed(key),
+        )
+        .await
+    }
+
+    async fn mark_ok(&self, key: ApiKeyId) -> Result<()> {
+        let _ = self.local.mark_ok(key).await;
+        self.either(|| self.shared.mark_ok(key), || async { Ok(()) })
+            .await
+    }
+
+    async fn forget(&self, keys: &[ApiKeyId]) -> Result<()> {
+        let _ = self.local.forget(keys).await;
+        self.either(|| self.shared.forget(keys), || async { Ok(()) })
+            .await
+    }
+
+    /// Reports the shared state's own reachability, so `/ready` tells the truth.
+    async fn ping(&self) -> Result<()> {
+        self.shared.ping().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use domain::ports::MockRotationState;
+
+    use super::*;
+
+    fn down() -> Error {
+        Error::cache("connection refused")
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_shared_state_falls_back_once_and_recovers() {
+        let mut shared = MockRotationState::new();
+        let mut calls = 0;
+        shared.expect_next_turn().returning(move |_, keys| {
+            calls += 1;
+            if calls == 1 {
+                Err(down())
+            } else {
+                Ok(Turn {
+                    counter: 100,
+                    states: vec![KeyHealth::Ok; keys.len()],
+                })
+            }
+        });
+        let state = FallbackRotation::new(Arc::new(shared));
+        let keys = [ApiKeyId(1), ApiKeyId(2)];
+        let first = state.next_turn(ProxyConfigId(1), &keys).await.unwrap();
+        assert_eq!(first.counter, 0, "served locally");
+        assert!(state.is_degraded());
+        for expected in 1..50 {
+            assert_eq!(
+                state
+                    .next_turn(ProxyConfigId(1), &keys)
+                    .await
+                    .unwrap()
+                    .counter,
+                expected,
+                "still local, no retry yet"
+            );
+        }
+        assert_eq!(state.degradations(), 1, "one warning, not one per request");
+        state.retry_at_ms.store(0, Ordering::Relaxed);
+        assert_eq!(
+            state
+                .next_turn(ProxyConfigId(1), &keys)
+                .await
+                .unwrap()
+                .counter,
+            100,
+            "shared again"
+        );
+        assert!(!state.is_degraded());
+    }
+
+    #[tokio::test]
+    async fn cooldowns_taken_while_degraded_apply_locally() {
+        let mut shared = MockRotationState::new();
+        shared.expect_cool_down().returning(|_, _| Err(down()));
+        shared.expect_key_states().returning(|_| Err(down()));
+        let state = FallbackRotation::new(Arc::new(shared));
+        let until = Utc::now() + chrono::TimeDelta::seconds(30);
+        state.cool_down(ApiKeyId(5), until).await.unwrap();
+        let states = state.key_states(&[ApiKeyId(5)]).await.unwrap();
+        assert!(matches!(states[0], KeyHealth::Cooling { .. }));
+    }
+}

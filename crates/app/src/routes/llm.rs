@@ -1,0 +1,207 @@
+//! The LLM proxy of SPEC §2: `ANY /llm/{slug}/{action...}`. Clients authenticate the way their
+//! SDK does (by the config's client format), the proxy key is stripped, the request body is
+//! buffered once (bounded by `MAX_BODY_BYTES`) and replayed for failover without copying, the
+//! upstream key is injected the upstream format's way, streams pass through chunk by chunk, and
+//! every error the proxy itself reports is shaped like the client format's own errors.
+
+use actix_web::{
+    HttpRequest, HttpResponse,
+    http::{StatusCode, header},
+    web,
+};
+use bytes::{Bytes, BytesMut};
+use domain::{ConfigKind, LlmTarget};
+use futures_util::StreamExt;
+use llm_adapters::{ClientFormat, ProxyError};
+
+use crate::{
+    errors::ApiError,
+    routes::proxy::{outcome_name, split_proxy_path},
+    state::AppState,
+    streaming::StreamError,
+    upstream::{self, Reply, RequestBody, Target, UpstreamClient, UpstreamRequest},
+};
+
+/// Mounts the LLM proxy.
+pub fn configure(config: &mut web::ServiceConfig) {
+    config
+        .route("/llm/{slug}", web::to(llm_proxy))
+        .route("/llm/{slug}/{action:.*}", web::to(llm_proxy));
+}
+
+async fn llm_proxy(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    client: web::Data<UpstreamClient>,
+) -> HttpResponse {
+    use actix_web::ResponseError;
+    let (slug, action) = split_proxy_path(request.path(), "/llm/");
+    let snapshot = match state.active_config(slug).await {
+        Ok(snapshot) => snapshot,
+        Err(error) => return error.error_response(),
+    };
+    let ConfigKind::Llm(target) = &snapshot.config.kind else {
+        return ApiError::not_found(format!(
+            "proxy config {slug:?} is a GENERIC config; call it under /proxy/{slug}/"
+        ))
+        .error_response();
+    };
+    let client_format = ClientFormat::from(target);
+    let result = serve(
+        &request,
+        payload,
+        &state,
+        &client,
+        &snapshot,
+        target,
+        action,
+        client_format,
+    )
+    .await;
+    let slug = snapshot.config.slug.as_str();
+    match result {
+        Ok((response, outcome)) => {
+            state
+                .metrics
+                .count_request(slug, response.status().as_u16(), outcome);
+            response
+        }
+        Err(error) => {
+            state
+                .metrics
+                .count_request(slug, error.status().as_u16(), error.code());
+            client_error(client_format, &error)
+        }
+    }
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site; the pieces are distinct"
+)]
+async fn serve(
+    request: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    client: &UpstreamClient,
+    snapshot: &domain::ConfigSnapshot,
+    target: &LlmTarget,
+    action: &str,
+    client_format: ClientFormat,
+) -> Result<(HttpResponse, &'static str), ApiError> {
+    let body = read_body(payload, state.settings.max_body_bytes).await?;
+    let lookup = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
+    let query = request.query_string();
+    let auth = llm_adapters::authenticate(client_format, lookup, query, &body)
+        .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
+    let presented = auth
+        .key
+        .as_ref()
+        .ok_or_else(|| ApiError::unauthorized(missing_key_message(client_format)))?;
+    if !state.proxy_keys.verify(&presented.key) {
+        return Err(ApiError::unauthorized("the proxy key is not valid"));
+    }
+    let body = auth.rewritten_body.map_or(body, Bytes::from);
+
+    let connection = upstream::connection_header(request.headers());
+    let mut headers = header::HeaderMap::with_capacity(request.headers().len());
+    for (name, value) in request.headers() {
+        if name != header::CONTENT_LENGTH
+            && llm_adapters::forward_llm_request_header(name.as_str(), client_format, connection)
+        {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    let target_for = |key: &str| {
+        let prepared = llm_adapters::prepare_llm_request(target, action, query, key, lookup)
+            .map_err(|e| ApiError::bad_request("invalid_path", e.to_string()))?;
+        Target::new(prepared.url, &prepared.injection)
+    };
+    let upstream_request = UpstreamRequest {
+        method: request.method().clone(),
+        headers,
+        body: RequestBody::Replayable(body),
+        target: &target_for,
+    };
+    let reply = upstream::send_with_failover(state, client, snapshot, upstream_request).await?;
+    let outcome = match &reply {
+        Reply::Stream { .. } => "success",
+        Reply::Buffered { verdict, .. } => outcome_name(*verdict),
+    };
+    let idle = state.settings.stream_idle_timeout;
+    let event: upstream::StreamErrorEvent = Box::new(move |error: &StreamError| {
+        let (code, message) = match error {
+            StreamError::Idle(_) => (
+                "stream_idle_timeout",
+                format!(
+                    "the upstream sent nothing for {} s (STREAM_IDLE_TIMEOUT); the response is incomplete",
+                    idle.as_secs()
+                ),
+            ),
+            StreamError::Total(_) => (
+                "stream_total_timeout",
+                format!("{error}; the response is incomplete"),
+            ),
+            StreamError::Upstream(_) => (
+                "upstream_stream_broken",
+                "the upstream stream broke; the response is incomplete".to_owned(),
+            ),
+        };
+        llm_adapters::stream_error_event(client_format, &ProxyError::new(502, code, &message))
+    });
+    Ok((
+        upstream::respond(reply, &state.settings, Some(event)),
+        outcome,
+    ))
+}
+
+/// Reads the whole request body once, refusing more than `limit` bytes.
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::bad_request(
+                "invalid_body",
+                format!("request body could not be read: {e}"),
+            )
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "request body is larger than MAX_BODY_BYTES",
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+fn missing_key_message(client: ClientFormat) -> &'static str {
+    match client {
+        ClientFormat::Openai | ClientFormat::OpenaiResponses => {
+            "send the proxy key as Authorization: Bearer <key> (the OpenAI SDK's api_key)"
+        }
+        ClientFormat::Anthropic => "send the proxy key as x-api-key (the Anthropic SDK's api_key)",
+        ClientFormat::Gemini => {
+            "send the proxy key as x-goog-api-key or ?key= (the Gemini SDK's api_key)"
+        }
+    }
+}
+
+/// An error of the proxy itself, shaped like the client format's errors so its SDK raises it.
+fn client_error(client: ClientFormat, error: &ApiError) -> HttpResponse {
+    let status = error.status();
+    let body = llm_adapters::error_body(
+        client,
+        &ProxyError::new(status.as_u16(), error.code(), error.message()),
+    );
+    let mut response = HttpResponse::build(status);
+    if let Some(seconds) = error.retry_after() {
+        response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+    }
+    response
+        .content_type(llm_adapters::ERROR_CONTENT_TYPE)
+        .body(body)
+}

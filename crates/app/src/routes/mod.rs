@@ -1,0 +1,33 @@
+//! HTTP routes, one module per surface: the admin API, the generic proxy, the LLM proxy and the
+//! operations endpoints.
+
+pub mod admin;
+pub mod llm;
+pub mod ops;
+pub mod proxy;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use crate::errors::ApiError;
+
+/// Mounts every route.
+pub fn configure(config: &mut web::ServiceConfig) {
+    config
+        .configure(ops::configure)
+        .service(admin::scope("/admin"))
+        // The original backend served its admin API under /api/admin.
+        .service(admin::scope("/api/admin"))
+        .configure(proxy::configure)
+        .configure(llm::configure);
+}
+
+/// 404 for unknown routes, as JSON.
+pub async fn not_found(request: HttpRequest) -> HttpResponse {
+    use actix_web::ResponseError;
+    ApiError::not_found(format!(
+        "no route for {} {}",
+        request.method(),
+        request.path()
+    ))
+    .error_response()
+}

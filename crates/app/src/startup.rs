@@ -1,0 +1,217 @@
+//! Building and running the server: connect the backends, assemble the shared state, bind the
+//! listener (port 0 picks a free port, for tests), start the workers and background tasks, and
+//! on shutdown let in-flight requests finish and flush the last usage counters.
+
+use std::{net::TcpListener, sync::Arc, time::Duration};
+
+use actix_web::{App, HttpServer, dev::Server, web};
+use anyhow::Context;
+use cache_memory::SnapshotCache;
+use chrono::TimeDelta;
+use domain::{AdminService, Classifier, FailoverPolicy, Rotator, SystemClock};
+use secrecy::ExposeSecret;
+
+use crate::{
+    auth::AdminAuth,
+    background::{self, UsageFlusher},
+    config::Settings,
+    errors,
+    metrics::Metrics,
+    probe, routes,
+    state::AppState,
+    upstream::UpstreamClient,
+    wiring,
+};
+
+/// Configs kept in the snapshot cache.
+const SNAPSHOT_CAPACITY: usize = 10_000;
+/// How long in-flight requests get to finish on shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// A built, bound, not yet awaited server.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+    flusher: Arc<UsageFlusher>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop_recovery: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Application {
+    /// Connects the backends and binds the listener.
+    ///
+    /// # Errors
+    /// A backend that cannot be opened or was not compiled in; a port that cannot be bound.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let ports = wiring::connect(&settings).await?;
+        Self::build_with_ports(settings, ports).await
+    }
+
+    /// Like [`Application::build`], over ports the caller connected (tests wrap them).
+    ///
+    /// # Errors
+    /// A port that cannot be bound.
+    pub async fn build_with_ports(
+        settings: Settings,
+        ports: wiring::Ports,
+    ) -> anyhow::Result<Self> {
+        let settings = Arc::new(settings);
+        tracing::info!(backends = %ports.description, edition = wiring::edition(), "backends connected");
+        match background::seed_health(ports.store.as_ref(), ports.rotation.as_ref()).await {
+            Ok(0) => {}
+            Ok(seeded) => tracing::info!(seeded, "key health restored from the store"),
+            Err(error) => tracing::warn!(%error, "stored key health could not be restored"),
+        }
+
+        let snapshots = Arc::new(SnapshotCache::new(SNAPSHOT_CAPACITY));
+        let local = snapshots.clone();
+        let admin = AdminService::new(
+            ports.store.clone(),
+            ports.rotation.clone(),
+            ports.events.clone(),
+        )
+        .with_local_hook(Arc::new(move |change| {
+            if change.slugs.is_empty() {
+                local.clear();
+            }
+            change.slugs.iter().for_each(|slug| local.invalidate(slug));
+        }));
+        let rotator = Rotator::new(
+            ports.rotation.clone(),
+            ports.usage.clone(),
+            Arc::new(SystemClock),
+            Classifier::new(
+                TimeDelta::from_std(settings.key_cooldown).unwrap_or(TimeDelta::seconds(60)),
+            ),
+            FailoverPolicy {
+                max_retries: settings.max_retries,
+            },
+        );
+        let state = web::Data::new(AppState {
+            proxy_keys: AppState::proxy_key_set(&settings),
+            settings: settings.clone(),
+            admin,
+            rotator,
+            store: ports.store.clone(),
+            rotation: ports.rotation.clone(),
+            usage: ports.usage.clone(),
+            events: ports.events.clone(),
+            leases: ports.leases.clone(),
+            snapshots: snapshots.clone(),
+            metrics: Metrics::default(),
+        });
+        let auth = web::Data::new(AdminAuth::new(
+            &settings.admin_username,
+            &settings.admin_password,
+            &settings.jwt_secret,
+            settings.jwt_ttl,
+        ));
+
+        let listener =
+            TcpListener::bind((settings.host.as_str(), settings.port)).with_context(|| {
+                format!(
+                    "cannot listen on {}:{} (BACKEND_HOST/BACKEND_PORT)",
+                    settings.host, settings.port
+                )
+            })?;
+        let port = listener.local_addr()?.port();
+        let server_state = state.clone();
+        let server_settings = settings.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(server_state.clone())
+                .app_data(auth.clone())
+                .app_data(web::Data::new(UpstreamClient::new(&server_settings)))
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(server_settings.max_body_bytes)
+                        .error_handler(errors::json_error),
+                )
+                .app_data(web::PathConfig::default().error_handler(errors::path_error))
+                .configure(routes::configure)
+                .default_service(web::to(routes::not_found))
+        })
+        .listen(listener)?
+        .shutdown_timeout(SHUTDOWN_GRACE.as_secs());
+        if let Some(workers) = settings.workers {
+            server = server.workers(workers);
+        }
+        let server = server.run();
+
+        let flusher = Arc::new(UsageFlusher::new(ports.usage.clone(), ports.store.clone()));
+        let tasks = vec![
+            tokio::spawn(flusher.clone().run(settings.usage_flush_interval)),
+            tokio::spawn(background::follow_changes(ports.events.clone(), snapshots)),
+        ];
+        let stop_recovery = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        probe::spawn_recovery(
+            state.clone(),
+            settings.key_recovery_interval,
+            stop_recovery.clone(),
+        )
+        .context("cannot start the key recovery thread")?;
+        Ok(Application {
+            port,
+            server,
+            state,
+            flusher,
+            tasks,
+            stop_recovery,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The shared state (tests inspect it).
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    /// A handle to stop the server gracefully.
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until stopped (SIGTERM/SIGINT, or the handle), lets in-flight requests finish,
+    /// then saves the last usage counters.
+    ///
+    /// # Errors
+    /// The server failed.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        self.stop_recovery
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.flusher.flush().await;
+        for task in self.tasks {
+            task.abort();
+        }
+        result
+    }
+}
+
+/// Tells the operator the secrets that were generated for this run.
+pub fn announce_generated_secrets(settings: &Settings) {
+    use crate::config::Provenance::Generated;
+    if settings.admin_password_provenance == Generated {
+        tracing::warn!(
+            username = %settings.admin_username,
+            password = %settings.admin_password.expose_secret(),
+            "ADMIN_PASSWORD is not set: generated a password for this run; set ADMIN_PASSWORD to keep one"
+        );
+    }
+    if settings.proxy_keys_provenance == Generated {
+        let key = settings
+            .proxy_keys
+            .first()
+            .map(|k| k.expose_secret().to_owned())
+            .unwrap_or_default();
+        tracing::warn!(
+            proxy_key = %key,
+            "GLOBAL_PROXY_KEYS is not set: generated a proxy key for this run; set GLOBAL_PROXY_KEYS to keep one"
+        );
+    }
+}

@@ -1,0 +1,86 @@
+//! The state every worker shares: the domain services over the wired ports, the snapshot cache,
+//! the proxy keys and the metrics; plus the per-worker upstream HTTP client.
+
+use std::sync::Arc;
+
+use cache_memory::SnapshotCache;
+use domain::{
+    AdminService, ConfigEvents, ConfigSnapshot, KeyHealth, ProxyKeySet, ProxyStore, RotationState,
+    Rotator, Slug, UsageCounters,
+};
+use secrecy::ExposeSecret;
+
+use crate::{config::Settings, errors::ApiError, metrics::Metrics};
+
+/// Shared by every worker.
+pub struct AppState {
+    /// Validated settings.
+    pub settings: Arc<Settings>,
+    /// Admin use cases.
+    pub admin: AdminService,
+    /// Key selection and outcome handling.
+    pub rotator: Rotator,
+    /// Durable store (never called per proxied request).
+    pub store: Arc<dyn ProxyStore>,
+    /// Live rotation state.
+    pub rotation: Arc<dyn RotationState>,
+    /// Usage counters.
+    pub usage: Arc<dyn UsageCounters>,
+    /// Change notifications.
+    pub events: Arc<dyn ConfigEvents>,
+    /// Leases of single-instance background jobs.
+    pub leases: Arc<dyn domain::Leases>,
+    /// Active configs by slug, read by the hot path.
+    pub snapshots: Arc<SnapshotCache>,
+    /// The proxy keys clients present.
+    pub proxy_keys: ProxyKeySet,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// The proxy keys from the settings.
+    pub fn proxy_key_set(settings: &Settings) -> ProxyKeySet {
+        ProxyKeySet::new(settings.proxy_keys.iter().map(|k| k.expose_secret()))
+    }
+
+    /// The active config with this slug, from the snapshot cache; the store is read only on a
+    /// miss (the first request after start-up or after a change), once for concurrent misses.
+    ///
+    /// # Errors
+    /// 404 when no active config has this slug; 503 when the store is needed and down.
+    pub async fn active_config(&self, slug: &str) -> Result<Arc<ConfigSnapshot>, ApiError> {
+        let not_found =
+            || ApiError::not_found(format!("no active proxy config with slug {slug:?}"));
+        let slug: Slug = slug.parse().map_err(|_| not_found())?;
+        let cached = match self.snapshots.get(&slug) {
+            Some(hit) => hit,
+            None => {
+                let store = self.store.clone();
+                let key = slug.clone();
+                self.snapshots
+                    .get_or_load(&slug, move || async move {
+                        store.active_config_by_slug(&key).await
+                    })
+                    .await?
+            }
+        };
+        cached.ok_or_else(not_found)
+    }
+
+    /// Persists a key's new health off the request path; the live state is already updated.
+    pub fn persist_health(&self, key: domain::ApiKeyId, health: KeyHealth) {
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(error) = store.set_key_health(key, health).await {
+                tracing::warn!(key_id = %key, %error, "key health could not be saved; it is still applied live");
+            }
+        });
+    }
+}

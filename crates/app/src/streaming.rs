@@ -1,0 +1,205 @@
+//! Response body streams: an idle-gap timeout between chunks, so a silent upstream ends the
+//! stream while a long stream that keeps sending is never cut.
+
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use tokio::time::{Instant, Sleep};
+
+/// Why a proxied response stream ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The upstream sent nothing for longer than the idle timeout.
+    #[error("upstream sent nothing for {0:?}")]
+    Idle(Duration),
+    /// The whole exchange took longer than the total timeout.
+    #[error("the exchange exceeded {0:?} (PROXY_TOTAL_TIMEOUT)")]
+    Total(Duration),
+    /// The upstream connection broke.
+    #[error("upstream stream broke: {0}")]
+    Upstream(String),
+}
+
+/// Wraps a body stream, ending it with [`StreamError::Idle`] when no chunk arrives within the
+/// idle timeout (the timer restarts with every chunk), and with [`StreamError::Total`] when an
+/// optional bound on the whole exchange passes.
+pub struct IdleTimeout<S> {
+    inner: S,
+    idle: Duration,
+    timer: Pin<Box<Sleep>>,
+    total: Option<(Duration, Pin<Box<Sleep>>)>,
+    done: bool,
+}
+
+impl<S> IdleTimeout<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, idle: Duration) -> Self {
+        IdleTimeout {
+            inner,
+            idle,
+            timer: Box::pin(tokio::time::sleep(idle)),
+            total: None,
+            done: false,
+        }
+    }
+
+    /// Also ends the stream once `total` has passed (`PROXY_TOTAL_TIMEOUT`).
+    #[must_use]
+    pub fn with_total(mut self, total: Option<Duration>) -> Self {
+        self.total = total.map(|t| (t, Box::pin(tokio::time::sleep(t))));
+        self
+    }
+}
+
+impl<S, E> Stream for IdleTimeout<S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    type Item = Result<Bytes, StreamError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if let Some((total, timer)) = &mut self.total
+            && timer.as_mut().poll(cx).is_ready()
+        {
+            let total = *total;
+            self.done = true;
+            return Poll::Ready(Some(Err(StreamError::Total(total))));
+        }
+        match Pin::new(&mut self.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                let deadline = Instant::now() + self.idle;
+                self.timer.as_mut().reset(deadline);
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.done = true;
+                Poll::Ready(Some(Err(StreamError::Upstream(e.to_string()))))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => match self.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    self.done = true;
+                    Poll::Ready(Some(Err(StreamError::Idle(self.idle))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+/// Ends a stream that failed after the commit boundary with one in-band event (an SSE error
+/// event in the client's format) instead of a silent clean end or a cut connection.
+pub struct EndWithEvent<S> {
+    inner: S,
+    event: Box<dyn Fn(&StreamError) -> Bytes>,
+    done: bool,
+}
+
+impl<S> EndWithEvent<S> {
+    /// Wraps `inner`; `event` renders the closing event for the error.
+    pub fn new(inner: S, event: Box<dyn Fn(&StreamError) -> Bytes>) -> Self {
+        EndWithEvent {
+            inner,
+            event,
+            done: false,
+        }
+    }
+}
+
+impl<S> Stream for EndWithEvent<S>
+where
+    S: Stream<Item = Result<Bytes, StreamError>> + Unpin,
+{
+    type Item = Result<Bytes, StreamError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut self.inner).poll_next(cx) {
+            Poll::Ready(Some(Err(error))) => {
+                tracing::warn!(%error, "stream ended early; the client gets an error event");
+                self.done = true;
+                Poll::Ready(Some(Ok((self.event)(&error))))
+            }
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use futures_util::{StreamExt, stream};
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_stream_ends_with_an_idle_error() {
+        let chunks = stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"a"))])
+            .chain(stream::pending());
+        let mut wrapped = IdleTimeout::new(chunks, Duration::from_secs(5));
+        assert_eq!(wrapped.next().await.unwrap().unwrap(), "a");
+        assert!(matches!(
+            wrapped.next().await,
+            Some(Err(StreamError::Idle(_)))
+        ));
+        assert!(wrapped.next().await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_broken_stream_ends_with_one_event() {
+        let chunks = stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"data: 1\n\n"))])
+            .chain(stream::pending());
+        let wrapped = IdleTimeout::new(chunks, Duration::from_secs(1));
+        let ended = EndWithEvent::new(
+            wrapped,
+            Box::new(|e| Bytes::from(format!("event: error\ndata: {e}\n\n"))),
+        );
+        let received: Vec<_> = ended.map(Result::unwrap).collect().await;
+        assert_eq!(received.len(), 2);
+        assert!(received[1].starts_with(b"event: error"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_total_timeout_bounds_even_a_busy_stream() {
+        let ticks = stream::repeat_with(|| Ok::<_, std::io::Error>(Bytes::from_static(b"."))).then(
+            |c| async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                c
+            },
+        );
+        let wrapped = IdleTimeout::new(Box::pin(ticks), Duration::from_secs(5))
+            .with_total(Some(Duration::from_secs(2)));
+        let received: Vec<_> = wrapped.collect().await;
+        assert!(matches!(received.last(), Some(Err(StreamError::Total(_)))));
+        assert!((18..=21).contains(&received.len()), "{}", received.len());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_that_keeps_sending_is_never_cut() {
+        let ticks = stream::unfold(0u32, |n| async move {
+            if n == 600 {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Some((Ok::<_, std::io::Error>(Bytes::from_static(b".")), n + 1))
+        });
+        let wrapped = IdleTimeout::new(Box::pin(ticks), Duration::from_secs(5));
+        let received: Vec<_> = wrapped.collect().await;
+        assert_eq!(received.len(), 600, "ten minutes of chunks, one per second");
+        assert!(received.iter().all(Result::is_ok));
+    }
+}

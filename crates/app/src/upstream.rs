@@ -1,0 +1,400 @@
+//! The upstream side of both proxies: one pooled awc client per worker, and the failover loop of
+//! SPEC §3 — plan distinct keys, send, classify each outcome, update key health, retry while the
+//! response has not been committed, and answer with the last upstream reply when every attempt
+//! fails.
+
+use std::{pin::Pin, time::Instant};
+
+use actix_web::{
+    HttpResponse,
+    body::{BodyStream, SizedStream},
+    http::{
+        Method, StatusCode,
+        header::{self, HeaderMap, HeaderName, HeaderValue},
+    },
+    web,
+};
+use awc::error::{PayloadError, SendRequestError};
+use bytes::Bytes;
+use domain::{ApiKey, ConfigSnapshot, Outcome, Redactor, UpstreamResponse, Verdict};
+use futures_util::Stream;
+
+use crate::{
+    config::Settings,
+    errors::ApiError,
+    metrics::ConfigLabels,
+    state::AppState,
+    streaming::{EndWithEvent, IdleTimeout, StreamError},
+};
+
+/// Largest error body read to classify a failed attempt and to hand it back to the client.
+const ERROR_BODY_LIMIT: usize = 1 << 20;
+
+/// One pooled HTTP client per worker thread (awc clients are not `Send`).
+pub struct UpstreamClient {
+    client: awc::Client,
+}
+
+impl std::fmt::Debug for UpstreamClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UpstreamClient")
+    }
+}
+
+impl UpstreamClient {
+    /// A client with the settings' connect timeout; the head timeout is set per request.
+    pub fn new(settings: &Settings) -> Self {
+        let connector = awc::Connector::new()
+            .timeout(settings.connect_timeout)
+            .limit(0);
+        let client = awc::Client::builder()
+            .connector(connector)
+            .disable_timeout()
+            .finish();
+        UpstreamClient { client }
+    }
+
+    /// The underlying client, for requests outside the failover loop (probes).
+    pub fn raw(&self) -> &awc::Client {
+        &self.client
+    }
+}
+
+/// Where one attempt goes and the key-bearing headers it carries.
+#[derive(Debug)]
+pub struct Target {
+    /// The full URL, with the key when it travels in the query.
+    pub url: String,
+    /// Headers carrying the key (and any header the upstream format requires with it).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Target {
+    /// Converts the pure crate's key injection into request headers.
+    ///
+    /// # Errors
+    /// 400 when a key cannot travel in a header (it was validated as printable ASCII, so only a
+    /// config's header name could be at fault).
+    pub fn new(
+        url: String,
+        injection: &llm_adapters::KeyInjection<'_>,
+    ) -> Result<Target, ApiError> {
+        let headers = injection
+            .headers()
+            .map(|edit| {
+                let name = HeaderName::try_from(edit.name);
+                let value = HeaderValue::try_from(edit.value.as_ref());
+                match (name, value) {
+                    (Ok(name), Ok(value)) => Ok((name, value)),
+                    _ => Err(ApiError::bad_request(
+                        "invalid_key_header",
+                        format!("header {:?} cannot carry the upstream key", edit.name),
+                    )),
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Target { url, headers })
+    }
+}
+
+/// Builds an attempt's target for one key.
+pub type TargetFor<'a> = dyn Fn(&str) -> Result<Target, ApiError> + 'a;
+
+/// The request body, buffered when it can be replayed for failover.
+pub enum RequestBody {
+    /// Buffered: every attempt resends the same bytes without copying them.
+    Replayable(Bytes),
+    /// Streamed straight through: only one attempt is possible.
+    Streaming {
+        /// The client's body, taken by the one attempt that sends it.
+        payload: Option<web::Payload>,
+        /// Its declared length, kept so the upstream gets a `Content-Length`.
+        length: Option<u64>,
+    },
+}
+
+/// What to send upstream, minus the key.
+pub struct UpstreamRequest<'a> {
+    /// Method.
+    pub method: Method,
+    /// Headers to forward (already filtered).
+    pub headers: HeaderMap,
+    /// Body.
+    pub body: RequestBody,
+    /// URL and key headers of the attempt with a given key.
+    pub target: &'a TargetFor<'a>,
+}
+
+/// A streamed upstream body.
+pub type BodyChunks = Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>>;
+
+/// The upstream answer the client gets.
+pub enum Reply {
+    /// A success (or redirect): committed, streamed to the client.
+    Stream {
+        /// Status.
+        status: StatusCode,
+        /// Response headers.
+        headers: HeaderMap,
+        /// Body.
+        body: BodyChunks,
+    },
+    /// An error response, read whole to classify it.
+    Buffered {
+        /// Status.
+        status: StatusCode,
+        /// Response headers.
+        headers: HeaderMap,
+        /// Body.
+        body: Bytes,
+        /// What it meant for the key.
+        verdict: Verdict,
+    },
+}
+
+/// Sends `request` with the next keys of the snapshot's pool until one attempt is not retryable.
+///
+/// # Errors
+/// 503 with `no_usable_key` when no key is usable; 502 or 504 when the last attempt could not
+/// reach the upstream or timed out. An upstream error response is not an error here: it comes
+/// back as [`Reply::Buffered`].
+pub async fn send_with_failover(
+    state: &AppState,
+    client: &UpstreamClient,
+    snapshot: &ConfigSnapshot,
+    mut request: UpstreamRequest<'_>,
+) -> Result<Reply, ApiError> {
+    let plan = state.rotator.plan(snapshot).await?;
+    let replayable = matches!(request.body, RequestBody::Replayable(_));
+    let labels = ConfigLabels {
+        config: snapshot.config.slug.as_str().to_owned(),
+    };
+    let mut last_failure: Option<Result<Reply, ApiError>> = None;
+    for (attempt, key) in plan.keys(snapshot).enumerate() {
+        if attempt > 0 {
+            if !replayable {
+                break;
+            }
+            state.metrics.retries.get_or_create(&labels).inc();
+        }
+        let target = (request.target)(key.key_value.expose())?;
+        let started = Instant::now();
+        let sent = send_once(state, client, target, &mut request).await;
+        state
+            .metrics
+            .upstream_latency
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+        let failure = match sent {
+            Ok(mut response) => {
+                let status = response.status();
+                if status.as_u16() < 400 {
+                    let outcome = Outcome::Response(UpstreamResponse {
+                        status: status.as_u16(),
+                        ..Default::default()
+                    });
+                    state.rotator.classify(key.id, &outcome);
+                    let headers = response.headers().clone();
+                    return Ok(Reply::Stream {
+                        status,
+                        headers,
+                        body: Box::pin(response),
+                    });
+                }
+                let headers = response.headers().clone();
+                let body = match response.body().limit(ERROR_BODY_LIMIT).await {
+                    Ok(body) => body,
+                    Err(error) => {
+                        let message = format!("upstream error response could not be read: {error}");
+                        report(state, key, &Outcome::ConnectFailed).await;
+                        last_failure = Some(Err(ApiError::bad_gateway(redact(&message, key))));
+                        continue;
+                    }
+                };
+                let outcome = Outcome::Response(UpstreamResponse {
+                    status: status.as_u16(),
+                    retry_after: header_text(&headers, "retry-after"),
+                    rate_limit_reset: rate_limit_reset(&headers),
+                    body: &body,
+                });
+                let verdict = report(state, key, &outcome).await;
+                let reply = Reply::Buffered {
+                    status,
+                    headers,
+                    body,
+                    verdict,
+                };
+                if !verdict.retries() {
+                    return Ok(reply);
+                }
+                // Kept as the answer in case no other key does better.
+                Ok(reply)
+            }
+            Err(SendRequestError::Timeout) => {
+                report(state, key, &Outcome::HeadTimeout).await;
+                Err(ApiError::gateway_timeout(format!(
+                    "the upstream did not answer within {} s (PROXY_TIMEOUT)",
+                    state.settings.proxy_timeout.as_secs()
+                )))
+            }
+            Err(error) => {
+                report(state, key, &Outcome::ConnectFailed).await;
+                Err(ApiError::bad_gateway(redact(
+                    &format!("the upstream could not be reached: {error}"),
+                    key,
+                )))
+            }
+        };
+        tracing::info!(
+            config = %snapshot.config.slug,
+            key_id = %key.id,
+            attempt,
+            "upstream attempt failed; trying the next key if any"
+        );
+        last_failure = Some(failure);
+    }
+    last_failure.unwrap_or_else(|| Err(domain::Error::NoUsableKey { retry_at: None }.into()))
+}
+
+async fn send_once(
+    state: &AppState,
+    client: &UpstreamClient,
+    target: Target,
+    request: &mut UpstreamRequest<'_>,
+) -> Result<awc::ClientResponse, SendRequestError> {
+    let mut upstream = client
+        .client
+        .request(request.method.clone(), target.url)
+        .no_decompress()
+        .timeout(state.settings.proxy_timeout);
+    *upstream.headers_mut() = request.headers.clone();
+    for (name, value) in target.headers {
+        upstream.headers_mut().insert(name, value);
+    }
+    match &mut request.body {
+        RequestBody::Replayable(bytes) => upstream.send_body(bytes.clone()).await,
+        RequestBody::Streaming { payload, length } => {
+            let Some(payload) = payload.take() else {
+                return Err(SendRequestError::Body(
+                    "the request body was already sent".into(),
+                ));
+            };
+            match length {
+                Some(length) => upstream.send_body(SizedStream::new(*length, payload)).await,
+                None => upstream.send_body(BodyStream::new(payload)).await,
+            }
+        }
+    }
+}
+
+/// Classifies an attempt, records usage, applies the key effect (live, then persisted off the
+/// request path). A rotation state that is down does not fail the request.
+async fn report(state: &AppState, key: &ApiKey, outcome: &Outcome<'_>) -> Verdict {
+    let verdict = state.rotator.classify(key.id, outcome);
+    match state.rotator.apply(key.id, verdict).await {
+        Ok(Some(health)) => {
+            tracing::warn!(key_id = %key.id, key = %key.key_value, health = health.as_str(), "upstream key taken out of rotation");
+            state.persist_health(key.id, health);
+        }
+        Ok(None) => {}
+        Err(error) => tracing::warn!(key_id = %key.id, %error, "key health could not be updated"),
+    }
+    verdict
+}
+
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn rate_limit_reset(headers: &HeaderMap) -> Option<&str> {
+    [
+        "x-ratelimit-reset-requests",
+        "anthropic-ratelimit-requests-reset",
+        "x-ratelimit-reset",
+        "ratelimit-reset",
+    ]
+    .into_iter()
+    .find_map(|name| header_text(headers, name))
+}
+
+/// The key and any credential query value masked out of an error message.
+fn redact(message: &str, key: &ApiKey) -> String {
+    Redactor::new([key.key_value.expose()])
+        .redact(message)
+        .into_owned()
+}
+
+/// Renders the in-band event that closes an event stream broken after the commit boundary.
+pub type StreamErrorEvent = Box<dyn Fn(&StreamError) -> Bytes>;
+
+/// Builds the client's response from an upstream reply: hop-by-hop headers dropped, the body
+/// streamed with the idle and total timeouts (or sent whole when it was buffered). An event
+/// stream that breaks ends with `error_event` when one is given, else the connection is cut so
+/// the client cannot mistake it for a complete body.
+pub fn respond(
+    reply: Reply,
+    settings: &Settings,
+    error_event: Option<StreamErrorEvent>,
+) -> HttpResponse {
+    match reply {
+        Reply::Stream {
+            status,
+            headers,
+            body,
+        } => {
+            let mut response = HttpResponse::build(status);
+            let length = copy_response_headers(&headers, &mut response);
+            let body = IdleTimeout::new(body, settings.stream_idle_timeout)
+                .with_total(settings.total_timeout);
+            match (is_event_stream(&headers), error_event, length) {
+                (true, Some(event), _) => {
+                    response.insert_header(("x-accel-buffering", "no"));
+                    response.streaming(EndWithEvent::new(body, event))
+                }
+                (true, None, _) => {
+                    response.insert_header(("x-accel-buffering", "no"));
+                    response.streaming(body)
+                }
+                (false, _, Some(length)) => response.body(SizedStream::new(length, body)),
+                (false, _, None) => response.streaming(body),
+            }
+        }
+        Reply::Buffered {
+            status,
+            headers,
+            body,
+            ..
+        } => {
+            let mut response = HttpResponse::build(status);
+            copy_response_headers(&headers, &mut response);
+            response.body(body)
+        }
+    }
+}
+
+/// Copies end-to-end headers; returns the declared content length.
+fn copy_response_headers(
+    headers: &HeaderMap,
+    response: &mut actix_web::HttpResponseBuilder,
+) -> Option<u64> {
+    let connection = header_text(headers, "connection");
+    let mut length = None;
+    for (name, value) in headers {
+        if *name == header::CONTENT_LENGTH {
+            length = value.to_str().ok().and_then(|v| v.parse().ok());
+        } else if llm_adapters::forward_response_header(name.as_str(), connection) {
+            response.append_header((name.clone(), value.clone()));
+        }
+    }
+    length
+}
+
+/// The `Connection` header of a message, for the hop-by-hop rules.
+pub fn connection_header(headers: &HeaderMap) -> Option<&str> {
+    header_text(headers, "connection")
+}
+
+/// Whether a response is a server-sent event stream.
+pub fn is_event_stream(headers: &HeaderMap) -> bool {
+    header_text(headers, "content-type").is_some_and(llm_adapters::is_event_stream)
+}

@@ -1,0 +1,173 @@
+//! Turns the configured backends into ports: the only place where the editions' Cargo features
+//! appear. A backend that was not compiled in stops start-up with a message naming the feature.
+
+use std::sync::Arc;
+
+use cache_memory::MemoryCache;
+use domain::{ConfigEvents, Leases, ProxyStore, RotationState, UsageCounters};
+
+use crate::config::{CacheBackend, Settings, StorageBackend};
+
+/// The ports for one process.
+pub struct Ports {
+    /// Durable store.
+    pub store: Arc<dyn ProxyStore>,
+    /// Live rotation state.
+    pub rotation: Arc<dyn RotationState>,
+    /// Usage counters.
+    pub usage: Arc<dyn UsageCounters>,
+    /// Change notifications.
+    pub events: Arc<dyn ConfigEvents>,
+    /// Leases of background jobs that run on one instance at a time.
+    pub leases: Arc<dyn Leases>,
+    /// `lightweight` or `enterprise`, for logs.
+    pub description: String,
+}
+
+/// Why the backends could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum WiringError {
+    /// The configuration asks for a backend this binary was built without.
+    #[error(
+        "{backend} was selected ({why}) but this binary was built without the `{feature}` feature; rebuild with `cargo build --release -p app --features {feature}` or configure {fallback}"
+    )]
+    NotCompiled {
+        /// The backend.
+        backend: &'static str,
+        /// Which settings selected it.
+        why: &'static str,
+        /// The feature to enable.
+        feature: &'static str,
+        /// What to configure instead.
+        fallback: &'static str,
+    },
+    /// A backend could not be reached or prepared.
+    #[error("{backend} could not be opened: {source}")]
+    Open {
+        /// The backend.
+        backend: &'static str,
+        /// Why.
+        source: domain::Error,
+    },
+}
+
+/// Connects the configured store and cache.
+///
+/// # Errors
+/// A backend that was not compiled in, or that cannot be opened.
+pub async fn connect(settings: &Settings) -> Result<Ports, WiringError> {
+    let store = connect_store(settings).await?;
+    let (rotation, usage, events, leases, cache_name) = connect_cache(settings).await?;
+    let store_name = match settings.storage {
+        StorageBackend::Sqlite { .. } => "sqlite",
+        StorageBackend::Mysql { .. } => "mysql",
+    };
+    Ok(Ports {
+        store,
+        rotation,
+        usage,
+        events,
+        leases,
+        description: format!("{store_name} + {cache_name}"),
+    })
+}
+
+async fn connect_store(settings: &Settings) -> Result<Arc<dyn ProxyStore>, WiringError> {
+    match &settings.storage {
+        #[cfg(feature = "lightweight")]
+        StorageBackend::Sqlite { path } => {
+            let options = storage_sqlite::SqliteOptions {
+                reset_tables: settings.reset_db_tables,
+                ..storage_sqlite::SqliteOptions::file(path.clone())
+            };
+            let store = storage_sqlite::SqliteStore::connect(options)
+                .await
+                .map_err(|source| WiringError::Open {
+                    backend: "SQLite",
+                    source,
+                })?;
+            Ok(Arc::new(store))
+        }
+        #[cfg(not(feature = "lightweight"))]
+        StorageBackend::Sqlite { .. } => Err(WiringError::NotCompiled {
+            backend: "SQLite",
+            why: "DB_TYPE=sqlite or no MySQL settings",
+            feature: "lightweight",
+            fallback: "DB_TYPE=mysql",
+        }),
+        #[cfg(feature = "enterprise")]
+        StorageBackend::Mysql { url } => {
+            let options = storage_mysql::MysqlOptions {
+                reset_tables: settings.reset_db_tables,
+                ..storage_mysql::MysqlOptions::new(url.expose())
+            };
+            let store = storage_mysql::MysqlStore::connect(options)
+                .await
+                .map_err(|source| WiringError::Open {
+                    backend: "MySQL",
+                    source,
+                })?;
+            Ok(Arc::new(store))
+        }
+        #[cfg(not(feature = "enterprise"))]
+        StorageBackend::Mysql { .. } => Err(WiringError::NotCompiled {
+            backend: "MySQL",
+            why: "DB_TYPE=mysql, DATABASE_URL or DB_HOST",
+            feature: "enterprise",
+            fallback: "DB_TYPE=sqlite",
+        }),
+    }
+}
+
+type CachePorts = (
+    Arc<dyn RotationState>,
+    Arc<dyn UsageCounters>,
+    Arc<dyn ConfigEvents>,
+    Arc<dyn Leases>,
+    &'static str,
+);
+
+async fn connect_cache(settings: &Settings) -> Result<CachePorts, WiringError> {
+    match &settings.cache {
+        CacheBackend::Memory => {
+            let cache = Arc::new(MemoryCache::default());
+            let leases = Arc::new(cache_memory::MemoryLeases::default());
+            Ok((cache.clone(), cache.clone(), cache, leases, "memory"))
+        }
+        #[cfg(feature = "enterprise")]
+        CacheBackend::Redis { url, namespace } => {
+            let options = cache_redis::RedisOptions {
+                url: url.expose().to_owned(),
+                namespace: namespace.clone(),
+                // A request waits at most this long on Redis before the local fallback serves it.
+                command_timeout: std::time::Duration::from_millis(500),
+                ..cache_redis::RedisOptions::default()
+            };
+            let cache = Arc::new(cache_redis::RedisCache::connect(options).await.map_err(
+                |source| WiringError::Open {
+                    backend: "Redis",
+                    source,
+                },
+            )?);
+            // Proxying must outlive a Redis outage: rotation falls back to this instance.
+            let rotation = Arc::new(crate::resilience::FallbackRotation::new(cache.clone()));
+            Ok((rotation, cache.clone(), cache.clone(), cache, "redis"))
+        }
+        #[cfg(not(feature = "enterprise"))]
+        CacheBackend::Redis { .. } => Err(WiringError::NotCompiled {
+            backend: "Redis",
+            why: "CACHE_TYPE=redis, REDIS_URL or REDIS_HOST",
+            feature: "enterprise",
+            fallback: "CACHE_TYPE=memory",
+        }),
+    }
+}
+
+/// The edition this binary was built as.
+pub const fn edition() -> &'static str {
+    if cfg!(feature = "enterprise") {
+        "enterprise"
+    } else {
+        "lightweight"
+    }
+}

@@ -1,0 +1,365 @@
+//! The enterprise edition: several instances sharing MariaDB and Redis behave as one service,
+//! and each keeps proxying through a Redis or database outage. Needs `TEST_MYSQL_URL` and
+//! `TEST_REDIS_URL`; prints a `skipped:` line otherwise.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::{
+    helpers::{Behavior, MockUpstream, PROXY_KEY, TestApp, spawn_app_with},
+    relay::Relay,
+};
+
+struct Shared {
+    mysql: String,
+    redis: String,
+    namespace: String,
+}
+
+fn shared() -> Option<Shared> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    match (var("TEST_MYSQL_URL"), var("TEST_REDIS_URL")) {
+        (Some(mysql), Some(redis)) => Some(Shared {
+            mysql,
+            redis,
+            namespace: format!("akr-e2e-{}", domain::contract::unique_suffix()),
+        }),
+        _ => {
+            eprintln!("skipped: TEST_MYSQL_URL or TEST_REDIS_URL unset");
+            None
+        }
+    }
+}
+
+async fn instance(shared: &Shared, extra: &[(&str, &str)]) -> TestApp {
+    instance_via(shared, &shared.mysql, &shared.redis, extra).await
+}
+
+async fn instance_via(
+    shared: &Shared,
+    mysql: &str,
+    redis: &str,
+    extra: &[(&str, &str)],
+) -> TestApp {
+    let mut settings = vec![
+        ("DATABASE_URL", mysql),
+        ("REDIS_URL", redis),
+        ("REDIS_NAMESPACE", shared.namespace.as_str()),
+    ];
+    settings.extend_from_slice(extra);
+    spawn_app_with(&settings).await
+}
+
+/// `url` with its port replaced by the relay's.
+fn through(url: &str, relay: &Relay) -> String {
+    let mut url = url::Url::parse(url).unwrap();
+    url.set_port(Some(relay.port)).unwrap();
+    url.to_string()
+}
+
+fn host_port(url: &str) -> String {
+    let url = url::Url::parse(url).unwrap();
+    format!(
+        "{}:{}",
+        url.host_str().unwrap(),
+        url.port_or_known_default().unwrap()
+    )
+}
+
+async fn generic_with_keys(app: &TestApp, slug: &str, target: &str, keys: &[&str]) -> i64 {
+    let id = app
+        .generic_config(slug, "GET", target, "header", "X-Api-Key")
+        .await;
+    let report = app.add_keys(id, keys).await;
+    assert_eq!(report["success_count"], keys.len());
+    id
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", domain::contract::unique_suffix())
+}
+
+#[tokio::test]
+async fn two_instances_share_one_rotation_exactly() {
+    let Some(shared) = shared() else { return };
+    let (a, b) = (instance(&shared, &[]).await, instance(&shared, &[]).await);
+    let mock = MockUpstream::start().await;
+    let slug = unique("fleet");
+    generic_with_keys(&a, &slug, &mock.base, &["k1", "k2", "k3"]).await;
+    let path = format!("/proxy/{slug}/x");
+    let urls = [a.url(&path), b.url(&path)];
+    let mut handles = Vec::new();
+    for worker in 0..8 {
+        let client = a.client.clone();
+        let urls = urls.clone();
+        handles.push(tokio::spawn(async move {
+            for i in 0..375 {
+                let url = &urls[(worker + i) % 2];
+                let response = client
+                    .get(url)
+                    .header("X-Proxy-Key", PROXY_KEY)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+            }
+        }));
+    }
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    let used = mock.keys_used();
+    for key in ["k1", "k2", "k3"] {
+        assert!(
+            (999..=1001).contains(&used[key]),
+            "{key} used {} times: {used:?}",
+            used[key]
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_admin_change_on_one_instance_reaches_the_other_within_200_ms() {
+    let Some(shared) = shared() else { return };
+    let (a, b) = (instance(&shared, &[]).await, instance(&shared, &[]).await);
+    let mock = MockUpstream::start().await;
+    let slug = unique("notice");
+    let id = generic_with_keys(&a, &slug, &mock.base, &["k1"]).await;
+    let path = format!("/proxy/{slug}/x");
+    assert_eq!(
+        b.proxy(Method::GET, &path).send().await.unwrap().status(),
+        200,
+        "B caches the snapshot"
+    );
+
+    let changed = a
+        .admin(Method::PUT, &format!("/proxy-configs/{id}/status"))
+        .json(&json!({"is_active": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 200);
+    let written = Instant::now();
+    loop {
+        let status = b.proxy(Method::GET, &path).send().await.unwrap().status();
+        if status == 404 {
+            break;
+        }
+        assert!(
+            written.elapsed() < Duration::from_millis(200),
+            "B still served the config after 200 ms"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn cooldowns_and_failures_taken_on_one_instance_hold_on_the_other() {
+    let Some(shared) = shared() else { return };
+    let (a, b) = (instance(&shared, &[]).await, instance(&shared, &[]).await);
+    let mock = MockUpstream::start().await;
+    mock.on(
+        "limited",
+        Behavior::Status(429, "{}", vec![("retry-after", "300")]),
+    );
+    mock.on("revoked", Behavior::Status(401, "{}", vec![]));
+    let slug = unique("health");
+    let id = generic_with_keys(&a, &slug, &mock.base, &["limited", "revoked", "good"]).await;
+    let path = format!("/proxy/{slug}/x");
+    // The first request draws counter 0 (limited), fails over to revoked, then good.
+    assert_eq!(
+        a.proxy(Method::GET, &path).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(mock.keys_used()["limited"], 1);
+    assert_eq!(mock.keys_used()["revoked"], 1);
+    for _ in 0..20 {
+        assert_eq!(
+            b.proxy(Method::GET, &path).send().await.unwrap().status(),
+            200
+        );
+    }
+    let used = mock.keys_used();
+    assert_eq!(
+        (used["limited"], used["revoked"], used["good"]),
+        (1, 1, 21),
+        "B skips both keys A took out"
+    );
+    let health: Vec<Value> = b
+        .list_keys(id)
+        .await
+        .into_iter()
+        .map(|k| k["health"].clone())
+        .collect();
+    assert_eq!(health, [json!("cooling"), json!("failed"), json!("ok")]);
+}
+
+#[tokio::test]
+async fn failed_keys_are_re_probed_by_one_instance_at_a_time() {
+    let Some(shared) = shared() else { return };
+    let fast = [("KEY_RECOVERY_INTERVAL_SECONDS", "1")];
+    let (a, b) = (
+        instance(&shared, &fast).await,
+        instance(&shared, &fast).await,
+    );
+    let mock = MockUpstream::start().await;
+    mock.on("dead", Behavior::Status(401, "{}", vec![]));
+    let slug = unique("probe");
+    let config = a
+        .create_config(&json!({"name": slug, "slug": slug, "config_type": "LLM", "target_base_url": mock.base}))
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    a.add_keys(config["id"].as_i64().unwrap(), &["dead", "alive"])
+        .await;
+    a.client
+        .get(a.url(&format!("/llm/{slug}/v1/models")))
+        .bearer_auth(PROXY_KEY)
+        .send()
+        .await
+        .unwrap();
+    let probes = || {
+        mock.received()
+            .iter()
+            .filter(|r| r.key == "dead" && r.path == "/models")
+            .count()
+    };
+    let start = probes();
+    tokio::time::sleep(Duration::from_millis(4_200)).await;
+    let both_running = probes() - start;
+    assert!(
+        (2..=6).contains(&both_running),
+        "one prober, about one pass a second: {both_running} probes in 4.2 s"
+    );
+
+    // The holder goes away; the other instance takes over.
+    a.handle.stop(true).await;
+    let after_stop = probes();
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    assert!(
+        probes() > after_stop,
+        "the remaining instance took over the re-probing"
+    );
+    drop(b);
+}
+
+#[tokio::test]
+async fn proxying_survives_a_redis_outage_and_shares_state_again_after_it() {
+    let Some(shared) = shared() else { return };
+    let relay = Relay::start(host_port(&shared.redis)).await;
+    let a = instance_via(&shared, &shared.mysql, &through(&shared.redis, &relay), &[]).await;
+    let b = instance(&shared, &[]).await;
+    let mock = MockUpstream::start().await;
+    mock.on(
+        "limited",
+        Behavior::Status(429, "{}", vec![("retry-after", "300")]),
+    );
+    let slug = unique("redis-cut");
+    generic_with_keys(&a, &slug, &mock.base, &["k1", "k2"]).await;
+    let path = format!("/proxy/{slug}/x");
+    assert_eq!(
+        a.proxy(Method::GET, &path).send().await.unwrap().status(),
+        200
+    );
+
+    relay.cut();
+    for _ in 0..20 {
+        assert_eq!(
+            a.proxy(Method::GET, &path).send().await.unwrap().status(),
+            200,
+            "proxying continues"
+        );
+    }
+    let ready = a.client.get(a.url("/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(
+        (ready["status"].as_str(), ready["cache"].as_str()),
+        (Some("degraded"), Some("unavailable"))
+    );
+
+    relay.restore();
+    let restored = Instant::now();
+    while a.client.get(a.url("/ready")).send().await.unwrap().status() != 200 {
+        assert!(
+            restored.elapsed() < Duration::from_secs(10),
+            "/ready recovers once Redis is back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    // Shared again: a key cooled through B is skipped by A.
+    mock.on(
+        "k1",
+        Behavior::Status(429, "{}", vec![("retry-after", "300")]),
+    );
+    mock.on(
+        "k2",
+        Behavior::Status(429, "{}", vec![("retry-after", "300")]),
+    );
+    let _ = b.proxy(Method::GET, &path).send().await.unwrap();
+    let before = mock.received().len();
+    let answer = a.proxy(Method::GET, &path).send().await.unwrap();
+    assert_eq!(answer.status(), 503, "A sees B's cooldowns: no usable key");
+    assert_eq!(mock.received().len(), before, "A sent nothing upstream");
+}
+
+#[tokio::test]
+async fn proxying_survives_a_database_outage_and_admin_writes_say_so() {
+    let Some(shared) = shared() else { return };
+    let relay = Relay::start(host_port(&shared.mysql)).await;
+    let a = instance_via(&shared, &through(&shared.mysql, &relay), &shared.redis, &[]).await;
+    let mock = MockUpstream::start().await;
+    let slug = unique("db-cut");
+    generic_with_keys(&a, &slug, &mock.base, &["k1", "k2"]).await;
+    let path = format!("/proxy/{slug}/x");
+    assert_eq!(
+        a.proxy(Method::GET, &path).send().await.unwrap().status(),
+        200
+    );
+
+    relay.cut();
+    for _ in 0..10 {
+        assert_eq!(
+            a.proxy(Method::GET, &path).send().await.unwrap().status(),
+            200,
+            "served from the snapshot"
+        );
+    }
+    let write = a
+        .create_config(&json!({"name": unique("during"), "slug": unique("during"), "config_type": "LLM", "target_base_url": mock.base}))
+        .await;
+    assert_eq!(write.status(), 503);
+    let body: Value = write.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "dependency_unavailable");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("database"),
+        "{body}"
+    );
+
+    relay.restore();
+    let restored = Instant::now();
+    loop {
+        let write = a
+            .create_config(&json!({"name": unique("after"), "slug": unique("after"), "config_type": "LLM", "target_base_url": mock.base}))
+            .await;
+        if write.status() == 201 {
+            break;
+        }
+        assert!(
+            restored.elapsed() < Duration::from_secs(15),
+            "admin writes recover without a restart"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        a.proxy(Method::GET, &path).send().await.unwrap().status(),
+        200
+    );
+}
