@@ -825,13 +825,8 @@ impl ChunkEncoder {
         });
         let mut chunk = Map::new();
         if last {
-            let called = self.finish == Some(FinishReason::ToolUse);
             let finish = self.finish.unwrap_or(FinishReason::EndTurn);
-            candidate["finishReason"] = json!(finish_to(if called {
-                FinishReason::ToolUse
-            } else {
-                finish
-            }));
+            candidate["finishReason"] = json!(finish_to(finish));
         }
         chunk.insert("candidates".into(), json!([candidate]));
         if last {

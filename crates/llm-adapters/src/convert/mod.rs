@@ -5,17 +5,20 @@
 //! neutral model; the registry pairs a client codec with an upstream codec, so no function is
 //! written per pair of formats.
 //!
-//! The server's call sequence for one converted request:
+//! The server's call sequence for one converted request (after [`crate::authenticate`]):
 //! 1. [`Conversion::lookup`]`(client, upstream)`: `None` means same format, pass through.
-//! 2. [`Conversion::request`]`(action, query, body)` → [`ConvertedRequest`]: send its `body`
-//!    (JSON) to its `action` and `query` (through [`crate::prepare_llm_request`]); on
+//! 2. [`Conversion::request`]`(action, query, body)` → [`ConvertedRequest`]; on
 //!    [`ConvertError`] answer [`ConvertError::status`] with [`crate::error_body`].
-//! 3. A non-SSE upstream response (or any non-2xx): [`Conversion::response`]`(status, body)` →
+//! 3. [`crate::prepare_llm_request`] with the converted `action` and `query`; forward the
+//!    client headers [`Conversion::forward_request_header`] keeps, send the converted `body`
+//!    with `Content-Type: application/json`.
+//! 4. A non-2xx or non-SSE upstream response: [`Conversion::response`]`(status, body)` →
 //!    [`ConvertedResponse`] with the status, body and content type to answer with.
-//! 4. A 2xx SSE upstream response: [`ConvertedRequest::stream_converter`], then
-//!    [`StreamConverter::push`] for every upstream chunk (send what it returns at once) and
-//!    [`StreamConverter::finish`] at the clean end, answering with
-//!    [`ConvertedRequest::content_type`].
+//! 5. A 2xx SSE upstream response: [`ConvertedRequest::stream_converter`], answer with
+//!    [`ConvertedRequest::content_type`], then [`StreamConverter::push`] every upstream chunk
+//!    (send what it returns at once; it may be empty) and [`StreamConverter::finish`] at the
+//!    clean end. If the upstream connection breaks, send [`crate::stream_error_event`]
+//!    instead of calling `finish`.
 //!
 //! **Architecture invariant:** wire types never leave their provider module; everything
 //! between modules is the neutral model.

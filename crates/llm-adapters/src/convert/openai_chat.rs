@@ -631,32 +631,44 @@ impl Codec for OpenaiChatCodec {
 #[derive(Default)]
 struct ChunkDecoder {
     started: bool,
-    /// Upstream tool-call index → neutral index, in order of appearance.
-    calls: Vec<usize>,
+    /// The upstream's calls in order of appearance (neutral index = position): their upstream
+    /// `index` (when sent) and id.
+    calls: Vec<(Option<usize>, String)>,
 }
 
 impl ChunkDecoder {
-    fn tool_call(&mut self, position: usize, delta: ToolCallDeltaIn, out: &mut Vec<StreamEvent>) {
-        let upstream_index = delta.index.unwrap_or(position);
-        let (name, arguments) = match delta.function {
-            Some(f) => (f.name, f.arguments),
-            None => (None, None),
-        };
-        let known = self.calls.iter().position(|&i| i == upstream_index);
-        let index = match known {
+    /// The neutral index of a delta's call, if it continues a known one. Deltas are matched by
+    /// `index`; servers that omit it are matched by id, and a delta with neither continues the
+    /// last call.
+    fn known_call(&self, delta: &ToolCallDeltaIn) -> Option<usize> {
+        match (delta.index, delta.id.as_deref()) {
+            (Some(index), _) => self.calls.iter().position(|(i, _)| *i == Some(index)),
+            (None, Some(id)) => self.calls.iter().position(|(_, known)| known == id),
+            (None, None) => self.calls.len().checked_sub(1),
+        }
+    }
+
+    fn tool_call(&mut self, delta: ToolCallDeltaIn, out: &mut Vec<StreamEvent>) {
+        let index = match self.known_call(&delta) {
             Some(index) => index,
             None => {
-                self.calls.push(upstream_index);
+                let id = delta.id.clone().unwrap_or_else(|| fresh_id("call_"));
+                self.calls.push((delta.index, id.clone()));
                 let index = self.calls.len() - 1;
+                let name = delta.function.as_ref().and_then(|f| f.name.clone());
                 out.push(StreamEvent::ToolCallStart {
                     index,
-                    id: delta.id.unwrap_or_else(|| fresh_id("call_")),
+                    id,
                     name: name.unwrap_or_default(),
                 });
                 index
             }
         };
-        if let Some(arguments) = arguments.filter(|a| !a.is_empty()) {
+        if let Some(arguments) = delta
+            .function
+            .and_then(|f| f.arguments)
+            .filter(|a| !a.is_empty())
+        {
             out.push(StreamEvent::ToolCallDelta { index, arguments });
         }
     }
@@ -709,9 +721,8 @@ impl StreamDecoder for ChunkDecoder {
                         out.push(StreamEvent::Text(text));
                     }
                 }
-                for (position, call) in delta.tool_calls.unwrap_or_default().into_iter().enumerate()
-                {
-                    self.tool_call(position, call, out);
+                for call in delta.tool_calls.unwrap_or_default() {
+                    self.tool_call(call, out);
                 }
             }
             if let Some(reason) = choice.finish_reason {
@@ -886,6 +897,57 @@ mod tests {
                 )
                 .is_err()
         );
+    }
+
+    fn decode_stream(events: &[&str]) -> Vec<StreamEvent> {
+        let mut decoder = ChunkDecoder::default();
+        let mut out = Vec::new();
+        for data in events {
+            decoder.event(&SseEvent::data(data), &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn tool_calls_without_index_are_told_apart_by_id() {
+        let events = decode_stream(&[
+            r#"{"choices":[{"delta":{"tool_calls":[{"id":"a","function":{"name":"f","arguments":"{}"}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"id":"b","function":{"name":"g","arguments":"{\"x\""}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"function":{"arguments":":1}"}}]}}]}"#,
+        ]);
+        let calls: Vec<(usize, String)> = events
+            .iter()
+            .filter_map(|e| match e {
+                StreamEvent::ToolCallStart { index, name, .. } => Some((*index, name.clone())),
+                StreamEvent::ToolCallDelta { index, arguments } => {
+                    Some((*index, arguments.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                (0, "f".to_owned()),
+                (0, "{}".to_owned()),
+                (1, "g".to_owned()),
+                (1, "{\"x\"".to_owned()),
+                (1, ":1}".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn repeated_id_and_name_do_not_start_a_new_call() {
+        let events = decode_stream(&[
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"a","function":{"name":"f","arguments":""}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"a","function":{"name":"f","arguments":"{}"}}]}}]}"#,
+        ]);
+        let starts = events
+            .iter()
+            .filter(|e| matches!(e, StreamEvent::ToolCallStart { .. }))
+            .count();
+        assert_eq!(starts, 1);
     }
 
     #[test]

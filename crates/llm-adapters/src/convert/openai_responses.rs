@@ -738,25 +738,25 @@ impl EventEncoder {
         put_json_event(out, Some(kind), &fields);
     }
 
+    /// The response object in `status`; its output lists the items only once they are all
+    /// done (the final event), as the API does.
     fn response(&self, status: &str, incomplete: Value, usage: Option<&Usage>) -> Value {
-        let output = self
-            .items
-            .iter()
-            .map(|item| match item {
-                Item::Message { id, text } => message_item(id, text, "completed"),
-                Item::Call {
-                    id,
-                    call_id,
-                    name,
-                    arguments,
-                    ..
-                } => call_item(id, call_id, name, arguments, "completed"),
-            })
-            .collect();
         let output = if status == "in_progress" {
             Vec::new()
         } else {
-            output
+            self.items
+                .iter()
+                .map(|item| match item {
+                    Item::Message { id, text } => message_item(id, text, "completed"),
+                    Item::Call {
+                        id,
+                        call_id,
+                        name,
+                        arguments,
+                        ..
+                    } => call_item(id, call_id, name, arguments, "completed"),
+                })
+                .collect()
         };
         response_json(
             &self.id,

@@ -17,7 +17,10 @@ use super::{
     openai_responses::OpenaiResponsesCodec,
     stream::{StreamConverter, StreamDecoder, StreamEncoder, StreamFraming},
 };
-use crate::{ClientFormat, ERROR_CONTENT_TYPE, ProxyError, query};
+use crate::{ClientFormat, ProxyError, forward_llm_request_header, query};
+
+/// The content type of every converted body.
+const JSON: &str = "application/json";
 
 /// A request decoded from a client: the neutral request and how the client wants a stream.
 pub(crate) struct DecodedRequest {
@@ -117,7 +120,7 @@ impl ConvertedRequest {
         if self.stream {
             self.framing.content_type()
         } else {
-            ERROR_CONTENT_TYPE
+            JSON
         }
     }
 }
@@ -204,7 +207,7 @@ impl Conversion {
                 Ok(response) => ConvertedResponse {
                     status,
                     body: codec(self.client).encode_response(&response),
-                    content_type: ERROR_CONTENT_TYPE,
+                    content_type: JSON,
                 },
                 Err(detail) => self.error_response(&ErrorInfo::new(
                     502,
@@ -235,8 +238,30 @@ impl Conversion {
         if stream {
             StreamFraming::Sse.content_type()
         } else {
-            ERROR_CONTENT_TYPE
+            JSON
         }
+    }
+
+    /// Whether a client request header is forwarded on a converted request:
+    /// [`crate::forward_llm_request_header`] for the client format, minus what described the
+    /// client's body or API: `content-length` and `content-type` (the body is re-encoded: send
+    /// `Content-Type: application/json` and its new length), `accept-encoding` (the converters
+    /// read the upstream's bytes, so the upstream must answer uncompressed), and the client
+    /// format's own API headers (`openai-*`, `anthropic-*`, `x-goog-*`), which mean nothing to
+    /// another provider. Names are compared case-insensitively.
+    pub fn forward_request_header(&self, name: &str, connection: Option<&str>) -> bool {
+        let lower = name.to_ascii_lowercase();
+        let own_api_prefix = match self.client {
+            ClientFormat::Openai | ClientFormat::OpenaiResponses => "openai-",
+            ClientFormat::Anthropic => "anthropic-",
+            ClientFormat::Gemini => "x-goog-",
+        };
+        forward_llm_request_header(&lower, self.client, connection)
+            && !matches!(
+                lower.as_str(),
+                "content-length" | "content-type" | "accept-encoding"
+            )
+            && !lower.starts_with(own_api_prefix)
     }
 
     fn error_response(&self, error: &ErrorInfo) -> ConvertedResponse {
@@ -246,7 +271,7 @@ impl Conversion {
                 self.client,
                 &ProxyError::new(error.status, &error.code, &error.message),
             ),
-            content_type: ERROR_CONTENT_TYPE,
+            content_type: JSON,
         }
     }
 }
@@ -360,6 +385,34 @@ mod tests {
         let responses =
             Conversion::lookup(ClientFormat::OpenaiResponses, ApiFormat::OpenaiCompatible).unwrap();
         assert_eq!(responses.upstream(), ClientFormat::Openai);
+    }
+
+    #[test]
+    fn body_and_client_api_headers_are_not_forwarded() {
+        let conversion =
+            Conversion::between(ClientFormat::Anthropic, ClientFormat::Openai).unwrap();
+        for dropped in [
+            "Content-Length",
+            "content-type",
+            "Accept-Encoding",
+            "anthropic-version",
+            "anthropic-beta",
+            "x-api-key",
+            "connection",
+        ] {
+            assert!(
+                !conversion.forward_request_header(dropped, None),
+                "{dropped}"
+            );
+        }
+        for kept in [
+            "user-agent",
+            "accept",
+            "x-request-id",
+            "openai-organization",
+        ] {
+            assert!(conversion.forward_request_header(kept, None), "{kept}");
+        }
     }
 
     #[test]

@@ -192,3 +192,54 @@ pub(crate) fn parse_event<T: serde::de::DeserializeOwned>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::{ClientFormat, Conversion};
+
+    #[test]
+    fn json_events_are_one_frame() {
+        let mut out = BytesMut::new();
+        put_json_event(&mut out, Some("ping"), &serde_json::json!({"a": "b\nc"}));
+        put_json_event(&mut out, None, &serde_json::json!([1]));
+        assert_eq!(
+            &out[..],
+            b"event: ping\ndata: {\"a\":\"b\\nc\"}\n\ndata: [1]\n\n"
+        );
+    }
+
+    #[test]
+    fn an_empty_upstream_stream_still_ends_the_client_grammar() {
+        let mut stream = Conversion::between(ClientFormat::Anthropic, ClientFormat::Gemini)
+            .unwrap()
+            .stream();
+        assert!(stream.push(b"").is_empty());
+        let tail = stream.finish();
+        let text = std::str::from_utf8(&tail).unwrap();
+        assert!(text.starts_with("event: message_start\n"), "{text}");
+        assert!(text.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"));
+        assert!(stream.is_done());
+        assert!(stream.finish().is_empty(), "finish is idempotent");
+    }
+
+    #[test]
+    fn malformed_json_ends_the_stream_at_once() {
+        let mut stream = Conversion::between(ClientFormat::Openai, ClientFormat::Anthropic)
+            .unwrap()
+            .stream();
+        let out = stream.push(b"event: message_start\ndata: {oops\n\ndata: more\n\n");
+        assert!(stream.is_done());
+        let text = std::str::from_utf8(&out).unwrap();
+        assert!(text.starts_with("data: {\"error\":"), "{text}");
+        assert!(!text.contains("[DONE]"));
+        assert!(stream.finish().is_empty());
+    }
+
+    #[test]
+    fn framing_content_types() {
+        assert_eq!(StreamFraming::Sse.content_type(), "text/event-stream");
+        assert_eq!(StreamFraming::JsonArray.content_type(), "application/json");
+    }
+}
