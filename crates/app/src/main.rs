@@ -1,11 +1,13 @@
 //! The `app` binary: load the configuration, start logging, build the server and serve until
-//! SIGTERM or Ctrl-C.
+//! SIGTERM or Ctrl-C. Start-up failures print one line saying what to fix.
+
+use std::process::ExitCode;
 
 use anyhow::Context;
 use app::{Application, config, startup, telemetry, wiring};
 
 #[actix_web::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     if std::env::args()
         .skip(1)
         .any(|a| a == "--version" || a == "-V")
@@ -18,9 +20,22 @@ async fn main() -> anyhow::Result<()> {
                 wiring::edition()
             );
         }
-        return Ok(());
+        return ExitCode::SUCCESS;
     }
-    let settings = config::load().map_err(|e| anyhow::anyhow!("{e}"))?;
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            #[allow(clippy::print_stderr, reason = "logging may not be set up yet")]
+            {
+                eprintln!("error: {error:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let settings = config::load()?;
     telemetry::init(&settings.log_level, settings.log_json);
     startup::announce_generated_secrets(&settings);
     let application = Application::build(settings)

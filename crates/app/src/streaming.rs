@@ -139,6 +139,59 @@ where
     }
 }
 
+/// Converts an upstream event stream into the client's format, event by event: each upstream
+/// chunk goes through the converter and whatever it yields is sent at once; the converter's tail
+/// follows a clean end. Errors pass through untouched (the caller closes with an error event).
+pub struct Converting<S> {
+    inner: S,
+    converter: llm_adapters::StreamConverter,
+    finished: bool,
+}
+
+impl<S> Converting<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, converter: llm_adapters::StreamConverter) -> Self {
+        Converting {
+            inner,
+            converter,
+            finished: false,
+        }
+    }
+}
+
+impl<S> Stream for Converting<S>
+where
+    S: Stream<Item = Result<Bytes, StreamError>> + Unpin,
+{
+    type Item = Result<Bytes, StreamError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if self.finished {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut self.inner).poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    let out = self.converter.push(&chunk);
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(out)));
+                    }
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    self.finished = true;
+                    return Poll::Ready(Some(Err(error)));
+                }
+                Poll::Ready(None) => {
+                    self.finished = true;
+                    let tail = self.converter.finish();
+                    return Poll::Ready((!tail.is_empty()).then_some(Ok(tail)));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -389,6 +389,20 @@ fn copy_response_headers(
     length
 }
 
+/// Copies end-to-end headers that stay true when the body is rewritten: not the content type,
+/// length or encoding.
+pub fn copy_end_to_end_headers(headers: &HeaderMap, response: &mut actix_web::HttpResponseBuilder) {
+    let connection = header_text(headers, "connection");
+    for (name, value) in headers {
+        let describes_body = *name == header::CONTENT_LENGTH
+            || *name == header::CONTENT_TYPE
+            || *name == header::CONTENT_ENCODING;
+        if !describes_body && llm_adapters::forward_response_header(name.as_str(), connection) {
+            response.append_header((name.clone(), value.clone()));
+        }
+    }
+}
+
 /// The `Connection` header of a message, for the hop-by-hop rules.
 pub fn connection_header(headers: &HeaderMap) -> Option<&str> {
     header_text(headers, "connection")

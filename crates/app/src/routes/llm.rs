@@ -104,14 +104,53 @@ async fn serve(
     }
     let body = auth.rewritten_body.map_or(body, Bytes::from);
 
+    // Endpoints the conversion does not cover (model lists, embeddings) pass through as sent.
+    let conversion = llm_adapters::Conversion::lookup(client_format, target.api_format);
+    let converted = match &conversion {
+        Some(conversion) => match conversion.request(action, query, &body) {
+            Ok(converted) => Some(converted),
+            Err(error) if error.code() == "unsupported_conversion" => None,
+            Err(error) => {
+                let status =
+                    StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST);
+                return Err(ApiError::new(status, error.code(), error.to_string()));
+            }
+        },
+        None => None,
+    };
+    let conversion = conversion.filter(|_| converted.is_some());
+    let (action, query, body) = match &converted {
+        Some(converted) => (
+            converted.action.as_str(),
+            converted.query.as_str(),
+            Bytes::from(converted.body.clone()),
+        ),
+        None => (action, query, body),
+    };
+
     let connection = upstream::connection_header(request.headers());
     let mut headers = header::HeaderMap::with_capacity(request.headers().len());
     for (name, value) in request.headers() {
-        if name != header::CONTENT_LENGTH
-            && llm_adapters::forward_llm_request_header(name.as_str(), client_format, connection)
-        {
+        let forward = match &conversion {
+            Some(conversion) => conversion.forward_request_header(name.as_str(), connection),
+            None => {
+                name != header::CONTENT_LENGTH
+                    && llm_adapters::forward_llm_request_header(
+                        name.as_str(),
+                        client_format,
+                        connection,
+                    )
+            }
+        };
+        if forward {
             headers.append(name.clone(), value.clone());
         }
+    }
+    if conversion.is_some() {
+        headers.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
     }
     let target_for = |key: &str| {
         let prepared = llm_adapters::prepare_llm_request(target, action, query, key, lookup)
@@ -150,10 +189,80 @@ async fn serve(
         };
         llm_adapters::stream_error_event(client_format, &ProxyError::new(502, code, &message))
     });
-    Ok((
-        upstream::respond(reply, &state.settings, Some(event)),
-        outcome,
-    ))
+    let response = match (conversion, converted) {
+        (Some(conversion), Some(converted)) => {
+            convert_reply(reply, &conversion, &converted, &state.settings, event).await
+        }
+        _ => upstream::respond(reply, &state.settings, Some(event)),
+    };
+    Ok((response, outcome))
+}
+
+/// Largest non-streamed upstream answer read whole for conversion.
+const CONVERTED_BODY_LIMIT: usize = 64 << 20;
+
+/// Answers in the client's format: whole bodies converted at once, event streams event by event.
+async fn convert_reply(
+    reply: Reply,
+    conversion: &llm_adapters::Conversion,
+    converted: &llm_adapters::ConvertedRequest,
+    settings: &crate::config::Settings,
+    event: upstream::StreamErrorEvent,
+) -> HttpResponse {
+    let (status, headers, body) = match reply {
+        Reply::Stream {
+            status,
+            headers,
+            body,
+        } if upstream::is_event_stream(&headers) => {
+            let chunks = crate::streaming::IdleTimeout::new(body, settings.stream_idle_timeout)
+                .with_total(settings.total_timeout);
+            let converting =
+                crate::streaming::Converting::new(chunks, converted.stream_converter());
+            let mut response = HttpResponse::build(status);
+            upstream::copy_end_to_end_headers(&headers, &mut response);
+            return response
+                .insert_header((header::CONTENT_TYPE, converted.content_type()))
+                .insert_header(("x-accel-buffering", "no"))
+                .streaming(crate::streaming::EndWithEvent::new(converting, event));
+        }
+        Reply::Stream {
+            status,
+            headers,
+            body,
+        } => match read_all(body, CONVERTED_BODY_LIMIT).await {
+            Ok(bytes) => (status, headers, bytes),
+            Err(message) => {
+                return client_error(conversion.client(), &ApiError::bad_gateway(message));
+            }
+        },
+        Reply::Buffered {
+            status,
+            headers,
+            body,
+            ..
+        } => (status, headers, body),
+    };
+    let answer = conversion.response(status.as_u16(), &body);
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = HttpResponse::build(status);
+    upstream::copy_end_to_end_headers(&headers, &mut response);
+    response
+        .insert_header((header::CONTENT_TYPE, answer.content_type))
+        .body(answer.body)
+}
+
+/// Reads a whole upstream body, bounded.
+async fn read_all(mut body: upstream::BodyChunks, limit: usize) -> Result<Bytes, String> {
+    let mut bytes = BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| format!("the upstream response could not be read: {e}"))?;
+        if bytes.len() + chunk.len() > limit {
+            return Err("the upstream response is too large to convert".to_owned());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes.freeze())
 }
 
 /// Reads the whole request body once, refusing more than `limit` bytes.

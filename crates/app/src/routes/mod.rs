@@ -5,6 +5,7 @@ pub mod admin;
 pub mod llm;
 pub mod ops;
 pub mod proxy;
+pub mod ui;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
@@ -14,6 +15,7 @@ use crate::errors::ApiError;
 pub fn configure(config: &mut web::ServiceConfig) {
     config
         .configure(ops::configure)
+        .configure(ui::configure)
         .service(admin::scope("/admin"))
         // The original backend served its admin API under /api/admin.
         .service(admin::scope("/api/admin"))

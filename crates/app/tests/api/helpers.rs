@@ -21,6 +21,7 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub token: String,
+    #[cfg_attr(not(feature = "enterprise"), allow(dead_code))]
     pub handle: actix_web::dev::ServerHandle,
     _data: tempfile::TempDir,
 }
@@ -192,6 +193,10 @@ pub enum Behavior {
     Stall { first: usize, silence: Duration },
     /// A minimal OpenAI API: `GET …/models`, `POST …/chat/completions` (JSON or SSE).
     OpenAiApi,
+    /// A minimal Anthropic Messages API (JSON or SSE, a tool call when tools are offered).
+    AnthropicApi,
+    /// A minimal Gemini API (generateContent, streamGenerateContent?alt=sse, function calls).
+    GeminiApi,
 }
 
 /// One request the mock received.
@@ -389,6 +394,8 @@ async fn mock_handler(
                 .streaming(events)
         }
         Behavior::OpenAiApi => openai_api(&request, &body),
+        Behavior::AnthropicApi => anthropic_api(&body),
+        Behavior::GeminiApi => gemini_api(&request, &body),
         Behavior::Stall { first, silence } => {
             let events = futures_util::stream::unfold(0, move |n| async move {
                 if n > first {
@@ -453,4 +460,104 @@ fn openai_api(request: &HttpRequest, body: &[u8]) -> HttpResponse {
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello"}, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
     }))
+}
+
+fn sse(events: Vec<String>) -> HttpResponse {
+    let chunks: Vec<Result<Bytes, actix_web::Error>> =
+        events.into_iter().map(|e| Ok(Bytes::from(e))).collect();
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .streaming(futures_util::stream::iter(chunks))
+}
+
+/// Answers like Anthropic's Messages API: text, or a `get_weather` tool call when tools are offered.
+fn anthropic_api(body: &[u8]) -> HttpResponse {
+    let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let wants_tool = request["tools"].as_array().is_some_and(|t| !t.is_empty());
+    let usage = json!({"input_tokens": 5, "output_tokens": 2});
+    if request["stream"] != true {
+        let content = if wants_tool {
+            json!([{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}])
+        } else {
+            json!([{"type": "text", "text": "Hello"}])
+        };
+        return HttpResponse::Ok().json(json!({"id": "msg_1", "type": "message", "role": "assistant",
+            "model": "claude-test", "content": content, "stop_reason": if wants_tool { "tool_use" } else { "end_turn" },
+            "stop_sequence": null, "usage": usage}));
+    }
+    let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
+    let mut events = vec![event(
+        "message_start",
+        json!({"type": "message_start", "message": {"id": "msg_1",
+        "type": "message", "role": "assistant", "model": "claude-test", "content": [], "stop_reason": null,
+        "stop_sequence": null, "usage": {"input_tokens": 5, "output_tokens": 0}}}),
+    )];
+    if wants_tool {
+        events.push(event("content_block_start", json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}})));
+        for piece in ["{\"city\": ", "\"Paris\"}"] {
+            events.push(event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "input_json_delta", "partial_json": piece}}),
+            ));
+        }
+    } else {
+        events.push(event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "text", "text": ""}}),
+        ));
+        for piece in ["Hel", "lo"] {
+            events.push(event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta", "text": piece}}),
+            ));
+        }
+    }
+    events.push(event(
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": 0}),
+    ));
+    events.push(event("message_delta", json!({"type": "message_delta",
+        "delta": {"stop_reason": if wants_tool { "tool_use" } else { "end_turn" }, "stop_sequence": null},
+        "usage": {"output_tokens": 2}})));
+    events.push(event("message_stop", json!({"type": "message_stop"})));
+    sse(events)
+}
+
+/// Answers like the Gemini API: text, or a `get_weather` function call when tools are offered.
+fn gemini_api(request: &HttpRequest, body: &[u8]) -> HttpResponse {
+    let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let wants_tool = parsed["tools"].as_array().is_some_and(|t| !t.is_empty());
+    let candidate = |parts: Value, finish: Option<&str>| {
+        let mut candidate = json!({"content": {"role": "model", "parts": parts}, "index": 0});
+        if let Some(reason) = finish {
+            candidate["finishReason"] = json!(reason);
+        }
+        candidate
+    };
+    let usage = json!({"promptTokenCount": 5, "candidatesTokenCount": 2, "totalTokenCount": 7});
+    let call = json!([{"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}]);
+    if request.path().ends_with(":streamGenerateContent") {
+        let chunks: Vec<Value> = if wants_tool {
+            vec![json!({"candidates": [candidate(call, Some("STOP"))], "usageMetadata": usage})]
+        } else {
+            vec![
+                json!({"candidates": [candidate(json!([{"text": "Hel"}]), None)]}),
+                json!({"candidates": [candidate(json!([{"text": "lo"}]), Some("STOP"))], "usageMetadata": usage}),
+            ]
+        };
+        return sse(chunks
+            .into_iter()
+            .map(|c| format!("data: {c}\r\n\r\n"))
+            .collect());
+    }
+    let parts = if wants_tool {
+        call
+    } else {
+        json!([{"text": "Hello"}])
+    };
+    HttpResponse::Ok().json(json!({"candidates": [candidate(parts, Some("STOP"))], "usageMetadata": usage, "modelVersion": "gemini-test"}))
 }

@@ -457,3 +457,45 @@ async fn oversized_bodies_are_refused_with_413() {
     assert_eq!(response.status(), 413);
     assert!(mock.received().is_empty());
 }
+
+#[tokio::test]
+async fn upstream_errors_arrive_in_the_client_formats_shape_when_converting() {
+    let app = spawn_app().await;
+    let mock = MockUpstream::start().await;
+    mock.on(
+        "sk-ant",
+        Behavior::Status(
+            400,
+            r#"{"type":"error","error":{"type":"invalid_request_error","message":"max_tokens is too large"}}"#,
+            vec![],
+        ),
+    );
+    let response = app
+        .create_config(&json!({"name": "conv", "slug": "conv", "config_type": "LLM", "target_base_url": mock.base,
+            "api_format": "anthropic_native", "output_format": "openai"}))
+        .await;
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    app.add_keys(id, &["sk-ant"]).await;
+    let response = app
+        .client
+        .post(app.url("/llm/conv/v1/chat/completions"))
+        .bearer_auth(PROXY_KEY)
+        .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let received = mock.received().pop().unwrap();
+    assert_eq!(
+        received.path, "/v1/messages",
+        "the request was converted and sent to Anthropic's path"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["error"]["message"], "max_tokens is too large",
+        "OpenAI error shape: {body}"
+    );
+    assert!(body["error"]["type"].is_string(), "{body}");
+}
