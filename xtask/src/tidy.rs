@@ -1,6 +1,8 @@
 //! Repository checks that run as ordinary tests: the dependency direction of the hexagon and the
 //! documentation every source file owes its reader.
 
+#![allow(clippy::expect_used)]
+
 use std::{fs, path::Path};
 
 use crate::project_root;
@@ -89,6 +91,88 @@ fn every_lib_and_module_file_starts_with_a_doc_paragraph() {
         missing.is_empty(),
         "files without a leading `//!` paragraph: {missing:#?}"
     );
+}
+
+/// Crates that must not be in a lightweight build: MySQL drivers and Redis clients.
+const ENTERPRISE_ONLY: &[&str] = &[
+    "sqlx-mysql",
+    "mysql_async",
+    "mysql",
+    "fred",
+    "redis",
+    "storage-mysql",
+    "cache-redis",
+];
+
+#[test]
+fn a_lightweight_build_contains_no_mysql_driver_and_no_redis_client() {
+    let output =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "tree",
+                "-p",
+                "app",
+                "--no-default-features",
+                "--features",
+                "lightweight",
+                "--edges",
+                "normal",
+                "--prefix",
+                "none",
+                "--format",
+                "{p}",
+            ])
+            .current_dir(project_root())
+            .output()
+            .expect("cargo tree runs");
+    assert!(
+        output.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tree = String::from_utf8_lossy(&output.stdout);
+    let found: Vec<&str> = tree
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| ENTERPRISE_ONLY.contains(name))
+        .collect();
+    assert!(
+        found.is_empty(),
+        "the lightweight edition pulls in {found:?}"
+    );
+    assert!(
+        tree.lines().any(|l| l.starts_with("storage-sqlite ")),
+        "the tree was read: {tree}"
+    );
+}
+
+/// What the example downstream adapter may depend on: `domain` and pure crates.
+const EXAMPLE_ADAPTER_DEPENDENCIES: &[&str] = &[
+    "domain",
+    "async-trait",
+    "chrono",
+    "serde",
+    "serde_json",
+    "thiserror",
+];
+
+#[test]
+fn the_example_adapter_depends_on_domain_alone() {
+    let manifest = manifest(&project_root().join("crates/example-json-store/Cargo.toml"));
+    let deps = manifest
+        .get("dependencies")
+        .and_then(toml::Value::as_table)
+        .cloned()
+        .unwrap_or_default();
+    let extra: Vec<&String> = deps
+        .keys()
+        .filter(|name| !EXAMPLE_ADAPTER_DEPENDENCIES.contains(&name.as_str()))
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "example-json-store must build against domain alone, found {extra:?}"
+    );
+    assert!(deps.contains_key("domain"));
 }
 
 fn crate_dirs() -> Vec<std::path::PathBuf> {

@@ -11,6 +11,7 @@ pub mod background;
 pub mod config;
 pub mod errors;
 pub mod metrics;
+pub mod openapi;
 pub mod probe;
 pub mod resilience;
 pub mod routes;

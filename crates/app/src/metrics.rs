@@ -15,7 +15,7 @@ pub struct RequestLabels {
     /// Config slug.
     pub config: String,
     /// `2xx`, `4xx`, ... of the answer the client got.
-    pub status_class: String,
+    pub status_class: &'static str,
     /// `success`, `client_error`, `rate_limited`, `key_rejected`, `upstream_fault`,
     /// `no_usable_key`, `timeout`, `unreachable`.
     pub outcome: &'static str,
@@ -94,7 +94,13 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts one proxied request.
     pub fn count_request(&self, config: &str, status: u16, outcome: &'static str) {
-        let status_class = format!("{}xx", status / 100);
+        let status_class = match status / 100 {
+            1 => "1xx",
+            2 => "2xx",
+            3 => "3xx",
+            4 => "4xx",
+            _ => "5xx",
+        };
         self.requests
             .get_or_create(&RequestLabels {
                 config: config.to_owned(),

@@ -19,6 +19,7 @@ export const env = {
   mockUrl: required('MOCK_URL').replace(/\/+$/, ''),
   chromiumPath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
   rateLimitedKey: process.env.RATE_LIMITED_KEY || 'sk-e2e-cool-0429',
+  publicBaseUrl: (process.env.PUBLIC_BASE_URL || '').replace(/\/+$/, ''),
   screenshots: path.resolve(process.env.SCREENSHOT_DIR || 'target/ui-screenshots'),
 };
 

@@ -47,6 +47,7 @@ export function toast(message, kind = 'info') {
   const box = document.getElementById('toasts');
   if (!box) return;
   const item = h('div', { class: ['toast', `toast-${kind}`], text: message });
+  while (box.children.length >= 3) box.firstElementChild.remove();
   box.append(item);
   setTimeout(() => item.remove(), kind === 'error' ? 7000 : 3500);
 }

@@ -481,51 +481,6 @@ impl ConfigEvents for RedisCache {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counters_read_the_value_before_the_increment() {
-        assert_eq!(before_increment(1).ok(), Some(0));
-        assert_eq!(before_increment(42).ok(), Some(41));
-        assert!(before_increment(0).is_err(), "INCR never answers 0");
-    }
-
-    #[test]
-    fn health_replies_decode_in_the_order_asked() {
-        let now = Utc::now();
-        let later = (now + chrono::TimeDelta::seconds(9)).timestamp_millis();
-        let keys = [ApiKeyId(1), ApiKeyId(2), ApiKeyId(3)];
-        let failed = Value::Array(vec![Value::Null, Value::from(FAILED), Value::Null]);
-        let cooling = Value::Array(vec![
-            Value::from(later.to_string().as_str()),
-            Value::Null,
-            Value::Null,
-        ]);
-        let states = states_from(&keys, failed, cooling, now).ok();
-        let until = from_millis(later).ok();
-        assert_eq!(
-            states,
-            until.map(|until| vec![
-                KeyHealth::Cooling { until },
-                KeyHealth::Failed,
-                KeyHealth::Ok
-            ])
-        );
-    }
-
-    #[test]
-    fn a_short_reply_is_an_internal_error() {
-        let keys = [ApiKeyId(1), ApiKeyId(2)];
-        let one = || Value::Array(vec![Value::Null]);
-        assert!(matches!(
-            states_from(&keys, one(), one(), Utc::now()),
-            Err(Error::Internal(_))
-        ));
-    }
-}
-
 /// Takes the lease when it is free or already ours, renewing its expiry; 1 when held after.
 const ACQUIRE_LEASE: &str = r#"
 local holder = redis.call('GET', KEYS[1])
@@ -573,5 +528,50 @@ impl Leases for RedisCache {
             .await
             .map_err(redis)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_read_the_value_before_the_increment() {
+        assert_eq!(before_increment(1).ok(), Some(0));
+        assert_eq!(before_increment(42).ok(), Some(41));
+        assert!(before_increment(0).is_err(), "INCR never answers 0");
+    }
+
+    #[test]
+    fn health_replies_decode_in_the_order_asked() {
+        let now = Utc::now();
+        let later = (now + chrono::TimeDelta::seconds(9)).timestamp_millis();
+        let keys = [ApiKeyId(1), ApiKeyId(2), ApiKeyId(3)];
+        let failed = Value::Array(vec![Value::Null, Value::from(FAILED), Value::Null]);
+        let cooling = Value::Array(vec![
+            Value::from(later.to_string().as_str()),
+            Value::Null,
+            Value::Null,
+        ]);
+        let states = states_from(&keys, failed, cooling, now).ok();
+        let until = from_millis(later).ok();
+        assert_eq!(
+            states,
+            until.map(|until| vec![
+                KeyHealth::Cooling { until },
+                KeyHealth::Failed,
+                KeyHealth::Ok
+            ])
+        );
+    }
+
+    #[test]
+    fn a_short_reply_is_an_internal_error() {
+        let keys = [ApiKeyId(1), ApiKeyId(2)];
+        let one = || Value::Array(vec![Value::Null]);
+        assert!(matches!(
+            states_from(&keys, one(), one(), Utc::now()),
+            Err(Error::Internal(_))
+        ));
     }
 }

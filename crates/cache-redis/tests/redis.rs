@@ -22,6 +22,11 @@ use fred::{
 use futures_util::{StreamExt, future::join_all};
 
 /// The test Redis, or `None` (after saying so) when the tests should skip.
+/// Taken for reading by every Redis test and for writing by the latency test, so that test
+/// measures pub/sub latency, not the scheduling of 10 000 concurrent increments beside it.
+static RUN_ALONE: std::sync::LazyLock<tokio::sync::RwLock<()>> =
+    std::sync::LazyLock::new(|| tokio::sync::RwLock::new(()));
+
 fn redis_url() -> Option<String> {
     match std::env::var("TEST_REDIS_URL") {
         Ok(url) if !url.trim().is_empty() => Some(url),
@@ -116,6 +121,7 @@ fn change(id: i64, slug: &str) -> ConfigChange {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_cache_meets_the_rotation_state_contract() {
     let Some(url) = redis_url() else { return };
+    let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     domain::contract::rotation_state(&connect(&url, &ns).await).await;
     purge(&url, &ns).await;
@@ -124,6 +130,7 @@ async fn redis_cache_meets_the_rotation_state_contract() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_cache_meets_the_usage_counters_contract() {
     let Some(url) = redis_url() else { return };
+    let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     domain::contract::usage_counters(&connect(&url, &ns).await).await;
     purge(&url, &ns).await;
@@ -132,6 +139,7 @@ async fn redis_cache_meets_the_usage_counters_contract() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_cache_meets_the_leases_contract() {
     let Some(url) = redis_url() else { return };
+    let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     domain::contract::leases(&connect(&url, &ns).await).await;
     purge(&url, &ns).await;
@@ -140,6 +148,7 @@ async fn redis_cache_meets_the_leases_contract() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_cache_meets_the_config_events_contract() {
     let Some(url) = redis_url() else { return };
+    let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     domain::contract::config_events(&connect(&url, &ns).await).await;
     purge(&url, &ns).await;
@@ -148,6 +157,7 @@ async fn redis_cache_meets_the_config_events_contract() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_one_counter() {
     let Some(url) = redis_url() else { return };
+    let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     let (a, b) = (connect(&url, &ns).await, connect(&url, &ns).await);
     let config = ProxyConfigId(1);
@@ -169,6 +179,8 @@ async fn two_instances_share_one_counter() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_published_by_one_instance_reaches_the_other_within_100_ms() {
     let Some(url) = redis_url() else { return };
+    // A latency bound: measured while no other test in this binary loads the machine.
+    let _turn = RUN_ALONE.write().await;
     let ns = namespace();
     let (a, b) = (connect(&url, &ns).await, connect(&url, &ns).await);
     let mut stream = b.subscribe().await.unwrap();
@@ -190,6 +202,7 @@ async fn a_change_published_by_one_instance_reaches_the_other_within_100_ms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_instance_sees_the_others_health_marks_on_its_next_read() {
     let Some(url) = redis_url() else { return };
+    let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     let (a, b) = (connect(&url, &ns).await, connect(&url, &ns).await);
     let config = ProxyConfigId(7);
@@ -228,6 +241,7 @@ async fn one_instance_sees_the_others_health_marks_on_its_next_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_connections_are_survived() {
     let Some(url) = redis_url() else { return };
+    let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     let (publisher, victim) = (connect(&url, &ns).await, connect(&url, &ns).await);
     let config = ProxyConfigId(3);
@@ -308,6 +322,7 @@ async fn killed_connections_are_survived() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flush_publishes_usage_to_redis_and_forget_removes_it() {
     let Some(url) = redis_url() else { return };
+    let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     let cache = connect(&url, &ns).await;
     let key = ApiKeyId(11);

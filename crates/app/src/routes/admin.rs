@@ -54,6 +54,16 @@ pub fn scope(prefix: &str) -> Scope {
 
 type State = web::Data<AppState>;
 
+#[utoipa::path(
+    get,
+    path = "/admin/app-config",
+    tag = "session",
+    summary = "Console settings",
+    description = "Public: the base URL clients use to reach the proxies.",
+    responses(
+        (status = 200, description = "Settings", body = crate::openapi::AppConfig),
+    ),
+)]
 async fn app_config(state: State) -> HttpResponse {
     HttpResponse::Ok()
         .json(json!({ "proxy_public_base_url": state.settings.proxy_public_base_url }))
@@ -67,6 +77,22 @@ struct LoginInput {
     password: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/login",
+    tag = "session",
+    summary = "Log in",
+    description = "Public: checks `ADMIN_USERNAME`/`ADMIN_PASSWORD` and issues an admin token. At most 10 attempts per client IP per minute.",
+    request_body = crate::openapi::LoginRequest,
+    responses(
+        (status = 200, description = "A fresh token", body = crate::openapi::Token),
+        (status = 400, description = "Body is not valid JSON for this route (`invalid_json`)", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Wrong username or password (`unauthorized`)", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body larger than `MAX_BODY_BYTES` (`payload_too_large`)", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Body is not `application/json` (`unsupported_media_type`)", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Too many attempts from this address; see `Retry-After` (`too_many_login_attempts`)", body = crate::openapi::ErrorBody),
+    ),
+)]
 async fn login(
     request: HttpRequest,
     auth: web::Data<AdminAuth>,
@@ -77,10 +103,42 @@ async fn login(
     Ok(HttpResponse::Ok().json(token))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/proxy-configs",
+    tag = "proxy-configs",
+    summary = "List configs",
+    description = "Every proxy config, ordered by id.",
+    responses(
+        (status = 200, description = "The configs", body = Vec<crate::openapi::ProxyConfig>),
+        (status = 401, description = "Missing, invalid or expired admin token (`unauthorized`)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The database or cache is unreachable (`dependency_unavailable`)", body = crate::openapi::ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn list_configs(_: Admin, state: State) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(state.admin.list_configs().await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/proxy-configs",
+    tag = "proxy-configs",
+    summary = "Create a config",
+    description = "Validates every field at once; `name` and `slug` must be unique.",
+    request_body = crate::openapi::ProxyConfigInput,
+    responses(
+        (status = 201, description = "Created", body = crate::openapi::ProxyConfig),
+        (status = 400, description = "Body is not valid JSON for this route (`invalid_json`)", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, invalid or expired admin token (`unauthorized`)", body = crate::openapi::ErrorBody),
+        (status = 409, description = "The name or slug is taken (`conflict`)", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body larger than `MAX_BODY_BYTES` (`payload_too_large`)", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Body is not `application/json` (`unsupported_media_type`)", body = crate::openapi::ErrorBody),
+        (status = 422, description = "Invalid fields, each listed in `error.fields` (`invalid_fields`)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The database or cache is unreachable (`dependency_unavailable`)", body = crate::openapi::ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn create_config(
     _: Admin,
     state: State,
@@ -89,10 +147,50 @@ async fn create_config(
     Ok(HttpResponse::Created().json(state.admin.create_config(&input).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/proxy-configs/{id}",
+    tag = "proxy-configs",
+    summary = "Read a config",
+    description = "One proxy config.",
+    params(
+        ("id" = i64, Path, description = "Proxy config id"),
+    ),
+    responses(
+        (status = 200, description = "The config", body = crate::openapi::ProxyConfig),
+        (status = 401, description = "Missing, invalid or expired admin token (`unauthorized`)", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such config, or a non-numeric id (`not_found`)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The database or cache is unreachable (`dependency_unavailable`)", body = crate::openapi::ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn get_config(_: Admin, state: State, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(state.admin.get_config(ProxyConfigId(*id)).await?))
 }
 
+#[utoipa::path(
+    put,
+    path = "/admin/proxy-configs/{id}",
+    tag = "proxy-configs",
+    summary = "Replace a config",
+    description = "Replaces every field but the id and creation time; the type may change. Keys are kept.",
+    params(
+        ("id" = i64, Path, description = "Proxy config id"),
+    ),
+    request_body = crate::openapi::ProxyConfigInput,
+    responses(
+        (status = 200, description = "Replaced", body = crate::openapi::ProxyConfig),
+        (status = 400, description = "Body is not valid JSON for this route (`invalid_json`)", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, invalid or expired admin token (`unauthorized`)", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such config, or a non-numeric id (`not_found`)", body = crate::openapi::ErrorBody),
+        (status = 409, description = "The name or slug is taken by another config (`conflict`)", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body larger than `MAX_BODY_BYTES` (`payload_too_large`)", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Body is not `application/json` (`unsupported_media_type`)", body = crate::openapi::ErrorBody),
+        (status = 422, description = "Invalid fields, each listed in `error.fields` (`invalid_fields`)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The database or cache is unreachable (`dependency_unavailable`)", body = crate::openapi::ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn replace_config(
     _: Admin,
     state: State,
@@ -107,6 +205,23 @@ async fn replace_config(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/admin/proxy-configs/{id}",
+    tag = "proxy-configs",
+    summary = "Delete a config",
+    description = "Deletes the config and all its keys.",
+    params(
+        ("id" = i64, Path, description = "Proxy config id"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Missing, invalid or expired admin token (`unauthorized`)", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such config, or a non-numeric id (`not_found`)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The database or cache is unreachable (`dependency_unavailable`)", body = crate::openapi::ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn delete_config(
     _: Admin,
     state: State,
@@ -131,6 +246,28 @@ impl StatusInput {
     }
 }
 
+#[utoipa::path(
+    put,
+    path = "/admin/proxy-configs/{id}/status",
+    tag = "proxy-configs",
+    summary = "Switch a config on or off",
+    description = "An inactive config answers 404 on the proxy routes.",
+    params(
+        ("id" = i64, Path, description = "Proxy config id"),
+    ),
+    request_body = crate::openapi::StatusInput,
+    responses(
+        (status = 200, description = "The updated config", body = crate::openapi::ProxyConfig),
+        (status = 400, description = "Body is not valid JSON for this route (`invalid_json`)", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, invalid or expired admin token (`unauthorized`)", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such config, or a non-numeric id (`not_found`)", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body larger than `MAX_BODY_BYTES` (`payload_too_large`)", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Body is not `application/json` (`unsupported_media_type`)", body = crate::openapi::ErrorBody),
+        (status = 422, description = "`is_active` is missing (`invalid_fields`)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The database or cache is unreachable (`dependency_unavailable`)", body = crate::openapi::ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn set_config_status(
     _: Admin,
     state: State,
@@ -144,10 +281,50 @@ async fn set_config_status(
     Ok(HttpResponse::Ok().json(config))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/proxy-configs/{id}/keys",
+    tag = "keys",
+    summary = "List the keys of a config",
+    description = "Every key of the config, ordered by id, masked, with health and usage.",
+    params(
+        ("id" = i64, Path, description = "Proxy config id"),
+    ),
+    responses(
+        (status = 200, description = "The keys", body = Vec<crate::openapi::ApiKey>),
+        (status = 401, description = "Missing, invalid or expired admin token (`unauthorized`)", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such config, or a non-numeric id (`not_found`)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The database or cache is unreachable (`dependency_unavailable`)", body = crate::openapi::ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn list_keys(_: Admin, state: State, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(state.admin.list_keys(ProxyConfigId(*id)).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/proxy-configs/{id}/keys",
+    tag = "keys",
+    summary = "Add a key",
+    description = "Adds one upstream key to the pool.",
+    params(
+        ("id" = i64, Path, description = "Proxy config id"),
+    ),
+    request_body = crate::openapi::NewKeyInput,
+    responses(
+        (status = 201, description = "Added (masked)", body = crate::openapi::ApiKey),
+        (status = 400, description = "Body is not valid JSON for this route (`invalid_json`)", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, invalid or expired admin token (`unauthorized`)", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such config, or a non-numeric id (`not_found`)", body = crate::openapi::ErrorBody),
+        (status = 409, description = "The config already has this key (`conflict`)", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body larger than `MAX_BODY_BYTES` (`payload_too_large`)", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Body is not `application/json` (`unsupported_media_type`)", body = crate::openapi::ErrorBody),
+        (status = 422, description = "Invalid fields, each listed in `error.fields` (`invalid_fields`)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The database or cache is unreachable (`dependency_unavailable`)", body = crate::openapi::ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn add_key(
     _: Admin,
     state: State,
@@ -157,6 +334,27 @@ async fn add_key(
     Ok(HttpResponse::Created().json(state.admin.add_key(ProxyConfigId(*id), &input).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/proxy-configs/{id}/keys/batch",
+    tag = "keys",
+    summary = "Import keys",
+    description = "Adds many keys in a few statements. Blank entries are ignored; keys the config already has and repeats inside the batch are skipped; invalid entries are reported masked.",
+    params(
+        ("id" = i64, Path, description = "Proxy config id"),
+    ),
+    request_body = crate::openapi::BatchKeysInput,
+    responses(
+        (status = 200, description = "What was imported", body = crate::openapi::BatchImportReport),
+        (status = 400, description = "Body is not valid JSON for this route (`invalid_json`)", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, invalid or expired admin token (`unauthorized`)", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such config, or a non-numeric id (`not_found`)", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body larger than `MAX_BODY_BYTES` (`payload_too_large`)", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Body is not `application/json` (`unsupported_media_type`)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The database or cache is unreachable (`dependency_unavailable`)", body = crate::openapi::ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn import_keys(
     _: Admin,
     state: State,
@@ -166,11 +364,50 @@ async fn import_keys(
     Ok(HttpResponse::Ok().json(state.admin.import_keys(ProxyConfigId(*id), &input).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/admin/proxy-configs/{id}/keys",
+    tag = "keys",
+    summary = "Delete every key of a config",
+    description = "Empties the pool; the config stays.",
+    params(
+        ("id" = i64, Path, description = "Proxy config id"),
+    ),
+    responses(
+        (status = 200, description = "How many keys were deleted", body = crate::openapi::DeletedCount),
+        (status = 401, description = "Missing, invalid or expired admin token (`unauthorized`)", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such config, or a non-numeric id (`not_found`)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The database or cache is unreachable (`dependency_unavailable`)", body = crate::openapi::ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn clear_keys(_: Admin, state: State, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
     let deleted = state.admin.clear_keys(ProxyConfigId(*id)).await?;
     Ok(HttpResponse::Ok().json(json!({ "deleted_count": deleted })))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/admin/keys/{key_id}",
+    tag = "keys",
+    summary = "Switch a key on or off",
+    description = "Enabling a key also puts a failed or cooling key back in rotation.",
+    params(
+        ("key_id" = i64, Path, description = "API key id"),
+    ),
+    request_body = crate::openapi::StatusInput,
+    responses(
+        (status = 200, description = "The updated key (masked)", body = crate::openapi::ApiKey),
+        (status = 400, description = "Body is not valid JSON for this route (`invalid_json`)", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, invalid or expired admin token (`unauthorized`)", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such key, or a non-numeric id (`not_found`)", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body larger than `MAX_BODY_BYTES` (`payload_too_large`)", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Body is not `application/json` (`unsupported_media_type`)", body = crate::openapi::ErrorBody),
+        (status = 422, description = "`is_active` is missing (`invalid_fields`)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The database or cache is unreachable (`dependency_unavailable`)", body = crate::openapi::ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn set_key_status(
     _: Admin,
     state: State,
@@ -185,11 +422,45 @@ async fn set_key_status(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/admin/keys/{key_id}",
+    tag = "keys",
+    summary = "Delete a key",
+    description = "Removes one key from its pool.",
+    params(
+        ("key_id" = i64, Path, description = "API key id"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Missing, invalid or expired admin token (`unauthorized`)", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such key, or a non-numeric id (`not_found`)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The database or cache is unreachable (`dependency_unavailable`)", body = crate::openapi::ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn delete_key(_: Admin, state: State, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
     state.admin.delete_key(ApiKeyId(*id)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/keys/{key_id}/test",
+    tag = "keys",
+    summary = "Test a key",
+    description = "Sends one cheap real request upstream with this key (a model list for LLM configs, a GET of the target URL for GENERIC ones), classifies the answer like a proxied attempt and updates the key health: a success puts a failed key back in rotation.",
+    params(
+        ("key_id" = i64, Path, description = "API key id"),
+    ),
+    responses(
+        (status = 200, description = "What the probe found; an upstream failure is reported here, not as an HTTP error", body = crate::openapi::ProbeReport),
+        (status = 401, description = "Missing, invalid or expired admin token (`unauthorized`)", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such key, or a non-numeric id (`not_found`)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The database or cache is unreachable (`dependency_unavailable`)", body = crate::openapi::ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn test_key(
     _: Admin,
     state: State,

@@ -16,6 +16,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
     config
         .configure(ops::configure)
         .configure(ui::configure)
+        .route("/admin/openapi.json", web::get().to(crate::openapi::serve))
         .service(admin::scope("/admin"))
         // The original backend served its admin API under /api/admin.
         .service(admin::scope("/api/admin"))

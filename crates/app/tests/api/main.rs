@@ -8,6 +8,7 @@
 )]
 
 mod admin;
+mod console;
 #[cfg(feature = "enterprise")]
 mod enterprise;
 mod generic_proxy;

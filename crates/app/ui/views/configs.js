@@ -42,7 +42,8 @@ export async function configsView(context) {
   ];
   const cell = (column, ...content) => {
     const label = t(columns.find(([name]) => name === column)[1]);
-    return h('td', { class: `col-${column}`, dataset: { label } }, ...content);
+    // One wrapper, so the cell's parts stay together when narrow screens lay cells out as a grid.
+    return h('td', { class: `col-${column}`, dataset: { label } }, h('div', { class: 'cell' }, ...content));
   };
 
   const rows = configs.map((config, index) => {

@@ -145,7 +145,8 @@ export async function keysView(context) {
   ];
   const cell = (column, ...content) => {
     const label = t(columns.find(([name]) => name === column)[1]);
-    return h('td', { class: `col-${column}`, dataset: { label } }, ...content);
+    // One wrapper, so the cell's parts stay together when narrow screens lay cells out as a grid.
+    return h('td', { class: `col-${column}`, dataset: { label } }, h('div', { class: 'cell' }, ...content));
   };
   const rows = keys.map((key) => {
     const result = h('div', { class: 'test-result', role: 'status' });
@@ -221,7 +222,9 @@ export async function keysView(context) {
       cell('requests', h('span', { class: 'request-count', text: formatNumber(key.request_count) })),
       cell('failures', h('span', { class: 'failure-count', text: formatNumber(key.failure_count) })),
       cell('last-status', h('span', { class: 'last-status', text: key.last_status == null ? t('common.none') : String(key.last_status) })),
-      cell('last-used', h('span', { class: 'last-used', text: key.last_used_at ? `${formatTime(key.last_used_at)} (${relativeTime(key.last_used_at)})` : t('common.none') })),
+      cell('last-used', key.last_used_at
+        ? h('time', { class: 'last-used', datetime: key.last_used_at, title: formatTime(key.last_used_at), text: relativeTime(key.last_used_at) })
+        : h('span', { class: 'last-used', text: t('common.none') })),
       cell('actions', h('div', { class: 'row-actions' }, testButton, remove), result));
   });
 
@@ -236,6 +239,6 @@ export async function keysView(context) {
     h('a', { class: 'back', href: '#/configs', text: t('common.back') }),
     header,
     h('div', { class: 'pool-summary' }, countBadges(keyCounts(keys))),
-    importForm,
-    pool);
+    pool,
+    importForm);
 }
