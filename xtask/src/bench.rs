@@ -84,6 +84,7 @@ pub fn run() -> anyhow::Result<()> {
     let enterprise = enterprise_services();
     let binaries = build(&target, &out, enterprise.is_some())?;
     let oha = ensure_oha()?;
+    let load_before = load_average();
     let clock_ticks = clock_ticks_per_second();
     let http = Http::new();
 
@@ -182,6 +183,7 @@ pub fn run() -> anyhow::Result<()> {
                     .strip_prefix("nginx version: ")
                     .map_or(version.clone(), str::to_owned)
             }),
+            load: (load_before, load_average()),
             commit: command_line_output(
                 Path::new("git"),
                 &[
@@ -199,6 +201,19 @@ pub fn run() -> anyhow::Result<()> {
     println!("{report}");
     eprintln!("report written to {}", path.display());
     Ok(())
+}
+
+/// The 1, 5 and 15 minute load averages, or `?`.
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|| "?".into())
 }
 
 /// `TEST_MYSQL_URL` and `TEST_REDIS_URL`, when both are set.

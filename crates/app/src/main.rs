@@ -6,6 +6,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 use app::{Application, config, startup, telemetry, wiring};
 
+// glibc malloc showed as an eighth of the proxy's CPU time under load; mimalloc's thread-local
+// free lists suit the many short-lived allocations of a request.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[actix_web::main]
 async fn main() -> ExitCode {
     if std::env::args()

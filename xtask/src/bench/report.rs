@@ -13,6 +13,9 @@ pub(super) struct RunInfo<'a> {
     pub(super) oha_version: &'a str,
     pub(super) nginx_version: Option<String>,
     pub(super) commit: String,
+    /// `/proc/loadavg` (1, 5 and 15 minutes) before and after the runs: other work on the
+    /// machine skews every number, ratios least.
+    pub(super) load: (String, String),
 }
 
 /// Milliseconds with microsecond precision.
@@ -65,7 +68,7 @@ pub(super) fn render(rows: &[Row], info: &RunInfo<'_>) -> String {
          for TTFB, median of {TTFB_SAMPLES}); server: `WORKERS={WORKERS}`, `LOG_LEVEL=warn`, one \
          OpenAI-compatible LLM config with {keys} keys; nginx: {nginx}. CPU and RSS are those of the \
          process in the middle (the mock itself on the direct row); everything shares this machine's \
-         {cores} cores.\n",
+         {cores} cores; load average before {load_before}, after {load_after}.\n",
         commit = info.commit,
         oha = info.oha_version,
         run = RUN.as_secs(),
@@ -73,6 +76,8 @@ pub(super) fn render(rows: &[Row], info: &RunInfo<'_>) -> String {
         keys = UPSTREAM_KEYS.len(),
         nginx = info.nginx_version.as_deref().unwrap_or("not installed"),
         cores = std::thread::available_parallelism().map_or(0, usize::from),
+        load_before = info.load.0,
+        load_after = info.load.1,
     );
     out.push_str(
         "| target | req/s @64 | p50 @64 | p99 @64 | p50 @1 | added @1 vs direct | stream req/s @64 | stream TTFB p50 (end) | CPU µs/req | peak RSS | failed | key split (mock) |\n\
@@ -250,6 +255,7 @@ mod tests {
                 oha_version: "oha 1.0",
                 nginx_version: Some("nginx/1.22.1".into()),
                 commit: "abc1234".into(),
+                load: ("0.10 0.20 0.30".into(), "1.00 0.50 0.40".into()),
             },
         );
 

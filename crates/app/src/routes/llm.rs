@@ -24,9 +24,7 @@ use crate::{
 
 /// Mounts the LLM proxy.
 pub fn configure(config: &mut web::ServiceConfig) {
-    config
-        .route("/llm/{slug}", web::to(llm_proxy))
-        .route("/llm/{slug}/{action:.*}", web::to(llm_proxy));
+    config.service(web::scope("/llm").default_service(web::to(llm_proxy)));
 }
 
 async fn llm_proxy(

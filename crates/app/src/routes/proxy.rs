@@ -27,9 +27,7 @@ pub const REPLAY_BUFFER_BYTES: u64 = 1 << 20;
 
 /// Mounts the generic proxy.
 pub fn configure(config: &mut web::ServiceConfig) {
-    config
-        .route("/proxy/{slug}", web::to(generic_proxy))
-        .route("/proxy/{slug}/{rest:.*}", web::to(generic_proxy));
+    config.service(web::scope("/proxy").default_service(web::to(generic_proxy)));
 }
 
 async fn generic_proxy(
