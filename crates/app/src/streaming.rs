@@ -32,6 +32,9 @@ pub struct IdleTimeout<S> {
     inner: S,
     idle: Duration,
     timer: Pin<Box<Sleep>>,
+    /// When the last chunk arrived; the timer is re-armed from it only when it fires, so a busy
+    /// stream costs a clock read per chunk rather than a timer update.
+    last_chunk: Instant,
     total: Option<(Duration, Pin<Box<Sleep>>)>,
     done: bool,
 }
@@ -43,6 +46,7 @@ impl<S> IdleTimeout<S> {
             inner,
             idle,
             timer: Box::pin(tokio::time::sleep(idle)),
+            last_chunk: Instant::now(),
             total: None,
             done: false,
         }
@@ -76,8 +80,7 @@ where
         }
         match Pin::new(&mut self.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
-                let deadline = Instant::now() + self.idle;
-                self.timer.as_mut().reset(deadline);
+                self.last_chunk = Instant::now();
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -88,12 +91,17 @@ where
                 self.done = true;
                 Poll::Ready(None)
             }
-            Poll::Pending => match self.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    self.done = true;
-                    Poll::Ready(Some(Err(StreamError::Idle(self.idle))))
+            Poll::Pending => loop {
+                if self.timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
                 }
-                Poll::Pending => Poll::Pending,
+                let deadline = self.last_chunk + self.idle;
+                if Instant::now() >= deadline {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(StreamError::Idle(self.idle))));
+                }
+                // Chunks arrived since the timer was armed: wait out the rest of the gap.
+                self.timer.as_mut().reset(deadline);
             },
         }
     }
@@ -210,6 +218,30 @@ mod tests {
             Some(Err(StreamError::Idle(_)))
         ));
         assert!(wrapped.next().await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_idle_gap_counts_from_the_last_chunk() {
+        let start = Instant::now();
+        let ticks = stream::iter(0..3)
+            .then(|_| async {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Ok::<_, std::io::Error>(Bytes::from_static(b"."))
+            })
+            .chain(stream::pending());
+        let mut wrapped = IdleTimeout::new(Box::pin(ticks), Duration::from_secs(5));
+        for _ in 0..3 {
+            wrapped.next().await.unwrap().unwrap();
+        }
+        assert!(matches!(
+            wrapped.next().await,
+            Some(Err(StreamError::Idle(_)))
+        ));
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(8),
+            "3 s of chunks, then a 5 s gap"
+        );
     }
 
     #[tokio::test(start_paused = true)]
