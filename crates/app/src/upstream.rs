@@ -377,30 +377,36 @@ fn copy_response_headers(
     headers: &HeaderMap,
     response: &mut actix_web::HttpResponseBuilder,
 ) -> Option<u64> {
-    let connection = header_text(headers, "connection");
-    let mut length = None;
-    for (name, value) in headers {
-        if *name == header::CONTENT_LENGTH {
-            length = value.to_str().ok().and_then(|v| v.parse().ok());
-        } else if llm_adapters::forward_response_header(name.as_str(), connection) {
-            response.append_header((name.clone(), value.clone()));
-        }
-    }
-    length
+    copy_headers(headers, response, false)
 }
 
 /// Copies end-to-end headers that stay true when the body is rewritten: not the content type,
 /// length or encoding.
 pub fn copy_end_to_end_headers(headers: &HeaderMap, response: &mut actix_web::HttpResponseBuilder) {
-    let connection = header_text(headers, "connection");
+    copy_headers(headers, response, true);
+}
+
+/// The one copy loop: hop-by-hop headers never pass, `Content-Length` is returned rather than
+/// copied, and a rewritten body also drops the upstream's content type and encoding.
+fn copy_headers(
+    headers: &HeaderMap,
+    response: &mut actix_web::HttpResponseBuilder,
+    body_rewritten: bool,
+) -> Option<u64> {
+    let connection = connection_header(headers);
+    let mut length = None;
     for (name, value) in headers {
-        let describes_body = *name == header::CONTENT_LENGTH
-            || *name == header::CONTENT_TYPE
-            || *name == header::CONTENT_ENCODING;
-        if !describes_body && llm_adapters::forward_response_header(name.as_str(), connection) {
+        if *name == header::CONTENT_LENGTH {
+            length = value.to_str().ok().and_then(|v| v.parse().ok());
+            continue;
+        }
+        let describes_old_body =
+            body_rewritten && (*name == header::CONTENT_TYPE || *name == header::CONTENT_ENCODING);
+        if !describes_old_body && llm_adapters::forward_response_header(name.as_str(), connection) {
             response.append_header((name.clone(), value.clone()));
         }
     }
+    length
 }
 
 /// The `Connection` header of a message, for the hop-by-hop rules.
