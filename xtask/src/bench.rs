@@ -262,6 +262,11 @@ fn build(target: &Path, out: &Path, enterprise: bool) -> anyhow::Result<Binaries
 
 fn copy_binary(target: &Path, name: &str, to: &Path) -> anyhow::Result<PathBuf> {
     let from = target.join("release").join(name);
+    // Unlinked first: a copy of an earlier run may still be running, and overwriting a running
+    // executable fails (ETXTBSY) where replacing it does not.
+    if to.exists() {
+        fs::remove_file(to).with_context(|| format!("cannot replace {}", to.display()))?;
+    }
     fs::copy(&from, to)
         .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
     Ok(to.to_owned())

@@ -49,6 +49,7 @@ pub const VARIABLES: &[(&str, Option<&str>)] = &[
     ("REDIS_PASSWORD", None),
     ("REDIS_DB", Some("0")),
     ("REDIS_NAMESPACE", Some("akr")),
+    ("ROTATION_BLOCK_SIZE", Some("1")),
     ("RESET_DB_TABLES", Some("false")),
     ("ENCRYPTION_KEY", None),
     ("CONFIG_FILE", Some("config.toml")),
@@ -97,8 +98,13 @@ pub enum CacheBackend {
         url: SecretUrl,
         /// Key prefix, so several deployments can share one Redis.
         namespace: String,
+        /// Round-robin counter values reserved per Redis round trip (1 = exact fairness).
+        rotation_block_size: u32,
     },
 }
+
+/// Largest `ROTATION_BLOCK_SIZE`: beyond this the split across instances stops being useful.
+pub const MAX_ROTATION_BLOCK_SIZE: u32 = 10_000;
 
 /// A URL that may hold a password: `Debug` hides it.
 #[derive(Clone, PartialEq, Eq)]
@@ -525,6 +531,19 @@ fn cache_backend(raw: &Raw<'_>) -> Result<CacheBackend, ConfigError> {
         }
     };
     let redis_url = raw.url("REDIS_URL", &["redis", "rediss"])?;
+    // Checked in every edition, so a typo is caught before the setting starts to matter.
+    let rotation_block_size: u32 = raw.required(
+        "ROTATION_BLOCK_SIZE",
+        "a whole number of counter values per Redis round trip",
+    )?;
+    if !(1..=MAX_ROTATION_BLOCK_SIZE).contains(&rotation_block_size) {
+        return Err(invalid(
+            "ROTATION_BLOCK_SIZE",
+            format!(
+                "must be between 1 (exact fairness) and {MAX_ROTATION_BLOCK_SIZE}, got {rotation_block_size}"
+            ),
+        ));
+    }
     let use_redis = explicit.unwrap_or(redis_url.is_some() || raw.text("REDIS_HOST").is_some());
     if !use_redis {
         return Ok(CacheBackend::Memory);
@@ -545,6 +564,7 @@ fn cache_backend(raw: &Raw<'_>) -> Result<CacheBackend, ConfigError> {
     Ok(CacheBackend::Redis {
         url: SecretUrl(url.to_string()),
         namespace,
+        rotation_block_size,
     })
 }
 
@@ -635,6 +655,9 @@ mod tests {
             ("RESET_DB_TABLES", "maybe"),
             ("LOG_FORMAT", "xml"),
             ("PROXY_PUBLIC_BASE_URL", "ftp://x"),
+            ("ROTATION_BLOCK_SIZE", "0"),
+            ("ROTATION_BLOCK_SIZE", "10001"),
+            ("ROTATION_BLOCK_SIZE", "many"),
         ];
         for (variable, value) in cases {
             Jail::expect_with(|jail| {
@@ -667,11 +690,31 @@ mod tests {
                 !format!("{url:?}").contains("s3cret"),
                 "Debug hides the password"
             );
-            let CacheBackend::Redis { url, namespace } = &settings.cache else {
+            let CacheBackend::Redis {
+                url,
+                namespace,
+                rotation_block_size,
+            } = &settings.cache
+            else {
                 panic!("expected redis")
             };
             assert_eq!(url.expose(), "redis://cache.internal:6379/0");
             assert_eq!(namespace, "akr");
+            assert_eq!(*rotation_block_size, 1, "exact fairness unless asked");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            clear_env(jail);
+            jail.set_env("REDIS_URL", "redis://cache.internal:6379/0");
+            jail.set_env("ROTATION_BLOCK_SIZE", "32");
+            let settings = load().unwrap();
+            assert!(matches!(
+                settings.cache,
+                CacheBackend::Redis {
+                    rotation_block_size: 32,
+                    ..
+                }
+            ));
             Ok(())
         });
         Jail::expect_with(|jail| {

@@ -19,7 +19,7 @@ use crate::{
     metrics::Metrics,
     probe, routes,
     state::AppState,
-    upstream::UpstreamClient,
+    upstream::{self, UpstreamClient},
     wiring,
 };
 
@@ -119,6 +119,7 @@ impl Application {
         let server_state = state.clone();
         let server_settings = settings.clone();
         let mut server = HttpServer::new(move || {
+            upstream::spawn_timer_floor();
             App::new()
                 .app_data(server_state.clone())
                 .app_data(auth.clone())

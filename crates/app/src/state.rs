@@ -58,8 +58,11 @@ impl AppState {
     pub async fn active_config(&self, slug: &str) -> Result<Arc<ConfigSnapshot>, ApiError> {
         let not_found =
             || ApiError::not_found(format!("no active proxy config with slug {slug:?}"));
+        if let Some(hit) = self.snapshots.get(slug) {
+            return hit.ok_or_else(not_found);
+        }
         let slug: Slug = slug.parse().map_err(|_| not_found())?;
-        let cached = match self.snapshots.get(&slug) {
+        let cached = match self.snapshots.get(slug.as_str()) {
             Some(hit) => hit,
             None => {
                 let store = self.store.clone();

@@ -26,16 +26,18 @@ pub enum StreamError {
 }
 
 /// Wraps a body stream, ending it with [`StreamError::Idle`] when no chunk arrives within the
-/// idle timeout (the timer restarts with every chunk), and with [`StreamError::Total`] when an
+/// idle timeout (the gap restarts with every chunk), and with [`StreamError::Total`] when an
 /// optional bound on the whole exchange passes.
+///
+/// The one timer is armed only the first time the stream has to wait, and re-armed only when it
+/// fires: a body that is already there (most non-streamed answers) costs no timer at all, and a
+/// busy stream costs one clock read per chunk rather than a timer update.
 pub struct IdleTimeout<S> {
     inner: S,
     idle: Duration,
-    timer: Pin<Box<Sleep>>,
-    /// When the last chunk arrived; the timer is re-armed from it only when it fires, so a busy
-    /// stream costs a clock read per chunk rather than a timer update.
+    timer: Option<Pin<Box<Sleep>>>,
     last_chunk: Instant,
-    total: Option<(Duration, Pin<Box<Sleep>>)>,
+    total: Option<(Duration, Instant)>,
     done: bool,
 }
 
@@ -45,18 +47,33 @@ impl<S> IdleTimeout<S> {
         IdleTimeout {
             inner,
             idle,
-            timer: Box::pin(tokio::time::sleep(idle)),
+            timer: None,
             last_chunk: Instant::now(),
             total: None,
             done: false,
         }
     }
 
-    /// Also ends the stream once `total` has passed (`PROXY_TOTAL_TIMEOUT`).
+    /// Also ends the stream once `total` has passed from now (`PROXY_TOTAL_TIMEOUT`).
     #[must_use]
     pub fn with_total(mut self, total: Option<Duration>) -> Self {
-        self.total = total.map(|t| (t, Box::pin(tokio::time::sleep(t))));
+        self.total = total.map(|t| (t, self.last_chunk + t));
         self
+    }
+
+    /// The error of a deadline that has passed at `now`, if one has.
+    fn expired(&self, now: Instant) -> Option<StreamError> {
+        match self.total {
+            Some((total, deadline)) if now >= deadline => Some(StreamError::Total(total)),
+            _ if now >= self.last_chunk + self.idle => Some(StreamError::Idle(self.idle)),
+            _ => None,
+        }
+    }
+
+    /// The earliest deadline still ahead.
+    fn next_deadline(&self) -> Instant {
+        let idle = self.last_chunk + self.idle;
+        self.total.map_or(idle, |(_, total)| idle.min(total))
     }
 }
 
@@ -71,16 +88,16 @@ where
         if self.done {
             return Poll::Ready(None);
         }
-        if let Some((total, timer)) = &mut self.total
-            && timer.as_mut().poll(cx).is_ready()
-        {
-            let total = *total;
-            self.done = true;
-            return Poll::Ready(Some(Err(StreamError::Total(total))));
-        }
         match Pin::new(&mut self.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
-                self.last_chunk = Instant::now();
+                let now = Instant::now();
+                if let Some((total, deadline)) = self.total
+                    && now >= deadline
+                {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(StreamError::Total(total))));
+                }
+                self.last_chunk = now;
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -92,16 +109,22 @@ where
                 Poll::Ready(None)
             }
             Poll::Pending => loop {
-                if self.timer.as_mut().poll(cx).is_pending() {
+                let deadline = self.next_deadline();
+                let timer = self
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
-                let deadline = self.last_chunk + self.idle;
-                if Instant::now() >= deadline {
+                if let Some(error) = self.expired(Instant::now()) {
                     self.done = true;
-                    return Poll::Ready(Some(Err(StreamError::Idle(self.idle))));
+                    return Poll::Ready(Some(Err(error)));
                 }
                 // Chunks arrived since the timer was armed: wait out the rest of the gap.
-                self.timer.as_mut().reset(deadline);
+                let next = self.next_deadline();
+                if let Some(timer) = self.timer.as_mut() {
+                    timer.as_mut().reset(next);
+                }
             },
         }
     }

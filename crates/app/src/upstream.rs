@@ -3,7 +3,10 @@
 //! response has not been committed, and answer with the last upstream reply when every attempt
 //! fails.
 
-use std::{pin::Pin, time::Instant};
+use std::{
+    pin::Pin,
+    time::{Duration, Instant},
+};
 
 use actix_web::{
     HttpResponse,
@@ -14,7 +17,10 @@ use actix_web::{
     },
     web,
 };
-use awc::error::{PayloadError, SendRequestError};
+use awc::{
+    FrozenClientRequest, FrozenSendBuilder,
+    error::{PayloadError, SendRequestError},
+};
 use bytes::Bytes;
 use domain::{ApiKey, ConfigSnapshot, Outcome, Redactor, UpstreamResponse, Verdict};
 use futures_util::Stream;
@@ -47,9 +53,12 @@ impl UpstreamClient {
         let connector = awc::Connector::new()
             .timeout(settings.connect_timeout)
             .limit(0);
+        // Redirects go back to the client: following one would send the upstream key wherever
+        // the upstream points (and awc would otherwise follow up to ten).
         let client = awc::Client::builder()
             .connector(connector)
             .disable_timeout()
+            .disable_redirects()
             .finish();
         UpstreamClient { client }
     }
@@ -58,6 +67,26 @@ impl UpstreamClient {
     pub fn raw(&self) -> &awc::Client {
         &self.client
     }
+}
+
+/// Period of the worker's floor timer; shorter than actix-http's 500 ms date timer.
+const TIMER_FLOOR_PERIOD: Duration = Duration::from_millis(250);
+
+/// Keeps one short periodic timer alive on the calling worker (call it once per worker).
+///
+/// awc builds a fresh actix-http codec configuration for every request it sends, and with it a
+/// date task with a 500 ms timer. When that timer is the earliest in the worker's timer wheel,
+/// registering it makes tokio wake its own I/O driver with an eventfd write: one extra syscall
+/// and one extra event per proxied request. With a shorter timer always pending, that
+/// registration is never the earliest, at the price of four idle wake-ups a second.
+pub fn spawn_timer_floor() {
+    actix_web::rt::spawn(async {
+        let mut floor = tokio::time::interval(TIMER_FLOOR_PERIOD);
+        floor.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            floor.tick().await;
+        }
+    });
 }
 
 /// Where one attempt goes and the key-bearing headers it carries.
@@ -170,6 +199,7 @@ pub async fn send_with_failover(
         config: snapshot.config.slug.as_str().to_owned(),
     };
     let mut last_failure: Option<Result<Reply, ApiError>> = None;
+    let mut prepared: Option<Prepared> = None;
     for (attempt, key) in plan.keys(snapshot).enumerate() {
         if attempt > 0 {
             if !replayable {
@@ -179,29 +209,28 @@ pub async fn send_with_failover(
         }
         let target = (request.target)(key.key_value.expose())?;
         let started = Instant::now();
-        let sent = send_once(state, client, target, &mut request).await;
+        let sent = send_once(state, client, target, &mut request, &mut prepared).await;
         state
             .metrics
             .upstream_latency
             .get_or_create(&labels)
             .observe(started.elapsed().as_secs_f64());
         let failure = match sent {
-            Ok(mut response) => {
+            Ok(response) => {
                 let status = response.status();
+                let (headers, mut response) = take_headers(response);
                 if status.as_u16() < 400 {
                     let outcome = Outcome::Response(UpstreamResponse {
                         status: status.as_u16(),
                         ..Default::default()
                     });
                     state.rotator.classify(key.id, &outcome);
-                    let headers = response.headers().clone();
                     return Ok(Reply::Stream {
                         status,
                         headers,
                         body: Box::pin(response),
                     });
                 }
-                let headers = response.headers().clone();
                 let body = match response.body().limit(ERROR_BODY_LIMIT).await {
                     Ok(body) => body,
                     Err(error) => {
@@ -256,23 +285,56 @@ pub async fn send_with_failover(
     last_failure.unwrap_or_else(|| Err(domain::Error::NoUsableKey { retry_at: None }.into()))
 }
 
+/// The request head of the last attempt, kept so a retry to the same URL sends it again with
+/// only the key headers replaced, instead of copying every forwarded header per attempt.
+struct Prepared {
+    url: String,
+    request: FrozenClientRequest,
+}
+
 async fn send_once(
     state: &AppState,
     client: &UpstreamClient,
     target: Target,
     request: &mut UpstreamRequest<'_>,
+    prepared: &mut Option<Prepared>,
 ) -> Result<awc::ClientResponse, SendRequestError> {
-    let mut upstream = client
-        .client
-        .request(request.method.clone(), target.url)
-        .no_decompress()
-        .timeout(state.settings.proxy_timeout);
-    *upstream.headers_mut() = request.headers.clone();
-    for (name, value) in target.headers {
-        upstream.headers_mut().insert(name, value);
-    }
+    let sender = match prepared.as_ref().filter(|p| p.url == target.url) {
+        Some(previous) => {
+            let mut key_headers = HeaderMap::with_capacity(target.headers.len());
+            for (name, value) in target.headers {
+                key_headers.insert(name, value);
+            }
+            Sender::Again(previous.request.extra_headers(key_headers))
+        }
+        None => {
+            // The first attempt moves the forwarded headers in; a retry to another URL (the key
+            // travels in the query) copies them from the previous head, whose key headers the
+            // new ones replace.
+            let headers = match prepared.as_ref() {
+                Some(previous) => previous.request.headers().clone(),
+                None => std::mem::take(&mut request.headers),
+            };
+            let mut upstream = client
+                .client
+                .request(request.method.clone(), target.url.as_str())
+                .no_decompress()
+                .timeout(state.settings.proxy_timeout);
+            *upstream.headers_mut() = headers;
+            for (name, value) in target.headers {
+                upstream.headers_mut().insert(name, value);
+            }
+            let frozen = upstream.freeze()?;
+            let sender = Sender::First(frozen.clone());
+            *prepared = Some(Prepared {
+                url: target.url,
+                request: frozen,
+            });
+            sender
+        }
+    };
     match &mut request.body {
-        RequestBody::Replayable(bytes) => upstream.send_body(bytes.clone()).await,
+        RequestBody::Replayable(bytes) => sender.send_body(bytes.clone()).await,
         RequestBody::Streaming { payload, length } => {
             let Some(payload) = payload.take() else {
                 return Err(SendRequestError::Body(
@@ -280,11 +342,39 @@ async fn send_once(
                 ));
             };
             match length {
-                Some(length) => upstream.send_body(SizedStream::new(*length, payload)).await,
-                None => upstream.send_body(BodyStream::new(payload)).await,
+                Some(length) => sender.send_body(SizedStream::new(*length, payload)).await,
+                None => sender.send_body(BodyStream::new(payload)).await,
             }
         }
     }
+}
+
+/// A prepared request head, sent as it is or with other key headers.
+enum Sender {
+    First(FrozenClientRequest),
+    Again(FrozenSendBuilder),
+}
+
+impl Sender {
+    fn send_body<B: actix_web::body::MessageBody + 'static>(
+        self,
+        body: B,
+    ) -> awc::SendClientRequest {
+        match self {
+            Sender::First(request) => request.send_body(body),
+            Sender::Again(builder) => builder.send_body(body),
+        }
+    }
+}
+
+/// Moves the response headers out of an upstream response instead of copying them.
+fn take_headers(response: awc::ClientResponse) -> (HeaderMap, awc::ClientResponse) {
+    let mut headers = HeaderMap::new();
+    let response = response.map_body(|head, payload| {
+        headers = std::mem::take(&mut head.headers);
+        payload
+    });
+    (headers, response)
 }
 
 /// Classifies an attempt, records usage, applies the key effect (live, then persisted off the
@@ -339,82 +429,73 @@ pub fn respond(
     match reply {
         Reply::Stream {
             status,
-            headers,
+            mut headers,
             body,
         } => {
-            let mut response = HttpResponse::build(status);
-            let length = copy_response_headers(&headers, &mut response);
+            let event_stream = is_event_stream(&headers);
+            let length = keep_end_to_end_headers(&mut headers, false);
             let body = IdleTimeout::new(body, settings.stream_idle_timeout)
                 .with_total(settings.total_timeout);
-            match (is_event_stream(&headers), error_event, length) {
-                (true, Some(event), _) => {
-                    response.insert_header(("x-accel-buffering", "no"));
-                    response.streaming(EndWithEvent::new(body, event))
-                }
-                (true, None, _) => {
-                    response.insert_header(("x-accel-buffering", "no"));
-                    response.streaming(body)
-                }
-                (false, _, Some(length)) => response.body(SizedStream::new(length, body)),
-                (false, _, None) => response.streaming(body),
+            let mut builder = HttpResponse::build(status);
+            let mut response = match (event_stream, error_event, length) {
+                (true, Some(event), _) => builder.streaming(EndWithEvent::new(body, event)),
+                (true, None, _) | (false, _, None) => builder.streaming(body),
+                (false, _, Some(length)) => builder.body(SizedStream::new(length, body)),
+            };
+            if event_stream {
+                headers.insert(
+                    HeaderName::from_static("x-accel-buffering"),
+                    HeaderValue::from_static("no"),
+                );
             }
+            *response.headers_mut() = headers;
+            response
         }
         Reply::Buffered {
             status,
-            headers,
+            mut headers,
             body,
             ..
         } => {
-            let mut response = HttpResponse::build(status);
-            copy_response_headers(&headers, &mut response);
-            response.body(body)
+            keep_end_to_end_headers(&mut headers, false);
+            let mut response = HttpResponse::build(status).body(body);
+            *response.headers_mut() = headers;
+            response
         }
     }
 }
 
-/// Copies end-to-end headers; returns the declared content length.
-fn copy_response_headers(
-    headers: &HeaderMap,
-    response: &mut actix_web::HttpResponseBuilder,
-) -> Option<u64> {
-    copy_headers(headers, response, false)
-}
-
-/// Copies end-to-end headers that stay true when the body is rewritten: not the content type,
-/// length or encoding.
-pub fn copy_end_to_end_headers(headers: &HeaderMap, response: &mut actix_web::HttpResponseBuilder) {
-    copy_headers(headers, response, true);
-}
-
-/// The one copy loop: hop-by-hop headers never pass, `Content-Length` is returned rather than
-/// copied, and a rewritten body also drops the upstream's content type and encoding.
-fn copy_headers(
-    headers: &HeaderMap,
-    response: &mut actix_web::HttpResponseBuilder,
-    body_rewritten: bool,
-) -> Option<u64> {
-    let connection = connection_header(headers);
-    let mut length = None;
-    for (name, value) in headers {
-        if *name == header::CONTENT_LENGTH {
-            length = value.to_str().ok().and_then(|v| v.parse().ok());
-            continue;
-        }
-        let describes_old_body =
-            body_rewritten && (*name == header::CONTENT_TYPE || *name == header::CONTENT_ENCODING);
-        if !describes_old_body && llm_adapters::forward_response_header(name.as_str(), connection) {
-            response.append_header((name.clone(), value.clone()));
-        }
-    }
+/// Drops, in place, the headers that must not reach the client: hop-by-hop ones, and
+/// `Content-Length` (returned instead: the server writes it from the body); a rewritten body
+/// also loses the upstream's content type and encoding.
+pub fn keep_end_to_end_headers(headers: &mut HeaderMap, body_rewritten: bool) -> Option<u64> {
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
+    // Owned only when present: the filter below cannot borrow the map it edits.
+    let connection = connection_header(headers).map(str::to_owned);
+    headers.retain(|name, _| {
+        let describes_old_body = *name == header::CONTENT_LENGTH
+            || (body_rewritten
+                && (*name == header::CONTENT_TYPE || *name == header::CONTENT_ENCODING));
+        !describes_old_body
+            && llm_adapters::forward_response_header(name.as_str(), connection.as_deref())
+    });
     length
 }
 
 /// The `Connection` header of a message, for the hop-by-hop rules.
 pub fn connection_header(headers: &HeaderMap) -> Option<&str> {
-    header_text(headers, "connection")
+    headers
+        .get(header::CONNECTION)
+        .and_then(|v| v.to_str().ok())
 }
 
 /// Whether a response is a server-sent event stream.
 pub fn is_event_stream(headers: &HeaderMap) -> bool {
-    header_text(headers, "content-type").is_some_and(llm_adapters::is_event_stream)
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(llm_adapters::is_event_stream)
 }

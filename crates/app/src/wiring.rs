@@ -135,10 +135,15 @@ async fn connect_cache(settings: &Settings) -> Result<CachePorts, WiringError> {
             Ok((cache.clone(), cache.clone(), cache, leases, "memory"))
         }
         #[cfg(feature = "enterprise")]
-        CacheBackend::Redis { url, namespace } => {
+        CacheBackend::Redis {
+            url,
+            namespace,
+            rotation_block_size,
+        } => {
             let options = cache_redis::RedisOptions {
                 url: url.expose().to_owned(),
                 namespace: namespace.clone(),
+                rotation_block_size: *rotation_block_size,
                 // A request waits at most this long on Redis before the local fallback serves it.
                 command_timeout: std::time::Duration::from_millis(500),
                 ..cache_redis::RedisOptions::default()

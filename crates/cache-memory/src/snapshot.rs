@@ -11,6 +11,7 @@
 //! makes the guarantee ours rather than a detail of the cache's current version.)
 
 use std::{
+    borrow::Borrow,
     future::Future,
     sync::{Arc, Mutex, PoisonError},
 };
@@ -48,9 +49,11 @@ impl SnapshotCache {
     }
 
     /// The cached answer for `slug`: `None` when not cached, `Some(None)` when cached as "no
-    /// such active config", `Some(Some(snapshot))` when cached.
-    pub fn get(&self, slug: &Slug) -> Option<Option<Arc<ConfigSnapshot>>> {
-        self.entries.get(slug)
+    /// such active config", `Some(Some(snapshot))` when cached. Takes the slug's text so the hot
+    /// path can look up a request's slug as it came (slugs are stored in lower case; other
+    /// spellings miss and are parsed by the caller).
+    pub fn get(&self, slug: &(impl Borrow<str> + ?Sized)) -> Option<Option<Arc<ConfigSnapshot>>> {
+        self.entries.get(slug.borrow())
     }
 
     /// The cached answer for `slug`, or `load`'s answer, cached unless an invalidation happened

@@ -1,6 +1,8 @@
-//! "Next counter" on the Redis rotation state: `next_turn` for a config with 3 keys (one `INCR`
-//! plus the health reads, pipelined in one round trip), measured as sequential calls on a tokio
-//! runtime against `TEST_REDIS_URL`. Without it the benchmark says so and measures nothing.
+//! "Next counter" on the Redis rotation state: `next_turn` for a config with 3 keys, measured as
+//! sequential calls on a tokio runtime against `TEST_REDIS_URL`: without counter blocks (one
+//! `INCR` plus the health reads, pipelined in one round trip per call) and with blocks of 32 (one
+//! such round trip per 32 calls, the others served from memory). Without `TEST_REDIS_URL` the
+//! benchmark says so and measures nothing.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -25,11 +27,18 @@ fn next_turn(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
+    for block_size in [1, 32] {
+        measure(c, &runtime, &url, block_size);
+    }
+}
+
+fn measure(c: &mut Criterion, runtime: &tokio::runtime::Runtime, url: &str, block_size: u32) {
     let namespace = format!("akr-bench-{}", domain::contract::unique_suffix());
     let cache = runtime
         .block_on(RedisCache::connect(RedisOptions {
-            url: url.clone(),
+            url: url.to_owned(),
             namespace: namespace.clone(),
+            rotation_block_size: block_size,
             ..RedisOptions::default()
         }))
         .expect("TEST_REDIS_URL is set, so Redis must be reachable");
@@ -38,7 +47,11 @@ fn next_turn(c: &mut Criterion) {
     runtime
         .block_on(cache.cool_down(keys[1], Utc::now() + TimeDelta::hours(1)))
         .unwrap();
-    c.bench_function("redis next_turn (3 keys)", |b| {
+    let name = match block_size {
+        1 => "redis next_turn (3 keys)".to_owned(),
+        n => format!("redis next_turn (3 keys, blocks of {n})"),
+    };
+    c.bench_function(&name, |b| {
         b.iter_custom(|iterations| {
             runtime.block_on(async {
                 let start = Instant::now();
@@ -51,11 +64,17 @@ fn next_turn(c: &mut Criterion) {
     });
     runtime.block_on(async {
         cache.forget(&keys).await.unwrap();
-        let admin = Builder::from_config(Config::from_url(&url).unwrap())
+        let admin = Builder::from_config(Config::from_url(url).unwrap())
             .build()
             .unwrap();
         admin.init().await.unwrap();
-        let _: i64 = admin.del(format!("{namespace}:rr:1")).await.unwrap();
+        let _: i64 = admin
+            .del(vec![
+                format!("{namespace}:rr:1"),
+                format!("{namespace}:health-version"),
+            ])
+            .await
+            .unwrap();
         admin.quit().await.ok();
     });
 }

@@ -4,9 +4,33 @@
 //! Layout (all under the namespace prefix): one `INCR` counter per config; one string per cooling
 //! key holding the cooldown's end in Unix milliseconds and expiring then (extended atomically by a
 //! small Lua script, so a cooldown only ever grows); one hash of failed keys; one usage hash per
-//! key; one pub/sub channel of config changes. `next_turn` sends the `INCR` and the health reads
-//! as one pipeline: one round trip. Usage is aggregated in process and pushed with pipelined
-//! `HINCRBY` on flush. The client reconnects by itself with exponential backoff.
+//! key; one pub/sub channel of config changes. Usage is aggregated in process and pushed with
+//! pipelined `HINCRBY` on flush. The client reconnects by itself with exponential backoff.
+//!
+//! With a rotation block size of 1 (the default), `next_turn` sends the `INCR` and the health
+//! reads as one pipeline: one round trip per proxied request, nothing cached.
+//!
+//! With a block size `n` above 1 (*block mode*), an instance reserves `n` values of a config's
+//! counter at once (`INCRBY counter n`, pipelined with the same health reads) and hands them out
+//! one by one, so all but one request in `n` need no round trip:
+//! - Every value comes from exactly one `INCRBY`, so across the fleet no value is drawn twice,
+//!   and a value taken for a request that is cancelled goes back into the block, so none is lost
+//!   (the key split stays within one block per instance of even). See `crate::blocks`.
+//! - Refills are single-flight per config: requests that find the block empty wait for the one
+//!   refill in flight (which runs in its own task, so a cancelled request cannot abandon a range
+//!   Redis already reserved). A value left in the block costs a few uncontended instructions
+//!   under short locks, never an await.
+//! - Key health comes from a local mirror (`crate::mirror`), refreshed by every refill's reads
+//!   and kept exact in between by pub/sub: every health change (`cool_down`, `mark_failed`,
+//!   `mark_ok`, `forget`) runs as one Lua script that changes Redis, bumps a version and
+//!   publishes the change on `{namespace}:health-changes`; the instance applies it to its mirror
+//!   at once, the others when the message arrives. While the pub/sub connection is down, health
+//!   is read from Redis on every call; after it is back, each config reads its keys' health again
+//!   before its next answer.
+//! - `key_states` always reads Redis: it is not on the proxy's hot path.
+//! - A consequence: while Redis is unreachable but the pub/sub connection has not noticed yet
+//!   (a silent network partition), selections go on from the blocks already reserved until they
+//!   run out and the refill fails; health changes fail at once, as without blocks.
 
 use std::{fmt, sync::Arc, time::Duration};
 
@@ -26,13 +50,18 @@ use fred::{
     },
     types::config::UnresponsiveConfig,
 };
-use tokio::task::JoinHandle;
+use tokio::{
+    sync::{OwnedMutexGuard, oneshot},
+    task::JoinHandle,
+};
 
 use crate::{
+    blocks::{ConfigBlock, ConfigBlocks, Reservation, reserved_range},
     convert::{FAILED, cache_error, from_millis, key_health},
     keys::KeyNames,
+    mirror::{HealthChange, HealthMirror, HealthNotice, KeyMark},
     options::RedisOptions,
-    subscription,
+    subscription::{self, Routes},
 };
 
 /// Extends a cooldown unless the current one lasts longer; answers the cooldown in force.
@@ -48,6 +77,59 @@ if ttl > 0 then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
 end
 return requested
+";
+
+/// Block mode's `cool_down`: [`COOL_DOWN`], then bumps the health version and announces the
+/// cooldown in force, all atomically; answers `{cooldown in force, version}`.
+/// `KEYS[1]` = cooldown key, `KEYS[2]` = health version; `ARGV[1]` = requested end (Unix ms),
+/// `ARGV[2]` = time to live (ms), `ARGV[3]` = health channel, `ARGV[4]` = key id.
+const COOL_DOWN_ANNOUNCED: &str = r"
+local current = redis.call('GET', KEYS[1])
+local effective = ARGV[1]
+if current and tonumber(current) and tonumber(current) >= tonumber(ARGV[1]) then
+  effective = current
+elseif tonumber(ARGV[2]) > 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+local version = redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', ARGV[3],
+  'cooling ' .. string.format('%d', version) .. ' ' .. ARGV[4] .. ' ' .. effective)
+return {tonumber(effective), version}
+";
+
+/// Block mode's `mark_failed`: adds the key to the failed hash, bumps the health version and
+/// announces the failure, atomically; answers the version.
+/// `KEYS[1]` = health hash, `KEYS[2]` = health version; `ARGV[1]` = key id,
+/// `ARGV[2]` = health channel, `ARGV[3]` = the failed marker.
+const MARK_FAILED_ANNOUNCED: &str = r"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+local version = redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', ARGV[2], 'failed ' .. string.format('%d', version) .. ' ' .. ARGV[1])
+return version
+";
+
+/// Block mode's `mark_ok` and `forget`: removes the keys from the failed hash, deletes the other
+/// keys given (cooldowns, usage), bumps the health version and announces the keys as ok,
+/// atomically; answers the version.
+/// `KEYS[1]` = health hash, `KEYS[2]` = health version, `KEYS[3..]` = keys to delete;
+/// `ARGV[1]` = health channel, `ARGV[2..]` = key ids.
+const CLEAR_ANNOUNCED: &str = r"
+local ids = {}
+for i = 2, #ARGV do
+  ids[#ids + 1] = ARGV[i]
+end
+redis.call('HDEL', KEYS[1], unpack(ids))
+local doomed = {}
+for i = 3, #KEYS do
+  doomed[#doomed + 1] = KEYS[i]
+end
+if #doomed > 0 then
+  redis.call('DEL', unpack(doomed))
+end
+local version = redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', ARGV[1],
+  'ok ' .. string.format('%d', version) .. ' ' .. table.concat(ids, ' '))
+return version
 ";
 
 /// Keys per command when deleting or flushing many keys at once.
@@ -70,8 +152,24 @@ struct Inner {
     names: KeyNames,
     usage: UsageAggregator,
     notices: NoticeBus,
+    /// `Some` in block mode (a rotation block size above 1).
+    blocks: Option<Arc<BlockMode>>,
     tasks: Vec<JoinHandle<()>>,
 }
+
+/// The state of block mode: reserved counter values per config, and the health mirror.
+#[derive(Debug)]
+struct BlockMode {
+    /// Values reserved per refill.
+    size: u32,
+    configs: ConfigBlocks,
+    mirror: Arc<HealthMirror>,
+}
+
+/// Pub/sub messages the subscriber may hold for us before the oldest are dropped (which costs a
+/// resync). The client's default (32) is plenty for config changes alone; block mode also gets
+/// a message per health change, which can come in bursts (a provider rejecting every key).
+const BLOCK_MODE_MESSAGE_BACKLOG: usize = 1_024;
 
 impl Drop for Inner {
     fn drop(&mut self) {
@@ -94,6 +192,10 @@ impl fmt::Debug for RedisCache {
         f.debug_struct("RedisCache")
             .field("channel", &self.inner.names.changes())
             .field("pool_size", &self.inner.pool.size())
+            .field(
+                "rotation_block_size",
+                &self.inner.blocks.as_ref().map_or(1, |blocks| blocks.size),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -118,12 +220,13 @@ async fn init(client: &impl ClientLike, limit: Duration) -> Result<()> {
 }
 
 impl RedisCache {
-    /// Connects the command pool and the pub/sub connection and subscribes to config changes.
-    /// Must run inside a tokio runtime, which then drives the connections and the subscription.
+    /// Connects the command pool and the pub/sub connection and subscribes to config changes
+    /// (and, in block mode, to health changes). Must run inside a tokio runtime, which then
+    /// drives the connections and the subscription.
     ///
     /// # Errors
-    /// `Unavailable { Cache }` when the options are invalid (empty namespace, pool size 0, a bad
-    /// URL) or Redis cannot be reached within `connect_timeout`.
+    /// `Unavailable { Cache }` when the options are invalid (empty namespace, pool size 0,
+    /// rotation block size 0, a bad URL) or Redis cannot be reached within `connect_timeout`.
     pub async fn connect(options: RedisOptions) -> Result<RedisCache> {
         if options.namespace.is_empty() || options.namespace.contains(char::is_whitespace) {
             return Err(invalid("the namespace must be non-empty, without spaces"));
@@ -131,6 +234,12 @@ impl RedisCache {
         if options.pool_size == 0 {
             return Err(invalid("the pool size must be at least 1"));
         }
+        if options.rotation_block_size == 0 {
+            return Err(invalid(
+                "the rotation block size must be at least 1 (1 reserves no blocks)",
+            ));
+        }
+        let block_mode = options.rotation_block_size > 1;
         // Every scheme the client knows starts with "redis" (redis-cluster, redis-sentinel, ...).
         let config = Some(&options.url)
             .filter(|url| url.starts_with("redis"))
@@ -153,6 +262,11 @@ impl RedisCache {
             })
             .with_performance_config(|performance| {
                 performance.default_command_timeout = options.command_timeout;
+                if block_mode {
+                    performance.broadcast_channel_capacity = performance
+                        .broadcast_channel_capacity
+                        .max(BLOCK_MODE_MESSAGE_BACKLOG);
+                }
             })
             .set_policy(ReconnectPolicy::new_exponential(
                 0,
@@ -170,30 +284,46 @@ impl RedisCache {
         }
 
         let names = KeyNames::new(&options.namespace);
-        let channel = names.changes();
         let notices = NoticeBus::default();
-        // Listen before subscribing, so no message and no reconnect slips through in between.
+        let blocks = block_mode.then(|| {
+            Arc::new(BlockMode {
+                size: options.rotation_block_size,
+                configs: ConfigBlocks::default(),
+                mirror: Arc::new(HealthMirror::default()),
+            })
+        });
+        let routes = Routes {
+            changes: names.changes(),
+            notices: notices.clone(),
+            health: blocks
+                .as_ref()
+                .map(|blocks| (names.health_changes(), blocks.mirror.clone())),
+        };
+        // Listen before subscribing, so no message, failure or reconnect slips through in
+        // between. Failures matter only to the health mirror.
         let messages = subscriber.message_rx();
         let reconnects = subscriber.reconnect_rx();
-        if let Err(error) = subscriber.subscribe(channel.as_str()).await {
+        let errors = block_mode.then(|| subscriber.error_rx());
+        if let Err(error) = subscriber.subscribe(routes.channels()).await {
             let _ = pool.quit().await;
             let _ = subscriber.quit().await;
             return Err(redis(error));
         }
         let tasks = vec![
-            tokio::spawn(subscription::forward_messages(
-                messages,
-                channel.clone(),
-                notices.clone(),
-            )),
+            tokio::spawn(subscription::forward_messages(messages, routes.clone())),
             tokio::spawn(subscription::resubscribe_on_reconnect(
                 subscriber.clone(),
                 reconnects,
-                channel,
-                notices.clone(),
+                errors,
+                routes,
             )),
         ];
-        tracing::info!(namespace = %options.namespace, pool_size = options.pool_size, "connected to redis");
+        tracing::info!(
+            namespace = %options.namespace,
+            pool_size = options.pool_size,
+            rotation_block_size = options.rotation_block_size,
+            "connected to redis"
+        );
         Ok(RedisCache {
             inner: Arc::new(Inner {
                 pool,
@@ -201,6 +331,7 @@ impl RedisCache {
                 names,
                 usage: UsageAggregator::new(),
                 notices,
+                blocks,
                 tasks,
             }),
         })
@@ -257,6 +388,200 @@ impl RedisCache {
         let () = pipeline.mget(cooldowns).await.map_err(redis)?;
         Ok(())
     }
+
+    /// Block mode's `next_turn`: a value from the config's block and health from the mirror when
+    /// both are there; otherwise reads health from Redis and refills the block as needed.
+    async fn next_turn_from_block(
+        &self,
+        blocks: &Arc<BlockMode>,
+        config: ProxyConfigId,
+        keys: &[ApiKeyId],
+    ) -> Result<Turn> {
+        let block = blocks.configs.get(config);
+        loop {
+            // The hot path: no await, a few short locks.
+            if let Some(states) = blocks.mirror.fresh_states(keys, Utc::now()) {
+                if let Some(counter) = block.take() {
+                    return Ok(Turn { counter, states });
+                }
+            } else if !blocks.mirror.is_attached() && !block.is_empty() {
+                // Pub/sub is down, so the mirror may be missing changes: health is read from
+                // Redis on every call (concurrently, as with block size 1). The value is taken
+                // only after the read, so a request cancelled during it takes none.
+                let states = self.sync(blocks, None, keys).await?;
+                if let Some(counter) = block.take() {
+                    return Ok(Turn { counter, states });
+                }
+            }
+
+            let single_flight = block.lock_refill().await;
+            // The refill this request waited for may have done what it needs.
+            if let Some(states) = blocks.mirror.fresh_states(keys, Utc::now()) {
+                if let Some(counter) = block.take() {
+                    return Ok(Turn { counter, states });
+                }
+            } else if !blocks.mirror.is_attached() && !block.is_empty() {
+                // Values are left: read health above, without holding up the others.
+                continue;
+            }
+            // The block is empty, or the mirror does not know some key (new, or not read since
+            // pub/sub came back): one round trip reserves a block if empty and reads health.
+            let (mut reservation, reply) = Reservation::new(block.clone());
+            let refill = tokio::spawn(self.clone().refill(
+                blocks.clone(),
+                config,
+                keys.to_vec(),
+                single_flight,
+                reply,
+            ));
+            let states = refill
+                .await
+                .map_err(|e| Error::Internal(format!("counter block refill stopped: {e}")))??;
+            if let Some(counter) = reservation.take() {
+                return Ok(Turn { counter, states });
+            }
+            // Other requests took every value while health was being read: start over.
+        }
+    }
+
+    /// One refill of a config's block (a new range only when the block is empty; the health of
+    /// `keys` always), holding the block's single-flight lock until done. Runs in its own task,
+    /// so a range Redis reserved always reaches the block, even when the request that started
+    /// the refill is cancelled. Takes the first value for that request (`reply`).
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        fields(config = %config, keys = keys.len(), reserve = tracing::field::Empty)
+    )]
+    async fn refill(
+        self,
+        blocks: Arc<BlockMode>,
+        config: ProxyConfigId,
+        keys: Vec<ApiKeyId>,
+        single_flight: OwnedMutexGuard<()>,
+        reply: oneshot::Sender<u64>,
+    ) -> Result<Vec<KeyHealth>> {
+        let _single_flight = single_flight;
+        let block = blocks.configs.get(config);
+        // Under the lock, only this task adds values: an empty block stays empty until it does.
+        let reserve = block.is_empty();
+        tracing::Span::current().record("reserve", reserve);
+        let states = self
+            .sync(&blocks, reserve.then_some((config, block.as_ref())), &keys)
+            .await?;
+        block.reserve_for(reply);
+        Ok(states)
+    }
+
+    /// Block mode's one round trip: `INCRBY` of the config's counter by the block size when
+    /// `reserve` is given (the range goes into the block as soon as Redis answers, before
+    /// anything else can fail), and the health of `keys` with the health version read before it,
+    /// applied to the mirror. Answers the health of `keys` as mirrored afterwards.
+    async fn sync(
+        &self,
+        blocks: &BlockMode,
+        reserve: Option<(ProxyConfigId, &ConfigBlock)>,
+        keys: &[ApiKeyId],
+    ) -> Result<Vec<KeyHealth>> {
+        let names = &self.inner.names;
+        let size = i64::from(blocks.size);
+        if keys.is_empty() {
+            if let Some((config, block)) = reserve {
+                let after: i64 = self
+                    .client()
+                    .incr_by(names.counter(config), size)
+                    .await
+                    .map_err(redis)?;
+                block.add(reserved_range(after, blocks.size)?);
+            }
+            return Ok(Vec::new());
+        }
+        let ticket = blocks.mirror.ticket();
+        let pipeline = self.client().pipeline();
+        if let Some((config, _)) = reserve {
+            let () = pipeline
+                .incr_by(names.counter(config), size)
+                .await
+                .map_err(redis)?;
+        }
+        // The version first: the reads after it on this connection reflect every change up to it.
+        let () = pipeline.get(names.health_version()).await.map_err(redis)?;
+        self.queue_state_reads(&pipeline, keys).await?;
+        // Each reply on its own, so that the range is kept even when a later reply is an error.
+        let mut replies = pipeline.try_all::<Value>().await.into_iter();
+        let now = Utc::now();
+        let mut next = || match replies.next() {
+            Some(reply) => reply.map_err(redis),
+            None => Err(Error::Internal(
+                "redis answered the wrong number of replies".into(),
+            )),
+        };
+        if let Some((_, block)) = reserve {
+            let after: i64 = next()?.convert().map_err(redis)?;
+            block.add(reserved_range(after, blocks.size)?);
+        }
+        let version: Option<i64> = next()?.convert().map_err(redis)?;
+        let version = health_version(version.unwrap_or(0))?;
+        let marks = marks_from(keys, next()?, next()?)?;
+        blocks.mirror.apply_read(ticket, version, keys, &marks);
+        Ok(blocks.mirror.states(keys, now))
+    }
+
+    /// Block mode's health change: runs `script` (which changes Redis, bumps the health version,
+    /// announces the change and answers the version) and applies `change` to the mirror at once,
+    /// before any other instance can have heard of it.
+    async fn announce(
+        &self,
+        blocks: &BlockMode,
+        script: &'static str,
+        keys: Vec<String>,
+        args: Vec<String>,
+        change: HealthChange,
+    ) -> Result<()> {
+        let version: i64 = self
+            .client()
+            .eval(script, keys, args)
+            .await
+            .map_err(redis)?;
+        blocks.mirror.apply(&HealthNotice {
+            version: health_version(version)?,
+            change,
+        });
+        Ok(())
+    }
+
+    /// `CLEAR_ANNOUNCED` over `keys`, deleting `doomed` too.
+    async fn clear_announced(
+        &self,
+        blocks: &BlockMode,
+        keys: &[ApiKeyId],
+        doomed: Vec<String>,
+    ) -> Result<()> {
+        let names = &self.inner.names;
+        let script_keys = [names.health(), names.health_version()]
+            .into_iter()
+            .chain(doomed)
+            .collect();
+        let args = std::iter::once(names.health_changes())
+            .chain(keys.iter().map(ToString::to_string))
+            .collect();
+        let change = HealthChange::Ok {
+            keys: keys.to_vec(),
+        };
+        self.announce(blocks, CLEAR_ANNOUNCED, script_keys, args, change)
+            .await
+    }
+}
+
+/// A health version as Redis answered it.
+fn health_version(version: i64) -> Result<u64> {
+    u64::try_from(version)
+        .map_err(|_| Error::Internal(format!("redis health version is corrupt: {version}")))
+}
+
+/// Decodes the replies of `HMGET` and `MGET` into one mark per key, for the mirror.
+fn marks_from(keys: &[ApiKeyId], failed: Value, cooling: Value) -> Result<Vec<KeyMark>> {
+    per_key(keys, failed, cooling, KeyMark::from_replies)
 }
 
 /// Decodes the replies of `HMGET` and `MGET` into one health per key.
@@ -266,6 +591,18 @@ fn states_from(
     cooling: Value,
     now: DateTime<Utc>,
 ) -> Result<Vec<KeyHealth>> {
+    per_key(keys, failed, cooling, |failed, cooling| {
+        key_health(failed, cooling, now)
+    })
+}
+
+/// Pairs the `HMGET` (failed) and `MGET` (cooldown) replies key by key through `decode`.
+fn per_key<T>(
+    keys: &[ApiKeyId],
+    failed: Value,
+    cooling: Value,
+    decode: impl Fn(Option<&str>, Option<&str>) -> T,
+) -> Result<Vec<T>> {
     let failed: Vec<Option<String>> = strings(failed)?;
     let cooling: Vec<Option<String>> = strings(cooling)?;
     if failed.len() != keys.len() || cooling.len() != keys.len() {
@@ -276,7 +613,7 @@ fn states_from(
     Ok(failed
         .iter()
         .zip(&cooling)
-        .map(|(failed, cooling)| key_health(failed.as_deref(), cooling.as_deref(), now))
+        .map(|(failed, cooling)| decode(failed.as_deref(), cooling.as_deref()))
         .collect())
 }
 
@@ -307,6 +644,9 @@ fn saturating_i64(n: u64) -> i64 {
 impl RotationState for RedisCache {
     #[tracing::instrument(level = "debug", skip_all, fields(config = %config, keys = keys.len()))]
     async fn next_turn(&self, config: ProxyConfigId, keys: &[ApiKeyId]) -> Result<Turn> {
+        if let Some(blocks) = &self.inner.blocks {
+            return self.next_turn_from_block(blocks, config, keys).await;
+        }
         let counter_key = self.inner.names.counter(config);
         if keys.is_empty() {
             let after: i64 = self.client().incr(counter_key).await.map_err(redis)?;
@@ -338,6 +678,34 @@ impl RotationState for RedisCache {
     async fn cool_down(&self, key: ApiKeyId, until: DateTime<Utc>) -> Result<DateTime<Utc>> {
         let until_ms = until.timestamp_millis();
         let ttl_ms = until_ms - Utc::now().timestamp_millis();
+        if let Some(blocks) = &self.inner.blocks {
+            let names = &self.inner.names;
+            let reply: Vec<i64> = self
+                .client()
+                .eval(
+                    COOL_DOWN_ANNOUNCED,
+                    vec![names.cooldown(key), names.health_version()],
+                    vec![
+                        until_ms.to_string(),
+                        ttl_ms.to_string(),
+                        names.health_changes(),
+                        key.to_string(),
+                    ],
+                )
+                .await
+                .map_err(redis)?;
+            let [effective, version] = <[i64; 2]>::try_from(reply).map_err(|_| {
+                Error::Internal("redis answered the wrong number of replies".into())
+            })?;
+            blocks.mirror.apply(&HealthNotice {
+                version: health_version(version)?,
+                change: HealthChange::Cooling {
+                    key,
+                    until_ms: effective,
+                },
+            });
+            return from_millis(effective);
+        }
         let effective: i64 = self
             .client()
             .eval(
@@ -352,6 +720,18 @@ impl RotationState for RedisCache {
 
     #[tracing::instrument(level = "debug", skip(self))]
     async fn mark_failed(&self, key: ApiKeyId) -> Result<()> {
+        if let Some(blocks) = &self.inner.blocks {
+            let names = &self.inner.names;
+            return self
+                .announce(
+                    blocks,
+                    MARK_FAILED_ANNOUNCED,
+                    vec![names.health(), names.health_version()],
+                    vec![key.to_string(), names.health_changes(), FAILED.to_owned()],
+                    HealthChange::Failed { key },
+                )
+                .await;
+        }
         let () = self
             .client()
             .hset(self.inner.names.health(), (key.to_string(), FAILED))
@@ -363,6 +743,11 @@ impl RotationState for RedisCache {
     #[tracing::instrument(level = "debug", skip(self))]
     async fn mark_ok(&self, key: ApiKeyId) -> Result<()> {
         let names = &self.inner.names;
+        if let Some(blocks) = &self.inner.blocks {
+            return self
+                .clear_announced(blocks, &[key], vec![names.cooldown(key)])
+                .await;
+        }
         let pipeline = self.client().pipeline();
         let () = pipeline
             .hdel(names.health(), key.to_string())
@@ -378,11 +763,15 @@ impl RotationState for RedisCache {
         self.inner.usage.forget(keys);
         let names = &self.inner.names;
         for chunk in keys.chunks(BATCH) {
-            let fields: Vec<String> = chunk.iter().map(ToString::to_string).collect();
             let doomed: Vec<String> = chunk
                 .iter()
                 .flat_map(|&k| [names.cooldown(k), names.usage(k)])
                 .collect();
+            if let Some(blocks) = &self.inner.blocks {
+                self.clear_announced(blocks, chunk, doomed).await?;
+                continue;
+            }
+            let fields: Vec<String> = chunk.iter().map(ToString::to_string).collect();
             let pipeline = self.client().pipeline();
             let () = pipeline.hdel(names.health(), fields).await.map_err(redis)?;
             let () = pipeline.del(doomed).await.map_err(redis)?;

@@ -44,6 +44,18 @@ impl KeyNames {
     pub(crate) fn changes(&self) -> String {
         format!("{}:config-changes", self.namespace)
     }
+
+    /// The pub/sub channel of key health changes, which instances reserving counter blocks use
+    /// to keep their local health mirror exact (see `crate::mirror` for the message format).
+    pub(crate) fn health_changes(&self) -> String {
+        format!("{}:health-changes", self.namespace)
+    }
+
+    /// The health version: a counter bumped by every announced health change, in the same script
+    /// as the change, so every instance applies the changes in Redis' order.
+    pub(crate) fn health_version(&self) -> String {
+        format!("{}:health-version", self.namespace)
+    }
 }
 
 #[cfg(test)]
@@ -58,5 +70,7 @@ mod tests {
         assert_eq!(names.health(), "akr:health");
         assert_eq!(names.usage(ApiKeyId(9)), "akr:usage:9");
         assert_eq!(names.changes(), "akr:config-changes");
+        assert_eq!(names.health_changes(), "akr:health-changes");
+        assert_eq!(names.health_version(), "akr:health-version");
     }
 }

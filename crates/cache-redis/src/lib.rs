@@ -3,13 +3,20 @@
 //! balancer rotates over one counter per config and sees the others' cooldowns and failures on
 //! its very next read; it also carries config-change notices between instances over pub/sub.
 //!
-//! Built from [`RedisOptions`] (URL, key namespace, pool size, timeouts). Every failure is
-//! reported as `domain::Error::Unavailable { dependency: Cache, .. }` with a sanitised message.
-//! In-process aggregation and fan-out reuse `cache-memory`'s building blocks.
+//! Built from [`RedisOptions`] (URL, key namespace, pool size, timeouts, rotation block size).
+//! Every failure is reported as `domain::Error::Unavailable { dependency: Cache, .. }` with a
+//! sanitised message. In-process aggregation and fan-out reuse `cache-memory`'s building blocks.
+//!
+//! By default every selection costs one round trip to Redis. With a rotation block size above 1
+//! (*block mode*) an instance reserves counter values in blocks and keeps a local mirror of key
+//! health that pub/sub keeps exact, so most selections need none; rotation across the fleet is
+//! then fair to within one block per instance (see the `cache` module).
 
+mod blocks;
 mod cache;
 mod convert;
 mod keys;
+mod mirror;
 mod options;
 mod subscription;
 

@@ -1,4 +1,5 @@
-//! [`RedisOptions`]: where Redis is, the key prefix, the pool size and the timeouts.
+//! [`RedisOptions`]: where Redis is, the key prefix, the pool size, the timeouts and the size of
+//! the counter blocks an instance reserves.
 
 use std::{fmt, time::Duration};
 
@@ -10,7 +11,9 @@ pub struct RedisOptions {
     pub url: String,
     /// Prefix of every key and channel, so several deployments (or test runs) can share one
     /// Redis: `{namespace}:rr:{config_id}`, `{namespace}:cool:{key_id}`, `{namespace}:health`,
-    /// `{namespace}:usage:{key_id}`, `{namespace}:config-changes`. Default `akr`.
+    /// `{namespace}:usage:{key_id}`, `{namespace}:lease:{name}`, `{namespace}:config-changes`;
+    /// with a rotation block size above 1 also the channel `{namespace}:health-changes` and its
+    /// sequence number `{namespace}:health-version`. Default `akr`.
     pub namespace: String,
     /// Connections used for commands (at least 1); pub/sub uses one more. Default 4.
     pub pool_size: usize,
@@ -18,6 +21,21 @@ pub struct RedisOptions {
     pub connect_timeout: Duration,
     /// Longest wait for one command's answer. Default 2 s.
     pub command_timeout: Duration,
+    /// How many round-robin counter values an instance reserves per config with one `INCRBY`
+    /// (at least 1). Default 1: every selection increments the shared counter and reads key
+    /// health from Redis, one round trip per proxied request, exactly as without blocks.
+    ///
+    /// Above 1, selections take counter values from a block reserved locally and read key health
+    /// from a local mirror, so most requests need no round trip at all. The mirror is refreshed
+    /// by every block reservation and kept exact in between by the `{namespace}:health-changes`
+    /// channel, on which every instance in block mode announces its health changes. Values are
+    /// never handed out twice nor lost, but the split of requests over a config's keys across
+    /// the fleet is even only to within one block per instance (each instance still cycles
+    /// through the keys with consecutive values). 32, for example, costs one round trip per 32
+    /// selections of a config. Every instance sharing a namespace should use the same setting:
+    /// instances with block size 1 do not announce their health changes, so instances in block
+    /// mode only see those on their next reservation.
+    pub rotation_block_size: u32,
 }
 
 impl Default for RedisOptions {
@@ -28,6 +46,7 @@ impl Default for RedisOptions {
             pool_size: 4,
             connect_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(2),
+            rotation_block_size: 1,
         }
     }
 }
@@ -40,6 +59,7 @@ impl fmt::Debug for RedisOptions {
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
+            .field("rotation_block_size", &self.rotation_block_size)
             .finish()
     }
 }

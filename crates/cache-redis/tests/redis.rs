@@ -1,11 +1,12 @@
 //! `RedisCache` against the domain contract suites and as two app instances use it: one shared
 //! counter, each other's cooldowns, config changes across instances, and connections killed
-//! under it. Needs `TEST_REDIS_URL` (each test prints `skipped: TEST_REDIS_URL unset` without
-//! it); every test works under its own key namespace and deletes it afterwards.
+//! under it; with and without counter blocks (a rotation block size above 1). Needs
+//! `TEST_REDIS_URL` (each test prints `skipped: TEST_REDIS_URL unset` without it); every test
+//! works under its own key namespace and deletes it afterwards.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     time::{Duration, Instant},
 };
 
@@ -13,13 +14,15 @@ use cache_redis::{RedisCache, RedisOptions};
 use chrono::{TimeDelta, Utc};
 use domain::{
     ApiKeyId, ChangeStream, ConfigChange, ConfigEvents, ConfigNotice, Dependency, Error, KeyHealth,
-    ProxyConfigId, RotationState, UsageCounters, UsageEvent,
+    ProxyConfigId, RotationState, Turn, UsageCounters, UsageEvent,
 };
 use fred::{
-    prelude::{Builder, ClientInterface, ClientLike, Config, HashesInterface, Value},
+    prelude::{
+        Builder, ClientInterface, ClientLike, Config, HashesInterface, KeysInterface, Value,
+    },
     types::{CustomCommand, client::ClientKillFilter},
 };
-use futures_util::{StreamExt, future::join_all};
+use futures_util::{FutureExt, StreamExt, future::join_all};
 
 /// The test Redis, or `None` (after saying so) when the tests should skip.
 /// Taken for reading by every Redis test and for writing by the latency test, so that test
@@ -49,13 +52,22 @@ fn options(url: &str, namespace: &str) -> RedisOptions {
         pool_size: 2,
         connect_timeout: Duration::from_secs(5),
         command_timeout: Duration::from_secs(5),
+        rotation_block_size: 1,
     }
 }
 
 async fn connect(url: &str, namespace: &str) -> RedisCache {
-    RedisCache::connect(options(url, namespace))
-        .await
-        .expect("TEST_REDIS_URL is set, so Redis must be reachable")
+    connect_with_blocks(url, namespace, 1).await
+}
+
+/// A cache reserving `block_size` counter values at a time.
+async fn connect_with_blocks(url: &str, namespace: &str, block_size: u32) -> RedisCache {
+    RedisCache::connect(RedisOptions {
+        rotation_block_size: block_size,
+        ..options(url, namespace)
+    })
+    .await
+    .expect("TEST_REDIS_URL is set, so Redis must be reachable")
 }
 
 /// A plain client for checks and for killing the cache's connections.
@@ -398,6 +410,10 @@ async fn invalid_options_are_refused_before_connecting() {
             namespace: String::new(),
             ..RedisOptions::default()
         },
+        RedisOptions {
+            rotation_block_size: 0,
+            ..RedisOptions::default()
+        },
     ] {
         let result = RedisCache::connect(options).await;
         assert!(
@@ -405,4 +421,362 @@ async fn invalid_options_are_refused_before_connecting() {
             "{result:?}"
         );
     }
+}
+
+// Counter blocks (a rotation block size above 1).
+
+/// The value of a config's counter in Redis (0 before the first draw).
+async fn counter_in_redis(url: &str, namespace: &str, config: ProxyConfigId) -> i64 {
+    let admin = admin(url).await;
+    let value: Option<i64> = admin.get(format!("{namespace}:rr:{config}")).await.unwrap();
+    admin.quit().await.ok();
+    value.unwrap_or(0)
+}
+
+/// Draws turns from `cache` until `seen` holds for one, at most `limit` after the call, polling
+/// every 5 ms; the turns drawn, the last one satisfying `seen`.
+async fn draw_until(
+    cache: &RedisCache,
+    config: ProxyConfigId,
+    keys: &[ApiKeyId],
+    limit: Duration,
+    seen: impl Fn(&[KeyHealth]) -> bool,
+) -> Vec<Turn> {
+    let deadline = Instant::now() + limit;
+    let mut turns = Vec::new();
+    loop {
+        let turn = cache.next_turn(config, keys).await.unwrap();
+        let done = seen(&turn.states);
+        let states = turn.states.clone();
+        turns.push(turn);
+        if done {
+            return turns;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not seen within {limit:?}; the last turn read {states:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// How many clients are subscribed to `channel`.
+async fn subscribers(admin: &fred::prelude::Client, channel: &str) -> i64 {
+    let reply: Vec<Value> = admin
+        .custom(
+            CustomCommand::new_static("PUBSUB", None, false),
+            vec!["NUMSUB".to_owned(), channel.to_owned()],
+        )
+        .await
+        .unwrap();
+    reply
+        .get(1)
+        .and_then(Value::as_i64)
+        .expect("NUMSUB answers the channel and its count")
+}
+
+/// The id of `cache`'s pub/sub connection: the one of its connections that is subscribed to
+/// something, waiting (at most 10 s) for it to be (re)established.
+async fn subscriber_connection(admin: &fred::prelude::Client, cache: &RedisCache) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ids: HashSet<i64> = cache.connection_ids().into_iter().collect();
+        let list: String = admin
+            .custom(
+                CustomCommand::new_static("CLIENT", None, false),
+                vec!["LIST"],
+            )
+            .await
+            .unwrap();
+        let found = list.lines().find_map(|line| {
+            let field = |name: &str| {
+                line.split(' ')
+                    .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+            };
+            let id = field("id")?.parse::<i64>().ok()?;
+            let subscribed = field("sub")?.parse::<i64>().ok()? > 0;
+            (subscribed && ids.contains(&id)).then_some(id)
+        });
+        if let Some(id) = found {
+            return id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no subscribed connection among {ids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits (at most 10 s) for a resync notice on `stream`.
+async fn next_resync(stream: &mut ChangeStream) {
+    let resync = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(notice) = stream.next().await {
+            if notice == ConfigNotice::Resync {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(resync.ok(), Some(true), "a resync follows the reconnect");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cache_with_counter_blocks_meets_the_rotation_state_contract() {
+    let Some(url) = redis_url() else { return };
+    let _turn = RUN_ALONE.read().await;
+    let ns = namespace();
+    domain::contract::rotation_state(&connect_with_blocks(&url, &ns, 32).await).await;
+    purge(&url, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cache_with_counter_blocks_meets_the_config_events_contract() {
+    let Some(url) = redis_url() else { return };
+    let _turn = RUN_ALONE.read().await;
+    let ns = namespace();
+    domain::contract::config_events(&connect_with_blocks(&url, &ns, 32).await).await;
+    purge(&url, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_with_counter_blocks_never_share_a_value_and_split_keys_evenly() {
+    let Some(url) = redis_url() else { return };
+    let _turn = RUN_ALONE.read().await;
+    let ns = namespace();
+    const BLOCK: u32 = 32;
+    const CALLS: usize = 3_000;
+    let (a, b) = (
+        connect_with_blocks(&url, &ns, BLOCK).await,
+        connect_with_blocks(&url, &ns, BLOCK).await,
+    );
+    let config = ProxyConfigId(1);
+    let keys = [ApiKeyId(1), ApiKeyId(2), ApiKeyId(3)];
+    let draw = |cache: RedisCache| async move {
+        let tasks = (0..CALLS).map(|_| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.next_turn(config, &keys).await.unwrap().counter })
+        });
+        join_all(tasks)
+            .await
+            .into_iter()
+            .map(|drawn| drawn.unwrap())
+            .collect::<Vec<u64>>()
+    };
+    let (from_a, from_b) = tokio::join!(draw(a.clone()), draw(b.clone()));
+
+    let distinct: HashSet<u64> = from_a.iter().chain(&from_b).copied().collect();
+    assert_eq!(distinct.len(), 2 * CALLS, "no value is drawn twice");
+    let slack = 2 * u64::from(BLOCK);
+    let reserved = u64::try_from(counter_in_redis(&url, &ns, config).await).unwrap();
+    assert!(
+        reserved <= (2 * CALLS) as u64 + slack && reserved % u64::from(BLOCK) == 0,
+        "whole blocks were reserved, at most one left over per instance: {reserved}"
+    );
+    assert!(
+        distinct.iter().all(|&value| value < reserved),
+        "every value drawn was reserved"
+    );
+    let mut per_key: HashMap<u64, u64> = HashMap::new();
+    for value in &distinct {
+        *per_key.entry(value % 3).or_default() += 1;
+    }
+    let even = (2 * CALLS / 3) as u64;
+    for (key, drawn) in &per_key {
+        assert!(
+            drawn.abs_diff(even) <= slack,
+            "key {key} drew {drawn} turns, {even} ± {slack} expected: {per_key:?}"
+        );
+    }
+    purge(&url, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_counter_blocks_one_instance_sees_the_others_health_changes_within_200_ms() {
+    let Some(url) = redis_url() else { return };
+    // A latency bound: measured while no other test in this binary loads the machine.
+    let _turn = RUN_ALONE.write().await;
+    let ns = namespace();
+    // Blocks far larger than the turns drawn here, so no refill can be what shows a change.
+    const BLOCK: u32 = 1_024;
+    let (a, b) = (
+        connect_with_blocks(&url, &ns, BLOCK).await,
+        connect_with_blocks(&url, &ns, BLOCK).await,
+    );
+    let config = ProxyConfigId(21);
+    let keys = [ApiKeyId(1), ApiKeyId(2), ApiKeyId(3)];
+    let limit = Duration::from_millis(200);
+    let mut drawn = vec![b.next_turn(config, &keys).await.unwrap()];
+    assert_eq!(drawn[0].states, [KeyHealth::Ok; 3]);
+    assert_eq!(a.next_turn(config, &keys).await.unwrap().counter, 1_024);
+
+    let effective = a
+        .cool_down(keys[0], Utc::now() + TimeDelta::seconds(60))
+        .await
+        .unwrap();
+    let cooling = KeyHealth::Cooling { until: effective };
+    assert_eq!(
+        a.next_turn(config, &keys).await.unwrap().states[0],
+        cooling,
+        "a sees its own cooldown at once"
+    );
+    drawn.extend(draw_until(&b, config, &keys, limit, |s| s[0] == cooling).await);
+
+    a.mark_failed(keys[1]).await.unwrap();
+    assert_eq!(
+        a.next_turn(config, &keys).await.unwrap().states[1],
+        KeyHealth::Failed
+    );
+    drawn.extend(draw_until(&b, config, &keys, limit, |s| s[1] == KeyHealth::Failed).await);
+    let shorter = b
+        .cool_down(keys[0], Utc::now() + TimeDelta::seconds(5))
+        .await
+        .unwrap();
+    assert_eq!(shorter, effective, "b cannot shorten a's cooldown");
+
+    a.mark_ok(keys[0]).await.unwrap();
+    a.mark_ok(keys[1]).await.unwrap();
+    drawn.extend(draw_until(&b, config, &keys, limit, |s| s == [KeyHealth::Ok; 3]).await);
+    assert_eq!(
+        a.next_turn(config, &keys).await.unwrap().states,
+        [KeyHealth::Ok; 3],
+        "a's own notices, coming back over pub/sub, undo nothing"
+    );
+
+    let counters: Vec<u64> = drawn.iter().map(|turn| turn.counter).collect();
+    assert_eq!(
+        counters,
+        (0..drawn.len() as u64).collect::<Vec<_>>(),
+        "b drew every turn from its first block"
+    );
+    assert_eq!(
+        counter_in_redis(&url, &ns, config).await,
+        2 * i64::from(BLOCK),
+        "one block reserved per instance, none refilled"
+    );
+    purge(&url, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_counter_blocks_a_health_change_missed_while_disconnected_is_seen_after_reconnect() {
+    let Some(url) = redis_url() else { return };
+    let _turn = RUN_ALONE.read().await;
+    let ns = namespace();
+    const BLOCK: u32 = 1_024;
+    let (a, b) = (
+        connect_with_blocks(&url, &ns, BLOCK).await,
+        connect_with_blocks(&url, &ns, BLOCK).await,
+    );
+    let config = ProxyConfigId(31);
+    let keys = [ApiKeyId(1), ApiKeyId(2)];
+    let health_channel = format!("{ns}:health-changes");
+    let mut notices = b.subscribe().await.unwrap();
+    assert_eq!(
+        b.next_turn(config, &keys).await.unwrap().states,
+        [KeyHealth::Ok; 2],
+        "b's mirror knows both keys"
+    );
+    let admin = admin(&url).await;
+
+    // Kill b's pub/sub connection and cool a key down through a before b has subscribed again,
+    // so b never receives that message. (b reconnects within 50 ms or so: try again when it
+    // was faster than the cooldown.)
+    let mut attempts = 0;
+    let effective = loop {
+        attempts += 1;
+        let victim = subscriber_connection(&admin, &b).await;
+        let killed: i64 = admin
+            .client_kill(vec![ClientKillFilter::ID(victim.to_string())])
+            .await
+            .unwrap();
+        assert_eq!(killed, 1, "b's pub/sub connection {victim} was killed");
+        let until = Utc::now() + TimeDelta::seconds(60 + attempts);
+        let effective = a.cool_down(keys[0], until).await.unwrap();
+        if subscribers(&admin, &health_channel).await == 1 {
+            break effective;
+        }
+        assert!(attempts < 20, "b always subscribed again too fast");
+        next_resync(&mut notices).await;
+    };
+    eprintln!("announced while b was not subscribed, at attempt {attempts}");
+
+    // Once b has subscribed again (and resynced), its very next turn shows the missed cooldown.
+    next_resync(&mut notices).await;
+    assert_eq!(subscribers(&admin, &health_channel).await, 2);
+    let turn = b.next_turn(config, &keys).await.unwrap();
+    assert_eq!(
+        turn.states,
+        [KeyHealth::Cooling { until: effective }, KeyHealth::Ok],
+        "b read the health again after the reconnect"
+    );
+    assert_eq!(
+        counter_in_redis(&url, &ns, config).await,
+        i64::from(BLOCK),
+        "b's block did not run out: the health was read again on its own"
+    );
+
+    // Changes announced afterwards arrive again.
+    a.mark_ok(keys[0]).await.unwrap();
+    draw_until(&b, config, &keys, Duration::from_secs(2), |s| {
+        s == [KeyHealth::Ok; 2]
+    })
+    .await;
+    admin.quit().await.ok();
+    purge(&url, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_counter_blocks_a_cancelled_request_loses_no_value() {
+    let Some(url) = redis_url() else { return };
+    let _turn = RUN_ALONE.read().await;
+    let ns = namespace();
+    const BLOCK: u32 = 8;
+    let cache = connect_with_blocks(&url, &ns, BLOCK).await;
+    let keys = [ApiKeyId(1)];
+    // Polled once, the first call of a config starts the block's refill and is then dropped, as
+    // a request whose client went away. (On a loaded machine the refill may even be done by the
+    // time the call is polled: then try another config.)
+    let config = (51..71)
+        .map(ProxyConfigId)
+        .find(|&config| cache.next_turn(config, &keys).now_or_never().is_none())
+        .expect("a first turn waits for Redis");
+    let counters: Vec<u64> = join_all((0..BLOCK).map(|_| cache.next_turn(config, &keys)))
+        .await
+        .into_iter()
+        .map(|turn| turn.unwrap().counter)
+        .collect::<std::collections::BTreeSet<u64>>()
+        .into_iter()
+        .collect();
+    assert_eq!(
+        counters,
+        (0..u64::from(BLOCK)).collect::<Vec<_>>(),
+        "the value reserved for the cancelled call is handed out to the next one"
+    );
+    assert_eq!(
+        counter_in_redis(&url, &ns, config).await,
+        i64::from(BLOCK),
+        "one block was reserved"
+    );
+    purge(&url, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_counter_blocks_every_turn_increments_the_shared_counter() {
+    let Some(url) = redis_url() else { return };
+    let _turn = RUN_ALONE.read().await;
+    let ns = namespace();
+    let cache = connect(&url, &ns).await;
+    let config = ProxyConfigId(41);
+    let keys = [ApiKeyId(1), ApiKeyId(2)];
+    for call in 0..50 {
+        let turn = cache.next_turn(config, &keys).await.unwrap();
+        assert_eq!(turn.counter, call, "values are drawn one by one");
+        assert_eq!(
+            counter_in_redis(&url, &ns, config).await,
+            i64::try_from(call + 1).unwrap(),
+            "one INCR per call, nothing reserved ahead"
+        );
+    }
+    purge(&url, &ns).await;
 }

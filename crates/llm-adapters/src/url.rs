@@ -107,8 +107,10 @@ fn check_path(rest: &str) -> Result<(), UrlError> {
     {
         return Err(UrlError::InvalidCharacter);
     }
-    // `\` counts as a separator: URL parsers treat it as `/` in http(s) URLs.
-    if rest.split(['/', '\\']).any(is_dot_segment) {
+    // `\` counts as a separator: URL parsers treat it as `/` in http(s) URLs. A dot segment
+    // needs a `.` or a `%`, so the usual action (`chat/completions`) skips the split.
+    let may_hold_dots = rest.bytes().any(|b| b == b'.' || b == b'%');
+    if may_hold_dots && rest.split(['/', '\\']).any(is_dot_segment) {
         return Err(UrlError::DotSegment);
     }
     Ok(())

@@ -217,12 +217,14 @@ async fn convert_reply(
                 .with_total(settings.total_timeout);
             let converting =
                 crate::streaming::Converting::new(chunks, converted.stream_converter());
-            let mut response = HttpResponse::build(status);
-            upstream::copy_end_to_end_headers(&headers, &mut response);
-            return response
-                .insert_header((header::CONTENT_TYPE, converted.content_type()))
-                .insert_header(("x-accel-buffering", "no"))
+            let response = HttpResponse::build(status)
                 .streaming(crate::streaming::EndWithEvent::new(converting, event));
+            let mut response = with_upstream_headers(response, headers, converted.content_type());
+            response.headers_mut().insert(
+                header::HeaderName::from_static("x-accel-buffering"),
+                header::HeaderValue::from_static("no"),
+            );
+            return response;
         }
         Reply::Stream {
             status,
@@ -243,11 +245,24 @@ async fn convert_reply(
     };
     let answer = conversion.response(status.as_u16(), &body);
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut response = HttpResponse::build(status);
-    upstream::copy_end_to_end_headers(&headers, &mut response);
+    let response = HttpResponse::build(status).body(answer.body);
+    with_upstream_headers(response, headers, answer.content_type)
+}
+
+/// A converted answer with the upstream's end-to-end headers, except those that described the
+/// upstream's body, and the converted content type.
+fn with_upstream_headers(
+    mut response: HttpResponse,
+    mut headers: header::HeaderMap,
+    content_type: &'static str,
+) -> HttpResponse {
+    upstream::keep_end_to_end_headers(&mut headers, true);
+    *response.headers_mut() = headers;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
     response
-        .insert_header((header::CONTENT_TYPE, answer.content_type))
-        .body(answer.body)
 }
 
 /// Reads a whole upstream body, bounded.

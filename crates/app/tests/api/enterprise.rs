@@ -2,7 +2,10 @@
 //! and each keeps proxying through a Redis or database outage. Needs `TEST_MYSQL_URL` and
 //! `TEST_REDIS_URL`; prints a `skipped:` line otherwise.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -81,10 +84,13 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", domain::contract::unique_suffix())
 }
 
-#[tokio::test]
-async fn two_instances_share_one_rotation_exactly() {
-    let Some(shared) = shared() else { return };
-    let (a, b) = (instance(&shared, &[]).await, instance(&shared, &[]).await);
+/// Sends 3 000 requests, alternating between two instances started with `extra`, to a config
+/// of three keys; answers how often the upstream saw each key.
+async fn split_over_two_instances(
+    shared: &Shared,
+    extra: &[(&str, &str)],
+) -> HashMap<String, usize> {
+    let (a, b) = (instance(shared, extra).await, instance(shared, extra).await);
     let mock = MockUpstream::start().await;
     let slug = unique("fleet");
     generic_with_keys(&a, &slug, &mock.base, &["k1", "k2", "k3"]).await;
@@ -110,7 +116,13 @@ async fn two_instances_share_one_rotation_exactly() {
     for handle in handles {
         handle.await.unwrap();
     }
-    let used = mock.keys_used();
+    mock.keys_used()
+}
+
+#[tokio::test]
+async fn two_instances_share_one_rotation_exactly() {
+    let Some(shared) = shared() else { return };
+    let used = split_over_two_instances(&shared, &[]).await;
     for key in ["k1", "k2", "k3"] {
         assert!(
             (999..=1001).contains(&used[key]),
@@ -118,6 +130,61 @@ async fn two_instances_share_one_rotation_exactly() {
             used[key]
         );
     }
+}
+
+#[tokio::test]
+async fn with_counter_blocks_the_split_is_even_to_within_one_block_per_instance() {
+    let Some(shared) = shared() else { return };
+    let used = split_over_two_instances(&shared, &[("ROTATION_BLOCK_SIZE", "32")]).await;
+    assert_eq!(used.values().sum::<usize>(), 3_000);
+    // Values are never drawn twice; at most the rest of one block per instance goes unused.
+    for key in ["k1", "k2", "k3"] {
+        assert!(
+            (1_000 - 2 * 32..=1_000 + 2 * 32).contains(&used[key]),
+            "{key} used {} times: {used:?}",
+            used[key]
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_counter_blocks_a_cooldown_on_one_instance_reaches_the_other_within_200_ms() {
+    let Some(shared) = shared() else { return };
+    let blocks = [("ROTATION_BLOCK_SIZE", "32")];
+    let (a, b) = (
+        instance(&shared, &blocks).await,
+        instance(&shared, &blocks).await,
+    );
+    let mock = MockUpstream::start().await;
+    let slug = unique("blockhealth");
+    generic_with_keys(&a, &slug, &mock.base, &["limited", "good"]).await;
+    let path = format!("/proxy/{slug}/x");
+    // B reserves its block and reads both keys' health while both are fine.
+    for _ in 0..2 {
+        let status = b.proxy(Method::GET, &path).send().await.unwrap().status();
+        assert_eq!(status, 200);
+    }
+    mock.on(
+        "limited",
+        Behavior::Status(429, "{}", vec![("retry-after", "300")]),
+    );
+    // A's first request draws the first value after B's block: the limited key, then fails over.
+    let status = a.proxy(Method::GET, &path).send().await.unwrap().status();
+    assert_eq!(status, 200);
+    let after_a = mock.keys_used()["limited"];
+    assert_eq!(after_a, 2, "B used it once, A once (answered 429)");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // B still has 30 values in its block and answers from its health mirror: only A's pub/sub
+    // notice can have told it about the cooldown.
+    for _ in 0..10 {
+        let status = b.proxy(Method::GET, &path).send().await.unwrap().status();
+        assert_eq!(status, 200);
+    }
+    assert_eq!(
+        mock.keys_used()["limited"],
+        after_a,
+        "B used the key A saw rate-limited"
+    );
 }
 
 #[tokio::test]

@@ -384,6 +384,39 @@ async fn other_client_errors_are_returned_without_retry() {
 }
 
 #[tokio::test]
+async fn upstream_redirects_reach_the_client_and_are_never_followed() {
+    let app = spawn_app().await;
+    let mock = MockUpstream::start().await;
+    // Following it would resend the upstream key to wherever the upstream points.
+    mock.on(
+        "a",
+        Behavior::Status(302, "", vec![("location", "/elsewhere")]),
+    );
+    let id = app
+        .generic_config("moved", "GET", &mock.base, "header", "X-Api-Key")
+        .await;
+    app.add_keys(id, &["a"]).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = client
+        .get(app.url("/proxy/moved/x"))
+        .header("X-Proxy-Key", PROXY_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 302);
+    assert_eq!(response.headers()["location"], "/elsewhere");
+    let paths: Vec<String> = mock.received().into_iter().map(|r| r.path).collect();
+    assert_eq!(
+        paths,
+        ["/x"],
+        "the proxy must not follow the redirect itself"
+    );
+}
+
+#[tokio::test]
 async fn event_streams_arrive_chunk_by_chunk() {
     let app = spawn_app().await;
     let mock = MockUpstream::start().await;

@@ -75,6 +75,14 @@ impl Slug {
     }
 }
 
+/// Lets maps keyed by slug be searched with the text of a request path, without building a
+/// `Slug` (the derived `Hash` of the inner `Box<str>` is that of the `str`).
+impl std::borrow::Borrow<str> for Slug {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl FromStr for Slug {
     type Err = &'static str;
 
