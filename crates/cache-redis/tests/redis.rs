@@ -70,6 +70,14 @@ async fn connect_with_blocks(url: &str, namespace: &str, block_size: u32) -> Red
     .expect("TEST_REDIS_URL is set, so Redis must be reachable")
 }
 
+/// Two instances sharing `namespace`, both in block mode.
+async fn two_with_blocks(url: &str, namespace: &str, block_size: u32) -> (RedisCache, RedisCache) {
+    (
+        connect_with_blocks(url, namespace, block_size).await,
+        connect_with_blocks(url, namespace, block_size).await,
+    )
+}
+
 /// A plain client for checks and for killing the cache's connections.
 async fn admin(url: &str) -> fred::prelude::Client {
     let client = Builder::from_config(Config::from_url(url).unwrap())
@@ -547,10 +555,7 @@ async fn instances_with_counter_blocks_never_share_a_value_and_split_keys_evenly
     let ns = namespace();
     const BLOCK: u32 = 32;
     const CALLS: usize = 3_000;
-    let (a, b) = (
-        connect_with_blocks(&url, &ns, BLOCK).await,
-        connect_with_blocks(&url, &ns, BLOCK).await,
-    );
+    let (a, b) = two_with_blocks(&url, &ns, BLOCK).await;
     let config = ProxyConfigId(1);
     let keys = [ApiKeyId(1), ApiKeyId(2), ApiKeyId(3)];
     let draw = |cache: RedisCache| async move {
@@ -600,10 +605,7 @@ async fn with_counter_blocks_one_instance_sees_the_others_health_changes_within_
     let ns = namespace();
     // Blocks far larger than the turns drawn here, so no refill can be what shows a change.
     const BLOCK: u32 = 1_024;
-    let (a, b) = (
-        connect_with_blocks(&url, &ns, BLOCK).await,
-        connect_with_blocks(&url, &ns, BLOCK).await,
-    );
+    let (a, b) = two_with_blocks(&url, &ns, BLOCK).await;
     let config = ProxyConfigId(21);
     let keys = [ApiKeyId(1), ApiKeyId(2), ApiKeyId(3)];
     let limit = Duration::from_millis(200);
@@ -664,10 +666,7 @@ async fn with_counter_blocks_a_health_change_missed_while_disconnected_is_seen_a
     let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     const BLOCK: u32 = 1_024;
-    let (a, b) = (
-        connect_with_blocks(&url, &ns, BLOCK).await,
-        connect_with_blocks(&url, &ns, BLOCK).await,
-    );
+    let (a, b) = two_with_blocks(&url, &ns, BLOCK).await;
     let config = ProxyConfigId(31);
     let keys = [ApiKeyId(1), ApiKeyId(2)];
     let health_channel = format!("{ns}:health-changes");
