@@ -75,10 +75,12 @@ const TIMER_FLOOR_PERIOD: Duration = Duration::from_millis(250);
 /// Keeps one short periodic timer alive on the calling worker (call it once per worker).
 ///
 /// awc builds a fresh actix-http codec configuration for every request it sends, and with it a
-/// date task with a 500 ms timer. When that timer is the earliest in the worker's timer wheel,
-/// registering it makes tokio wake its own I/O driver with an eventfd write: one extra syscall
-/// and one extra event per proxied request. With a shorter timer always pending, that
-/// registration is never the earliest, at the price of four idle wake-ups a second.
+/// date task with a 500 ms timer. Registering a timer that is earlier than the worker's next
+/// planned wake-up makes tokio wake its own I/O driver with an eventfd write: with no other
+/// short timer pending, that was one extra syscall and event per proxied request. A timer that
+/// is always due within 250 ms keeps the planned wake-up close, so most registrations no longer
+/// do it (measured: 0.86 eventfd writes per request before, 0.14 after), at the price of four
+/// idle wake-ups a second.
 pub fn spawn_timer_floor() {
     actix_web::rt::spawn(async {
         let mut floor = tokio::time::interval(TIMER_FLOOR_PERIOD);
