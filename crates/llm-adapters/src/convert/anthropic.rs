@@ -19,7 +19,7 @@ use super::{
     neutral::{
         ChatRequest, ChatResponse, ErrorInfo, FinishReason, Image, Part, Role, StreamEvent, Tool,
         ToolCall, ToolChoice, ToolResult, Usage, arguments_object, fresh_id, json_text, push_part,
-        status_for_code,
+        status_for_code, turns_by_side,
     },
     registry::{Codec, DecodedRequest, EncodedRequest},
     stream::{
@@ -465,24 +465,13 @@ impl Codec for AnthropicCodec {
 
     fn encode_request(&self, request: &ChatRequest) -> Result<EncodedRequest, ConvertError> {
         let model = request.model.as_ref().ok_or(ConvertError::MissingModel)?;
-        let mut messages: Vec<(&'static str, Vec<&Part>)> = Vec::new();
-        for message in &request.messages {
-            let role = match message.role {
-                Role::User | Role::Tool => "user",
-                Role::Assistant => "assistant",
-            };
-            let parts = message.parts.iter().filter(|p| message.role.carries(p));
-            match messages.last_mut() {
-                Some((last, list)) if *last == role => list.extend(parts),
-                _ => messages.push((role, parts.collect())),
-            }
-        }
-        let messages: Vec<Value> = messages
+        let turns = turns_by_side(&request.messages, |role| match role {
+            Role::User | Role::Tool => "user",
+            Role::Assistant => "assistant",
+        });
+        let messages: Vec<Value> = turns
             .into_iter()
-            .filter(|(_, parts)| !parts.is_empty())
-            .map(|(role, mut parts)| {
-                // Tool results must open the user turn that answers the tool calls.
-                parts.sort_by_key(|p| !matches!(p, Part::ToolResult(_)));
+            .map(|(role, parts)| {
                 let content: Vec<Value> = parts.into_iter().map(part_json).collect();
                 json!({"role": role, "content": content})
             })

@@ -23,7 +23,7 @@ use super::{
     neutral::{
         ChatRequest, ChatResponse, ErrorInfo, FinishReason, Image, Part, Role, StreamEvent, Tool,
         ToolCall, ToolChoice, ToolResult, Usage, arguments_object, fresh_id, json_text, push_part,
-        status_for_code,
+        status_for_code, turns_by_side,
     },
     registry::{Codec, DecodedRequest, EncodedRequest},
     stream::{
@@ -518,23 +518,13 @@ impl Codec for GeminiCodec {
         if !valid_model(model) {
             return Err(ConvertError::InvalidModel(model.to_owned()));
         }
-        let mut contents: Vec<(&'static str, Vec<&Part>)> = Vec::new();
-        for message in &request.messages {
-            let role = match message.role {
-                Role::User | Role::Tool => "user",
-                Role::Assistant => "model",
-            };
-            let parts = message.parts.iter().filter(|p| message.role.carries(p));
-            match contents.last_mut() {
-                Some((last, list)) if *last == role => list.extend(parts),
-                _ => contents.push((role, parts.collect())),
-            }
-        }
-        let contents: Vec<Value> = contents
+        let turns = turns_by_side(&request.messages, |role| match role {
+            Role::User | Role::Tool => "user",
+            Role::Assistant => "model",
+        });
+        let contents: Vec<Value> = turns
             .into_iter()
-            .filter(|(_, parts)| !parts.is_empty())
-            .map(|(role, mut parts)| {
-                parts.sort_by_key(|p| !matches!(p, Part::ToolResult(_)));
+            .map(|(role, parts)| {
                 let parts: Vec<Value> = parts.into_iter().filter_map(part_json).collect();
                 json!({"role": role, "parts": parts})
             })

@@ -384,6 +384,30 @@ pub(crate) fn push_part(messages: &mut Vec<Message>, role: Role, part: Part) {
     }
 }
 
+/// The parts of `messages` grouped into alternating turns for formats that know only a user and
+/// a model side (Anthropic, Gemini): `side` names each role's side, consecutive messages of one
+/// side merge, parts a role does not carry and empty turns are dropped, and tool results open
+/// the turn that answers the tool calls.
+pub(crate) fn turns_by_side(
+    messages: &[Message],
+    side: impl Fn(Role) -> &'static str,
+) -> Vec<(&'static str, Vec<&Part>)> {
+    let mut turns: Vec<(&'static str, Vec<&Part>)> = Vec::new();
+    for message in messages {
+        let name = side(message.role);
+        let parts = message.parts.iter().filter(|p| message.role.carries(p));
+        match turns.last_mut() {
+            Some((last, list)) if *last == name => list.extend(parts),
+            _ => turns.push((name, parts.collect())),
+        }
+    }
+    turns.retain(|(_, parts)| !parts.is_empty());
+    for (_, parts) in &mut turns {
+        parts.sort_by_key(|p| !matches!(p, Part::ToolResult(_)));
+    }
+    turns
+}
+
 /// Parses tool-call argument text into a JSON object for formats that carry objects; anything
 /// that is not an object (invalid or truncated JSON included) becomes an empty object, with
 /// non-object JSON values kept under `"value"`.
