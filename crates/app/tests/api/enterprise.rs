@@ -282,9 +282,7 @@ async fn failed_keys_are_re_probed_by_one_instance_at_a_time() {
         .unwrap();
     a.add_keys(config["id"].as_i64().unwrap(), &["dead", "alive"])
         .await;
-    a.client
-        .get(a.url(&format!("/llm/{slug}/v1/models")))
-        .bearer_auth(PROXY_KEY)
+    a.llm(Method::GET, &format!("/llm/{slug}/v1/models"))
         .send()
         .await
         .unwrap();

@@ -169,6 +169,13 @@ impl TestApp {
         .unwrap()
     }
 
+    /// A request to the LLM proxy with the proxy key as an OpenAI SDK sends it.
+    pub fn llm(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(PROXY_KEY)
+    }
+
     pub fn proxy(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.client
             .request(method, self.url(path))

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::helpers::{Behavior, MockUpstream, PROXY_KEY, TestApp, spawn_app, spawn_app_with};
@@ -35,9 +36,7 @@ async fn openai_clients_authenticate_with_bearer_or_body_api_key() {
     .await;
 
     let bearer = app
-        .client
-        .post(app.url("/llm/oai/v1/chat/completions"))
-        .bearer_auth(PROXY_KEY)
+        .llm(Method::POST, "/llm/oai/v1/chat/completions")
         .json(&json!({"model": "gpt-4o", "messages": []}))
         .send()
         .await
@@ -126,9 +125,7 @@ async fn anthropic_clients_use_x_api_key_and_get_a_default_version() {
     assert!(!received.headers.contains_key("authorization"));
 
     let response = app
-        .client
-        .post(app.url("/llm/claude/v1/messages"))
-        .bearer_auth(PROXY_KEY)
+        .llm(Method::POST, "/llm/claude/v1/messages")
         .header("anthropic-version", "2024-01-01")
         .json(&json!({}))
         .send()
@@ -194,9 +191,7 @@ async fn model_lists_rotate_like_any_call() {
     .await;
     for _ in 0..30 {
         let response = app
-            .client
-            .get(app.url("/llm/models/v1/models"))
-            .bearer_auth(PROXY_KEY)
+            .llm(Method::GET, "/llm/models/v1/models")
             .send()
             .await
             .unwrap();
@@ -219,9 +214,7 @@ async fn every_event_reaches_the_client_as_soon_as_it_is_sent() {
     );
     llm_config(&app, "stream", &mock.base, "openai_compatible", &["sse"]).await;
     let response = app
-        .client
-        .post(app.url("/llm/stream/v1/chat/completions"))
-        .bearer_auth(PROXY_KEY)
+        .llm(Method::POST, "/llm/stream/v1/chat/completions")
         .json(&json!({"stream": true}))
         .send()
         .await
@@ -265,9 +258,7 @@ async fn a_client_that_disconnects_mid_stream_drops_the_upstream_request() {
     );
     llm_config(&app, "drop", &mock.base, "openai_compatible", &["long"]).await;
     let response = app
-        .client
-        .post(app.url("/llm/drop/v1/chat/completions"))
-        .bearer_auth(PROXY_KEY)
+        .llm(Method::POST, "/llm/drop/v1/chat/completions")
         .json(&json!({"stream": true}))
         .send()
         .await
@@ -341,9 +332,7 @@ async fn a_rate_limited_key_causes_no_client_error_over_300_requests() {
     .await;
     for _ in 0..300 {
         let response = app
-            .client
-            .post(app.url("/llm/fail/v1/chat/completions"))
-            .bearer_auth(PROXY_KEY)
+            .llm(Method::POST, "/llm/fail/v1/chat/completions")
             .json(&json!({}))
             .send()
             .await
@@ -377,9 +366,7 @@ async fn when_every_key_fails_the_client_gets_the_last_upstream_status_and_body(
     }
     llm_config(&app, "allbad", &mock.base, "openai_compatible", &["x", "y"]).await;
     let response = app
-        .client
-        .post(app.url("/llm/allbad/v1/chat/completions"))
-        .bearer_auth(PROXY_KEY)
+        .llm(Method::POST, "/llm/allbad/v1/chat/completions")
         .json(&json!({}))
         .send()
         .await
@@ -393,9 +380,7 @@ async fn when_every_key_fails_the_client_gets_the_last_upstream_status_and_body(
             .contains("insufficient_quota")
     );
     let next = app
-        .client
-        .post(app.url("/llm/allbad/v1/chat/completions"))
-        .bearer_auth(PROXY_KEY)
+        .llm(Method::POST, "/llm/allbad/v1/chat/completions")
         .json(&json!({}))
         .send()
         .await
@@ -447,9 +432,7 @@ async fn oversized_bodies_are_refused_with_413() {
     let mock = MockUpstream::start().await;
     llm_config(&app, "big", &mock.base, "openai_compatible", &["k"]).await;
     let response = app
-        .client
-        .post(app.url("/llm/big/v1/chat/completions"))
-        .bearer_auth(PROXY_KEY)
+        .llm(Method::POST, "/llm/big/v1/chat/completions")
         .body(vec![b' '; 70_000])
         .send()
         .await
@@ -479,9 +462,7 @@ async fn upstream_errors_arrive_in_the_client_formats_shape_when_converting() {
         .unwrap();
     app.add_keys(id, &["sk-ant"]).await;
     let response = app
-        .client
-        .post(app.url("/llm/conv/v1/chat/completions"))
-        .bearer_auth(PROXY_KEY)
+        .llm(Method::POST, "/llm/conv/v1/chat/completions")
         .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
         .send()
         .await

@@ -5,7 +5,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{Behavior, MockUpstream, PROXY_KEY, spawn_app, spawn_app_with};
+use crate::helpers::{Behavior, MockUpstream, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn the_test_route_reports_status_latency_and_health() {
@@ -87,9 +87,7 @@ async fn failed_keys_are_re_probed_in_the_background_and_come_back() {
     app.add_keys(id, &["flaky", "steady"]).await;
     for _ in 0..2 {
         let response = app
-            .client
-            .get(app.url("/llm/r/v1/models"))
-            .bearer_auth(PROXY_KEY)
+            .llm(Method::GET, "/llm/r/v1/models")
             .send()
             .await
             .unwrap();
