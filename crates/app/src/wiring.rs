@@ -168,6 +168,13 @@ async fn connect_cache(settings: &Settings) -> Result<CachePorts, WiringError> {
     }
 }
 
+/// The crate version and the edition, as `--version` prints them after the binary's name.
+pub const VERSION_WITH_EDITION: &str = if cfg!(feature = "enterprise") {
+    concat!(env!("CARGO_PKG_VERSION"), " (enterprise)")
+} else {
+    concat!(env!("CARGO_PKG_VERSION"), " (lightweight)")
+};
+
 /// The edition this binary was built as.
 pub const fn edition() -> &'static str {
     if cfg!(feature = "enterprise") {

@@ -85,3 +85,27 @@ fn version_reports_the_edition() {
         "{stdout}"
     );
 }
+
+#[test]
+fn help_prints_usage_and_does_not_start_a_server() {
+    let output = Command::new(env!("CARGO_BIN_EXE_app"))
+        .arg("--help")
+        .env("BACKEND_PORT", "eighty")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("Usage:") && stdout.contains("serve"), "{stdout}");
+}
+
+#[test]
+fn an_unknown_argument_is_refused_with_usage() {
+    let output = Command::new(env!("CARGO_BIN_EXE_app"))
+        .arg("--bogus")
+        .env("BACKEND_PORT", "eighty")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("Usage:"), "{stderr}");
+}
