@@ -33,6 +33,9 @@ pub const VARIABLES: &[(&str, Option<&str>)] = &[
     ("KEY_RECOVERY_INTERVAL_SECONDS", Some("300")),
     ("USAGE_FLUSH_SECONDS", Some("5")),
     ("MAX_BODY_BYTES", Some("20971520")),
+    ("CLIENT_BODY_TIMEOUT", Some("30")),
+    ("BODY_BUFFER_BUDGET_BYTES", Some("268435456")),
+    ("METRICS_TOKEN", None),
     ("PROXY_PUBLIC_BASE_URL", None),
     ("DB_TYPE", None),
     ("DATABASE_PATH", Some("./data/api_key_rotator.db")),
@@ -184,6 +187,12 @@ pub struct Settings {
     pub usage_flush_interval: Duration,
     /// Largest request body accepted (admin JSON, buffered proxy bodies).
     pub max_body_bytes: usize,
+    /// Time a client has to send a buffered request body.
+    pub client_body_timeout: Duration,
+    /// Memory all buffered proxy request bodies may hold at once.
+    pub body_buffer_budget_bytes: usize,
+    /// Bearer token `/metrics` requires, when set.
+    pub metrics_token: Option<SecretString>,
     /// The base URL clients use to reach this service, shown by `/admin/app-config`.
     pub proxy_public_base_url: String,
     /// The store.
@@ -424,6 +433,14 @@ impl Settings {
         if max_body_bytes < 1024 {
             return Err(invalid("MAX_BODY_BYTES", "must be at least 1024 bytes"));
         }
+        let body_buffer_budget_bytes: usize =
+            raw.required("BODY_BUFFER_BUDGET_BYTES", "a number of bytes")?;
+        if body_buffer_budget_bytes < max_body_bytes {
+            return Err(invalid(
+                "BODY_BUFFER_BUDGET_BYTES",
+                format!("must be at least MAX_BODY_BYTES ({max_body_bytes})"),
+            ));
+        }
         let public_base = raw.url("PROXY_PUBLIC_BASE_URL", &["http", "https"])?;
         let proxy_public_base_url = match public_base {
             Some(url) => url.as_str().trim_end_matches('/').to_owned(),
@@ -457,6 +474,11 @@ impl Settings {
             key_recovery_interval: raw.seconds("KEY_RECOVERY_INTERVAL_SECONDS", false)?,
             usage_flush_interval: raw.seconds("USAGE_FLUSH_SECONDS", false)?,
             max_body_bytes,
+            client_body_timeout: raw.seconds("CLIENT_BODY_TIMEOUT", false)?,
+            body_buffer_budget_bytes,
+            metrics_token: raw
+                .text("METRICS_TOKEN")
+                .map(|token| SecretString::from(token.to_owned())),
             proxy_public_base_url,
             storage: storage_backend(&raw)?,
             cache: cache_backend(&raw)?,
@@ -652,6 +674,8 @@ mod tests {
             ("PROXY_TIMEOUT", "0"),
             ("PROXY_TIMEOUT", "soon"),
             ("MAX_BODY_BYTES", "-1"),
+            ("CLIENT_BODY_TIMEOUT", "0"),
+            ("BODY_BUFFER_BUDGET_BYTES", "1024"),
             ("RESET_DB_TABLES", "maybe"),
             ("LOG_FORMAT", "xml"),
             ("PROXY_PUBLIC_BASE_URL", "ftp://x"),

@@ -17,6 +17,7 @@ pub struct ApiError {
     message: String,
     fields: Vec<FieldError>,
     retry_after: Option<u64>,
+    close_connection: bool,
 }
 
 #[derive(Serialize)]
@@ -41,6 +42,7 @@ impl ApiError {
             message: message.into(),
             fields: Vec::new(),
             retry_after: None,
+            close_connection: false,
         }
     }
 
@@ -74,6 +76,19 @@ impl ApiError {
     pub fn with_retry_after(mut self, seconds: u64) -> Self {
         self.retry_after = Some(seconds);
         self
+    }
+
+    /// Closes the connection after the answer: the client's request body was not (wholly) read,
+    /// so the connection cannot carry another request.
+    #[must_use]
+    pub fn closing_connection(mut self) -> Self {
+        self.close_connection = true;
+        self
+    }
+
+    /// Whether the answer closes the connection.
+    pub fn closes_connection(&self) -> bool {
+        self.close_connection
     }
 
     /// The status.
@@ -114,6 +129,7 @@ impl From<DomainError> for ApiError {
                 message: errors.to_string(),
                 fields: errors.fields().to_vec(),
                 retry_after: None,
+                close_connection: false,
             },
             DomainError::Unavailable {
                 dependency,
@@ -170,6 +186,9 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status);
         if let Some(seconds) = self.retry_after {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        if self.close_connection {
+            response.force_close();
         }
         response.json(body)
     }

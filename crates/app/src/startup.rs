@@ -16,6 +16,7 @@ use crate::{
     background::{self, UsageFlusher},
     config::Settings,
     errors,
+    inbound::BodyLimits,
     metrics::Metrics,
     probe, routes,
     state::AppState,
@@ -100,6 +101,7 @@ impl Application {
             leases: ports.leases.clone(),
             snapshots: snapshots.clone(),
             metrics: Metrics::default(),
+            bodies: BodyLimits::new(&settings),
         });
         let auth = web::Data::new(AdminAuth::new(
             &settings.admin_username,

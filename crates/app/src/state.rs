@@ -10,7 +10,7 @@ use domain::{
 };
 use secrecy::ExposeSecret;
 
-use crate::{config::Settings, errors::ApiError, metrics::Metrics};
+use crate::{config::Settings, errors::ApiError, inbound::BodyLimits, metrics::Metrics};
 
 /// Shared by every worker.
 pub struct AppState {
@@ -36,6 +36,8 @@ pub struct AppState {
     pub proxy_keys: ProxyKeySet,
     /// Metrics.
     pub metrics: Metrics,
+    /// Limits of the request bodies the proxies buffer.
+    pub bodies: BodyLimits,
 }
 
 impl std::fmt::Debug for AppState {

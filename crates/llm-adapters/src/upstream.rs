@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use domain::LlmTarget;
 
-use crate::{ClientFormat, KeyInjection, UrlError, inject_key, llm_url, query};
+use crate::{KeyInjection, UrlError, inject_key, llm_url, query};
 
 /// Where and how to send one LLM request upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,20 +18,15 @@ pub struct UpstreamRequest<'a> {
     pub injection: KeyInjection<'a>,
 }
 
-/// The upstream query string: the client's, without the Gemini `key` parameter for Gemini
-/// clients, with the injection's parameter (if any) replacing any of the same name. Every other
-/// pair is kept byte for byte. Borrows when nothing changes.
-pub fn upstream_query<'q>(
-    client_query: &'q str,
-    client: ClientFormat,
-    injection: &KeyInjection<'_>,
-) -> Cow<'q, str> {
-    let cleaned = match client {
-        ClientFormat::Gemini => query::strip_key_param(client_query),
-        ClientFormat::Openai | ClientFormat::OpenaiResponses | ClientFormat::Anthropic => {
-            Cow::Borrowed(client_query)
-        }
-    };
+/// The upstream query string: the client's, without its `key` parameter, with the injection's
+/// parameter (if any) replacing any of the same name. Every other pair is kept byte for byte.
+/// Borrows when nothing changes.
+///
+/// `key` is Gemini's credential parameter; it is dropped for every client format, since a client
+/// of another format that sends its proxy key there (a misconfigured SDK) must not see it
+/// forwarded, and no OpenAI or Anthropic endpoint takes a `key` parameter.
+pub fn upstream_query<'q>(client_query: &'q str, injection: &KeyInjection<'_>) -> Cow<'q, str> {
+    let cleaned = query::strip_key_param(client_query);
     match (cleaned, injection.query()) {
         (cleaned, None) => cleaned,
         (Cow::Borrowed(q), Some(_)) => injection.apply_to_query(q),
@@ -54,14 +49,13 @@ pub fn prepare_llm_request<'a, 'h>(
     key: &'a str,
     client_headers: impl Fn(&str) -> Option<&'h str>,
 ) -> Result<UpstreamRequest<'a>, UrlError> {
-    let client = ClientFormat::from(target);
     let injection = inject_key(
         target.api_format,
         target.key_placement.as_ref(),
         key,
         client_headers,
     );
-    let query = upstream_query(client_query, client, &injection);
+    let query = upstream_query(client_query, &injection);
     let url = llm_url(target.target_base_url.as_str(), action, &query)?;
     Ok(UpstreamRequest { url, injection })
 }
@@ -139,7 +133,7 @@ mod tests {
     }
 
     #[test]
-    fn non_gemini_clients_keep_their_query() {
+    fn non_gemini_clients_lose_a_key_parameter_but_keep_the_rest_of_their_query() {
         let t = target(
             "https://api.openai.com/v1",
             ApiFormat::OpenaiCompatible,
@@ -148,15 +142,12 @@ mod tests {
         let request = prepare_llm_request(
             &t,
             "v1/models",
-            "key=not-a-credential-here",
+            "key=proxy-key-sent-by-mistake&limit=5",
             "sk-up",
             lookup(&[]),
         )
         .unwrap();
-        assert_eq!(
-            request.url,
-            "https://api.openai.com/v1/models?key=not-a-credential-here"
-        );
+        assert_eq!(request.url, "https://api.openai.com/v1/models?limit=5");
         assert_eq!(
             header_list(&request),
             [("authorization".to_owned(), "Bearer sk-up".to_owned())]
@@ -198,7 +189,7 @@ mod tests {
     fn upstream_query_borrows_when_nothing_changes() {
         let injection = KeyInjection::header("authorization", "Bearer k");
         assert!(matches!(
-            upstream_query("a=1&b=2", ClientFormat::Gemini, &injection),
+            upstream_query("a=1&b=2", &injection),
             Cow::Borrowed("a=1&b=2")
         ));
     }

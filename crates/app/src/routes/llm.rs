@@ -1,12 +1,16 @@
 //! The LLM proxy of SPEC §2: `ANY /llm/{slug}/{action...}`. Clients authenticate the way their
-//! SDK does (by the config's client format), the proxy key is stripped, the request body is
-//! buffered once (bounded by `MAX_BODY_BYTES`) and replayed for failover without copying, the
+//! SDK does (by the config's client format) and are checked before a byte of the body is read
+//! (only OpenAI's body `api_key` needs the body), the proxy key is stripped, the request body is
+//! buffered once (within `crate::inbound`'s limits) and replayed for failover without copying, the
 //! upstream key is injected the upstream format's way, streams pass through chunk by chunk, and
 //! every error the proxy itself reports is shaped like the client format's own errors.
 
 use actix_web::{
     HttpRequest, HttpResponse,
-    http::{StatusCode, header},
+    http::{
+        StatusCode,
+        header::{self, HeaderMap},
+    },
     web,
 };
 use bytes::{Bytes, BytesMut};
@@ -16,6 +20,7 @@ use llm_adapters::{ClientFormat, ProxyError};
 
 use crate::{
     errors::ApiError,
+    inbound::BufferedBody,
     routes::proxy::{outcome_name, split_proxy_path},
     state::AppState,
     streaming::StreamError,
@@ -45,18 +50,16 @@ async fn llm_proxy(
         ))
         .error_response();
     };
-    let client_format = ClientFormat::from(target);
-    let result = serve(
-        &request,
-        payload,
-        &state,
-        &client,
-        &snapshot,
+    let exchange = LlmExchange {
+        request: &request,
+        state: &state,
+        client: &client,
+        snapshot: &snapshot,
         target,
         action,
-        client_format,
-    )
-    .await;
+        client_format: ClientFormat::from(target),
+    };
+    let result = exchange.serve(payload).await;
     let slug = snapshot.config.slug.as_str();
     match result {
         Ok((response, outcome)) => {
@@ -69,131 +72,224 @@ async fn llm_proxy(
             state
                 .metrics
                 .count_request(slug, error.status().as_u16(), error.code());
-            client_error(client_format, &error)
+            client_error(exchange.client_format, &error)
         }
     }
 }
 
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one call site; the pieces are distinct"
-)]
-async fn serve(
-    request: &HttpRequest,
-    payload: web::Payload,
-    state: &AppState,
-    client: &UpstreamClient,
-    snapshot: &domain::ConfigSnapshot,
-    target: &LlmTarget,
-    action: &str,
+/// One LLM request on its way through the proxy: what it asked for and where it goes.
+struct LlmExchange<'a> {
+    request: &'a HttpRequest,
+    state: &'a AppState,
+    client: &'a UpstreamClient,
+    snapshot: &'a domain::ConfigSnapshot,
+    target: &'a LlmTarget,
+    action: &'a str,
     client_format: ClientFormat,
-) -> Result<(HttpResponse, &'static str), ApiError> {
-    let body = read_body(payload, state.settings.max_body_bytes).await?;
-    let lookup = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
-    let query = request.query_string();
-    let auth = llm_adapters::authenticate(client_format, lookup, query, &body)
-        .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
-    let presented = auth
-        .key
-        .as_ref()
-        .ok_or_else(|| ApiError::unauthorized(missing_key_message(client_format)))?;
-    if !state.proxy_keys.verify(&presented.key) {
-        return Err(ApiError::unauthorized("the proxy key is not valid"));
-    }
-    let body = auth.rewritten_body.map_or(body, Bytes::from);
+}
 
-    // Endpoints the conversion does not cover (model lists, embeddings) pass through as sent.
-    let conversion = llm_adapters::Conversion::lookup(client_format, target.api_format);
-    let converted = match &conversion {
-        Some(conversion) => match conversion.request(action, query, &body) {
-            Ok(converted) => Some(converted),
-            Err(error) if error.code() == "unsupported_conversion" => None,
+/// The request body after authentication, with the credential field removed.
+struct ClientBody {
+    body: BufferedBody,
+}
+
+impl LlmExchange<'_> {
+    async fn serve(&self, payload: web::Payload) -> Result<(HttpResponse, &'static str), ApiError> {
+        let body = self.authenticated_body(payload).await?;
+        let conversion =
+            llm_adapters::Conversion::lookup(self.client_format, self.target.api_format);
+        let mut converted = match &conversion {
+            Some(conversion) => self.convert(conversion, &body.body.bytes)?,
+            None => None,
+        };
+        // Endpoints the conversion does not cover (model lists, embeddings) pass through as sent.
+        let conversion = conversion.filter(|_| converted.is_some());
+        let upstream_body = match converted.as_mut() {
+            Some(converted) => Bytes::from(std::mem::take(&mut converted.body)),
+            None => body.body.bytes.clone(),
+        };
+        let reply = self
+            .send(conversion.as_ref(), converted.as_ref(), upstream_body)
+            .await;
+        // The client's body (and its share of the buffer budget) is held until the exchange ends.
+        drop(body);
+        let reply = reply?;
+        let outcome = match &reply {
+            Reply::Stream { .. } => "success",
+            Reply::Buffered { verdict, .. } => outcome_name(*verdict),
+        };
+        let event = self.stream_error_event();
+        let response = match (conversion, converted) {
+            (Some(conversion), Some(converted)) => {
+                convert_reply(reply, &conversion, &converted, &self.state.settings, event).await
+            }
+            _ => upstream::respond(reply, &self.state.settings, Some(event)),
+        };
+        Ok((response, outcome))
+    }
+
+    /// Checks a credential from the request head before reading a byte of the body; only a
+    /// client that sent none may still authenticate with OpenAI's body `api_key` field. The body
+    /// is read within the limits of [`crate::inbound::BodyLimits`] either way, and loses its `api_key` field.
+    async fn authenticated_body(&self, payload: web::Payload) -> Result<ClientBody, ApiError> {
+        let lookup = |name: &str| {
+            self.request
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+        };
+        let head_key =
+            llm_adapters::client_key(self.client_format, lookup, self.request.query_string());
+        let verified_in_head = match &head_key {
+            Some(presented) => {
+                self.verify(&presented.key)?;
+                true
+            }
+            None if self.client_format.is_openai() => false,
+            None => {
+                return Err(ApiError::unauthorized(missing_key_message(
+                    self.client_format,
+                )));
+            }
+        };
+        let limits = &self.state.bodies;
+        let declared = limits.declared_length(self.request.headers())?;
+        let body = limits.read(payload, declared).await?;
+        if !self.client_format.is_openai() {
+            return Ok(ClientBody { body });
+        }
+        let found = llm_adapters::take_body_api_key(&body.bytes)
+            .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
+        match found {
+            Some(found) => {
+                if !verified_in_head {
+                    self.verify(&found.key)?;
+                }
+                Ok(ClientBody {
+                    body: body.with_bytes(Bytes::from(found.body)),
+                })
+            }
+            None if verified_in_head => Ok(ClientBody { body }),
+            None => Err(ApiError::unauthorized(missing_key_message(
+                self.client_format,
+            ))),
+        }
+    }
+
+    fn verify(&self, presented: &str) -> Result<(), ApiError> {
+        if self.state.proxy_keys.verify(presented) {
+            Ok(())
+        } else {
+            Err(ApiError::unauthorized("the proxy key is not valid"))
+        }
+    }
+
+    /// The request in the upstream's format, `None` for an endpoint the conversion leaves as is.
+    fn convert(
+        &self,
+        conversion: &llm_adapters::Conversion,
+        body: &[u8],
+    ) -> Result<Option<llm_adapters::ConvertedRequest>, ApiError> {
+        match conversion.request(self.action, self.request.query_string(), body) {
+            Ok(converted) => Ok(Some(converted)),
+            Err(llm_adapters::ConvertError::UnsupportedAction { .. }) => Ok(None),
             Err(error) => {
                 let status =
                     StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST);
-                return Err(ApiError::new(status, error.code(), error.to_string()));
+                Err(ApiError::new(status, error.code(), error.to_string()))
             }
-        },
-        None => None,
-    };
-    let conversion = conversion.filter(|_| converted.is_some());
-    let (action, query, body) = match &converted {
-        Some(converted) => (
-            converted.action.as_str(),
-            converted.query.as_str(),
-            Bytes::from(converted.body.clone()),
-        ),
-        None => (action, query, body),
-    };
+        }
+    }
 
-    let connection = upstream::connection_header(request.headers());
-    let mut headers = header::HeaderMap::with_capacity(request.headers().len());
-    for (name, value) in request.headers() {
-        let forward = match &conversion {
-            Some(conversion) => conversion.forward_request_header(name.as_str(), connection),
-            None => {
-                name != header::CONTENT_LENGTH
-                    && llm_adapters::forward_llm_request_header(
-                        name.as_str(),
-                        client_format,
-                        connection,
-                    )
+    /// Sends the (converted) request upstream with failover.
+    async fn send(
+        &self,
+        conversion: Option<&llm_adapters::Conversion>,
+        converted: Option<&llm_adapters::ConvertedRequest>,
+        body: Bytes,
+    ) -> Result<Reply, ApiError> {
+        let (action, query) = match converted {
+            Some(converted) => (converted.action.as_str(), converted.query.as_str()),
+            None => (self.action, self.request.query_string()),
+        };
+        let lookup = |name: &str| {
+            self.request
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+        };
+        let target_for = |key: &str| {
+            let prepared =
+                llm_adapters::prepare_llm_request(self.target, action, query, key, lookup)
+                    .map_err(|e| ApiError::bad_request("invalid_path", e.to_string()))?;
+            Target::new(prepared.url, &prepared.injection)
+        };
+        let upstream_request = UpstreamRequest {
+            method: self.request.method().clone(),
+            headers: self.forwarded_headers(conversion),
+            body: RequestBody::Replayable(body),
+            target: &target_for,
+        };
+        upstream::send_with_failover(self.state, self.client, self.snapshot, upstream_request).await
+    }
+
+    /// The client's headers that travel upstream: the client format's own credentials and the
+    /// hop-by-hop headers are dropped; a converted body is JSON whatever the client sent.
+    fn forwarded_headers(&self, conversion: Option<&llm_adapters::Conversion>) -> HeaderMap {
+        let incoming = self.request.headers();
+        let connection = upstream::connection_header(incoming);
+        let mut headers = HeaderMap::with_capacity(incoming.len());
+        for (name, value) in incoming {
+            let forward = match conversion {
+                Some(conversion) => conversion.forward_request_header(name.as_str(), connection),
+                None => {
+                    name != header::CONTENT_LENGTH
+                        && llm_adapters::forward_llm_request_header(
+                            name.as_str(),
+                            self.client_format,
+                            connection,
+                        )
+                }
+            };
+            if forward {
+                headers.append(name.clone(), value.clone());
             }
-        };
-        if forward {
-            headers.append(name.clone(), value.clone());
         }
+        if conversion.is_some() {
+            headers.insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+        }
+        headers
     }
-    if conversion.is_some() {
-        headers.insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/json"),
-        );
-    }
-    let target_for = |key: &str| {
-        let prepared = llm_adapters::prepare_llm_request(target, action, query, key, lookup)
-            .map_err(|e| ApiError::bad_request("invalid_path", e.to_string()))?;
-        Target::new(prepared.url, &prepared.injection)
-    };
-    let upstream_request = UpstreamRequest {
-        method: request.method().clone(),
-        headers,
-        body: RequestBody::Replayable(body),
-        target: &target_for,
-    };
-    let reply = upstream::send_with_failover(state, client, snapshot, upstream_request).await?;
-    let outcome = match &reply {
-        Reply::Stream { .. } => "success",
-        Reply::Buffered { verdict, .. } => outcome_name(*verdict),
-    };
-    let idle = state.settings.stream_idle_timeout;
-    let event: upstream::StreamErrorEvent = Box::new(move |error: &StreamError| {
-        let (code, message) = match error {
-            StreamError::Idle(_) => (
-                "stream_idle_timeout",
-                format!(
-                    "the upstream sent nothing for {} s (STREAM_IDLE_TIMEOUT); the response is incomplete",
-                    idle.as_secs()
+
+    /// The in-band event that ends a stream broken after the commit boundary, in the client's
+    /// format.
+    fn stream_error_event(&self) -> upstream::StreamErrorEvent {
+        let idle = self.state.settings.stream_idle_timeout;
+        let client_format = self.client_format;
+        Box::new(move |error: &StreamError| {
+            let (code, message) = match error {
+                StreamError::Idle(_) => (
+                    "stream_idle_timeout",
+                    format!(
+                        "the upstream sent nothing for {} s (STREAM_IDLE_TIMEOUT); the response is incomplete",
+                        idle.as_secs()
+                    ),
                 ),
-            ),
-            StreamError::Total(_) => (
-                "stream_total_timeout",
-                format!("{error}; the response is incomplete"),
-            ),
-            StreamError::Upstream(_) => (
-                "upstream_stream_broken",
-                "the upstream stream broke; the response is incomplete".to_owned(),
-            ),
-        };
-        llm_adapters::stream_error_event(client_format, &ProxyError::new(502, code, &message))
-    });
-    let response = match (conversion, converted) {
-        (Some(conversion), Some(converted)) => {
-            convert_reply(reply, &conversion, &converted, &state.settings, event).await
-        }
-        _ => upstream::respond(reply, &state.settings, Some(event)),
-    };
-    Ok((response, outcome))
+                StreamError::Total(_) => (
+                    "stream_total_timeout",
+                    format!("{error}; the response is incomplete"),
+                ),
+                StreamError::Upstream(_) => (
+                    "upstream_stream_broken",
+                    "the upstream stream broke; the response is incomplete".to_owned(),
+                ),
+            };
+            llm_adapters::stream_error_event(client_format, &ProxyError::new(502, code, &message))
+        })
+    }
 }
 
 /// Largest non-streamed upstream answer read whole for conversion.
@@ -278,28 +374,6 @@ async fn read_all(mut body: upstream::BodyChunks, limit: usize) -> Result<Bytes,
     Ok(bytes.freeze())
 }
 
-/// Reads the whole request body once, refusing more than `limit` bytes.
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
-    let mut body = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::bad_request(
-                "invalid_body",
-                format!("request body could not be read: {e}"),
-            )
-        })?;
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "request body is larger than MAX_BODY_BYTES",
-            ));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
-}
-
 fn missing_key_message(client: ClientFormat) -> &'static str {
     match client {
         ClientFormat::Openai | ClientFormat::OpenaiResponses => {
@@ -320,6 +394,9 @@ fn client_error(client: ClientFormat, error: &ApiError) -> HttpResponse {
         &ProxyError::new(status.as_u16(), error.code(), error.message()),
     );
     let mut response = HttpResponse::build(status);
+    if error.closes_connection() {
+        response.force_close();
+    }
     if let Some(seconds) = error.retry_after() {
         response.insert_header((header::RETRY_AFTER, seconds.to_string()));
     }

@@ -12,11 +12,11 @@ use actix_web::{
     web,
 };
 use domain::{ConfigKind, GenericTarget, KeyLocation};
-use futures_util::StreamExt;
 use llm_adapters::PROXY_KEY_HEADER;
 
 use crate::{
     errors::ApiError,
+    inbound::{BodyLimits, BufferedBody},
     state::AppState,
     upstream::{self, Reply, RequestBody, Target, UpstreamClient, UpstreamRequest},
 };
@@ -74,13 +74,15 @@ async fn generic_proxy(
         .map_err(|e| ApiError::bad_request("invalid_path", e.to_string()))?;
         Target::new(url, &injection)
     };
+    let (body, buffered) = request_body(&request, payload, &state.bodies).await?;
     let upstream_request = UpstreamRequest {
         method: request.method().clone(),
         headers: forwarded_headers(request.headers(), target),
-        body: request_body(&request, payload, state.settings.max_body_bytes).await?,
+        body,
         target: &target_for,
     };
     let reply = upstream::send_with_failover(&state, &client, &snapshot, upstream_request).await;
+    drop(buffered);
     let slug = snapshot.config.slug.as_str();
     match reply {
         Ok(reply) => {
@@ -140,43 +142,42 @@ fn forwarded_headers(incoming: &HeaderMap, target: &GenericTarget) -> HeaderMap 
     headers
 }
 
-/// Buffers small bodies of known length (replayable for failover); streams the rest.
+/// Buffers small bodies of known length (replayable for failover, within the limits of
+/// [`BodyLimits`]); streams the rest, once. A buffered body comes back a second time as the
+/// holder of its share of the buffer budget, to keep until the exchange ends.
 async fn request_body(
     request: &HttpRequest,
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<RequestBody, ApiError> {
-    let length: Option<u64> = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok());
+    payload: web::Payload,
+    limits: &BodyLimits,
+) -> Result<(RequestBody, Option<BufferedBody>), ApiError> {
     let chunked = request.headers().contains_key(header::TRANSFER_ENCODING);
+    let length = match request.headers().get(header::CONTENT_LENGTH) {
+        Some(_) if chunked => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request("invalid_body", "Content-Length is not a number")
+                        .closing_connection()
+                })?,
+        ),
+        None => None,
+    };
     match length {
-        None if !chunked => Ok(RequestBody::Replayable(bytes::Bytes::new())),
-        Some(length) if length <= REPLAY_BUFFER_BYTES.min(limit as u64) => {
-            let mut body = bytes::BytesMut::with_capacity(usize::try_from(length).unwrap_or(0));
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| {
-                    ApiError::bad_request(
-                        "invalid_body",
-                        format!("request body could not be read: {e}"),
-                    )
-                })?;
-                if body.len() + chunk.len() > usize::try_from(length).unwrap_or(usize::MAX) {
-                    return Err(ApiError::bad_request(
-                        "invalid_body",
-                        "request body is longer than its Content-Length",
-                    ));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(RequestBody::Replayable(body.freeze()))
+        None if !chunked => Ok((RequestBody::Replayable(bytes::Bytes::new()), None)),
+        Some(length) if length <= REPLAY_BUFFER_BYTES.min(limits.max_bytes() as u64) => {
+            let body = limits.read(payload, Some(length)).await?;
+            Ok((RequestBody::Replayable(body.bytes.clone()), Some(body)))
         }
-        length => Ok(RequestBody::Streaming {
-            payload: Some(payload),
-            length,
-        }),
+        length => Ok((
+            RequestBody::Streaming {
+                payload: Some(payload),
+                length,
+            },
+            None,
+        )),
     }
 }
 

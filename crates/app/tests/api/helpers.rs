@@ -23,6 +23,7 @@ pub struct TestApp {
     pub token: String,
     #[cfg_attr(not(feature = "enterprise"), allow(dead_code))]
     pub handle: actix_web::dev::ServerHandle,
+    pub state: web::Data<app::state::AppState>,
     _data: tempfile::TempDir,
 }
 
@@ -69,6 +70,7 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     let application = Application::build(settings).await.expect("server builds");
     let address = format!("http://127.0.0.1:{}", application.port());
     let handle = application.handle();
+    let state = application.state();
     tokio::spawn(application.run_until_stopped());
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
@@ -79,6 +81,7 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         client,
         token: String::new(),
         handle,
+        state,
         _data: data,
     };
     app.token = app

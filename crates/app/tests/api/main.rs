@@ -12,6 +12,7 @@ mod console;
 #[cfg(feature = "enterprise")]
 mod enterprise;
 mod generic_proxy;
+mod hardening;
 mod helpers;
 mod hot_path;
 mod llm_proxy;
