@@ -336,7 +336,10 @@ pub struct StatusInput {
 #[derive(Serialize, ToSchema)]
 pub struct NewKeyInput {
     /// The upstream key: printable ASCII without spaces, at most 4096 bytes.
-    #[schema(examples("sk-live-abcdefghijklmnopqrstuvwxyz"))]
+    #[schema(
+        examples("sk-live-abcdefghijklmnopqrstuvwxyz"),
+        pattern = "^\\s*[!-~]{1,4096}\\s*$"
+    )]
     pub key_value: String,
     /// `true` when omitted.
     pub is_active: Option<bool>,

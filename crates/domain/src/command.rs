@@ -271,13 +271,14 @@ impl NewKeyInput {
     }
 }
 
-/// `POST /admin/proxy-configs/{id}/keys/batch`.
+/// `POST /admin/proxy-configs/{id}/keys/batch`: `keys` is required, so a body without it (`{}`,
+/// `[]`) is refused instead of importing nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(default)]
 pub struct BatchKeysInput {
     /// The keys; blank entries are ignored.
     pub keys: Vec<String>,
     /// Defaults to `true`.
+    #[serde(default)]
     pub is_active: Option<bool>,
 }
 

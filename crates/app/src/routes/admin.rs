@@ -1,7 +1,7 @@
 //! The admin API of SPEC §2: login, proxy configs and their key pools. Every route but
 //! `app-config` and `login` requires an admin token; key values only ever leave masked.
 
-use actix_web::{HttpRequest, HttpResponse, Scope, web};
+use actix_web::{HttpRequest, HttpResponse, dev::HttpServiceFactory, http::header, web};
 use domain::{ApiKeyId, BatchKeysInput, NewKeyInput, ProxyConfigId, ProxyConfigInput};
 use serde::Deserialize;
 use serde_json::json;
@@ -14,42 +14,63 @@ use crate::{
     upstream::UpstreamClient,
 };
 
-/// The admin routes under `prefix`.
-pub fn scope(prefix: &str) -> Scope {
+/// The admin routes under `prefix`. Admin answers are never cached and never sniffed: they
+/// carry tokens and key lists.
+pub fn scope(prefix: &str) -> impl HttpServiceFactory + use<> {
     web::scope(prefix)
-        .route("/app-config", web::get().to(app_config))
-        .route("/login", web::post().to(login))
+        .wrap(
+            actix_web::middleware::DefaultHeaders::new()
+                .add((header::CACHE_CONTROL, "no-store"))
+                .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff")),
+        )
+        .service(resource("/app-config", "GET").route(web::get().to(app_config)))
+        .service(resource("/login", "POST").route(web::post().to(login)))
         .service(
-            web::resource("/proxy-configs")
+            resource("/proxy-configs", "GET, POST")
                 .route(web::get().to(list_configs))
                 .route(web::post().to(create_config)),
         )
         .service(
-            web::resource("/proxy-configs/{id}")
+            resource("/proxy-configs/{id}", "GET, PUT, DELETE")
                 .route(web::get().to(get_config))
                 .route(web::put().to(replace_config))
                 .route(web::delete().to(delete_config)),
         )
-        .route(
-            "/proxy-configs/{id}/status",
-            web::put().to(set_config_status),
+        .service(
+            resource("/proxy-configs/{id}/status", "PUT").route(web::put().to(set_config_status)),
         )
         .service(
-            web::resource("/proxy-configs/{id}/keys")
+            resource("/proxy-configs/{id}/keys", "GET, POST, DELETE")
                 .route(web::get().to(list_keys))
                 .route(web::post().to(add_key))
                 .route(web::delete().to(clear_keys)),
         )
-        .route(
-            "/proxy-configs/{id}/keys/batch",
-            web::post().to(import_keys),
+        .service(
+            resource("/proxy-configs/{id}/keys/batch", "POST").route(web::post().to(import_keys)),
         )
         .service(
-            web::resource("/keys/{key_id}")
+            resource("/keys/{key_id}", "PATCH, DELETE")
                 .route(web::patch().to(set_key_status))
                 .route(web::delete().to(delete_key)),
         )
-        .route("/keys/{key_id}/test", web::post().to(test_key))
+        .service(resource("/keys/{key_id}/test", "POST").route(web::post().to(test_key)))
+}
+
+/// A resource whose other methods answer 405 with `Allow: allow` (the methods it routes).
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        use actix_web::ResponseError;
+        let mut response = ApiError::new(
+            actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("this route accepts {allow}"),
+        )
+        .error_response();
+        response
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+        response
+    }))
 }
 
 type State = web::Data<AppState>;
@@ -71,9 +92,7 @@ async fn app_config(state: State) -> HttpResponse {
 
 #[derive(Deserialize)]
 struct LoginInput {
-    #[serde(default)]
     username: String,
-    #[serde(default)]
     password: String,
 }
 

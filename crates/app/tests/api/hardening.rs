@@ -322,3 +322,118 @@ async fn a_proxy_key_sent_as_a_key_parameter_never_reaches_the_upstream() {
     assert!(!received.query.contains(PROXY_KEY), "{}", received.query);
     assert_eq!(received.query, "limit=2");
 }
+
+#[tokio::test]
+async fn wrong_methods_on_admin_routes_answer_405_with_allow() {
+    let app = spawn_app_with(&[]).await;
+    let cases = [
+        ("TRACE", "/admin/login", "POST"),
+        ("GET", "/admin/login", "POST"),
+        ("POST", "/admin/app-config", "GET"),
+        ("PATCH", "/admin/proxy-configs", "GET, POST"),
+        ("TRACE", "/admin/proxy-configs/1", "DELETE, GET, PUT"),
+        ("GET", "/admin/proxy-configs/1/status", "PUT"),
+        ("PUT", "/admin/proxy-configs/1/keys", "DELETE, GET, POST"),
+        ("GET", "/admin/proxy-configs/1/keys/batch", "POST"),
+        ("GET", "/admin/keys/1", "DELETE, PATCH"),
+        ("GET", "/admin/keys/1/test", "POST"),
+    ];
+    for (method, path, allow) in cases {
+        let response = app
+            .client
+            .request(method.parse().unwrap(), app.url(path))
+            .bearer_auth(&app.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 405, "{method} {path}");
+        let mut allowed: Vec<String> = response.headers()["allow"]
+            .to_str()
+            .unwrap()
+            .split(',')
+            .map(|m| m.trim().to_owned())
+            .collect();
+        allowed.sort();
+        assert_eq!(allowed.join(", "), allow, "{method} {path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            body["error"]["code"], "method_not_allowed",
+            "{method} {path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn admin_answers_are_neither_cached_nor_sniffed() {
+    let app = spawn_app_with(&[]).await;
+    let login = app.login(crate::helpers::ADMIN_PASSWORD).await;
+    let listing = app
+        .admin(reqwest::Method::GET, "/proxy-configs")
+        .send()
+        .await
+        .unwrap();
+    for response in [login, listing] {
+        assert_eq!(response.headers()["cache-control"], "no-store");
+        assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    }
+}
+
+#[tokio::test]
+async fn bodies_without_their_required_fields_are_bad_requests() {
+    let app = spawn_app_with(&[]).await;
+    let login = app
+        .client
+        .post(app.url("/admin/login"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 400);
+    let id = app
+        .generic_config(
+            "batch",
+            "GET",
+            "https://api.example.com",
+            "header",
+            "X-Api-Key",
+        )
+        .await;
+    for body in [json!({}), json!([]), json!({"is_active": true})] {
+        let response = app
+            .admin(
+                reqwest::Method::POST,
+                &format!("/proxy-configs/{id}/keys/batch"),
+            )
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["code"], "invalid_json", "{body}");
+    }
+}
+
+#[tokio::test]
+async fn configs_refuse_line_breaks_in_urls_and_keys_in_managed_headers() {
+    let app = spawn_app_with(&[]).await;
+    for (body, field) in [
+        (
+            json!({"name": "crlf", "slug": "crlf", "config_type": "GENERIC", "method": "GET",
+                "target_url": "https://api.example.com/v1\r\nX-Injected: 1",
+                "api_key_location": "header", "api_key_name": "X-Api-Key"}),
+            "target_url",
+        ),
+        (
+            json!({"name": "host", "slug": "host", "config_type": "GENERIC", "method": "GET",
+                "target_url": "https://api.example.com/v1",
+                "api_key_location": "header", "api_key_name": "Host"}),
+            "api_key_name",
+        ),
+    ] {
+        let response = app.create_config(&body).await;
+        assert_eq!(response.status(), 422, "{body}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["fields"][0]["field"], field, "{error}");
+    }
+}

@@ -139,6 +139,11 @@ impl FromStr for HttpUrl {
     type Err = &'static str;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
+        // The URL parser silently drops tabs and line breaks; a URL that had them is refused
+        // rather than stored as something else than the admin typed.
+        if input.trim().chars().any(char::is_control) {
+            return Err("must not contain control characters such as CR, LF or tab");
+        }
         let url = url::Url::parse(input.trim()).map_err(|_| "must be an absolute http(s) URL")?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err("must use the http or https scheme");
@@ -271,11 +276,35 @@ impl KeyPlacement {
                 KeyLocation::Query => "is not a valid query parameter name",
             });
         }
+        if location == KeyLocation::Header && is_managed_header(name) {
+            return Err(
+                "names a header the proxy manages itself (Host, Content-Length or a hop-by-hop header)",
+            );
+        }
         Ok(KeyPlacement {
             location,
             name: name.into(),
         })
     }
+}
+
+/// Headers the proxy sets or drops itself: a key placed there would replace the upstream's
+/// `Host`, corrupt the message framing, or be dropped on the way.
+fn is_managed_header(name: &str) -> bool {
+    [
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+    ]
+    .iter()
+    .any(|managed| managed.eq_ignore_ascii_case(name))
 }
 
 /// RFC 9110 `tchar`.
@@ -492,6 +521,36 @@ mod tests {
         assert!("/relative".parse::<HttpUrl>().is_err());
         assert!("ftp://example.com".parse::<HttpUrl>().is_err());
         assert!("https://user:pw@example.com".parse::<HttpUrl>().is_err());
+    }
+
+    #[test]
+    fn http_url_refuses_line_breaks_and_tabs_instead_of_dropping_them() {
+        for url in [
+            "https://api.example.com/v1\r\nX-Injected: 1",
+            "https://api.exa\tmple.com",
+            "https://api.example.com/a\nb",
+        ] {
+            assert!(url.parse::<HttpUrl>().is_err(), "{url:?}");
+        }
+        assert!(" https://api.example.com/v1 \n".parse::<HttpUrl>().is_ok());
+    }
+
+    #[test]
+    fn a_key_cannot_take_the_place_of_a_header_the_proxy_manages() {
+        for name in [
+            "Host",
+            "content-length",
+            "Connection",
+            "Transfer-Encoding",
+            "TE",
+        ] {
+            assert!(
+                KeyPlacement::new(KeyLocation::Header, name).is_err(),
+                "{name}"
+            );
+        }
+        assert!(KeyPlacement::new(KeyLocation::Query, "host").is_ok());
+        assert!(KeyPlacement::new(KeyLocation::Header, "Authorization").is_ok());
     }
 
     #[test]
