@@ -11,6 +11,7 @@ pub mod background;
 pub mod cli;
 pub mod config;
 pub mod errors;
+pub mod hop;
 pub mod inbound;
 pub mod metrics;
 pub mod openapi;

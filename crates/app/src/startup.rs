@@ -16,6 +16,7 @@ use crate::{
     background::{self, UsageFlusher},
     config::Settings,
     errors,
+    hop::HopMarker,
     inbound::BodyLimits,
     metrics::Metrics,
     probe, routes,
@@ -102,6 +103,7 @@ impl Application {
             snapshots: snapshots.clone(),
             metrics: Metrics::default(),
             bodies: BodyLimits::new(&settings),
+            hop: HopMarker::new(&settings),
         });
         let auth = web::Data::new(AdminAuth::new(
             &settings.admin_username,

@@ -10,7 +10,9 @@ use domain::{
 };
 use secrecy::ExposeSecret;
 
-use crate::{config::Settings, errors::ApiError, inbound::BodyLimits, metrics::Metrics};
+use crate::{
+    config::Settings, errors::ApiError, hop::HopMarker, inbound::BodyLimits, metrics::Metrics,
+};
 
 /// Shared by every worker.
 pub struct AppState {
@@ -38,6 +40,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Limits of the request bodies the proxies buffer.
     pub bodies: BodyLimits,
+    /// This deployment's loop-protection marker.
+    pub hop: HopMarker,
 }
 
 impl std::fmt::Debug for AppState {

@@ -132,6 +132,7 @@ impl LlmExchange<'_> {
     /// client that sent none may still authenticate with OpenAI's body `api_key` field. The body
     /// is read within the limits of [`crate::inbound::BodyLimits`] either way, and loses its `api_key` field.
     async fn authenticated_body(&self, payload: web::Payload) -> Result<ClientBody, ApiError> {
+        self.state.hop.check(self.request.headers())?;
         let lookup = |name: &str| {
             self.request
                 .headers()
@@ -261,6 +262,7 @@ impl LlmExchange<'_> {
                 header::HeaderValue::from_static("application/json"),
             );
         }
+        self.state.hop.stamp(&mut headers);
         headers
     }
 

@@ -36,6 +36,7 @@ async fn generic_proxy(
     state: web::Data<AppState>,
     client: web::Data<UpstreamClient>,
 ) -> Result<HttpResponse, ApiError> {
+    state.hop.check(request.headers())?;
     let presented = request
         .headers()
         .get(PROXY_KEY_HEADER)
@@ -77,7 +78,11 @@ async fn generic_proxy(
     let (body, buffered) = request_body(&request, payload, &state.bodies).await?;
     let upstream_request = UpstreamRequest {
         method: request.method().clone(),
-        headers: forwarded_headers(request.headers(), target),
+        headers: {
+            let mut headers = forwarded_headers(request.headers(), target);
+            state.hop.stamp(&mut headers);
+            headers
+        },
         body,
         target: &target_for,
     };

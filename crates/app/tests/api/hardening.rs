@@ -437,3 +437,52 @@ async fn configs_refuse_line_breaks_in_urls_and_keys_in_managed_headers() {
         assert_eq!(error["error"]["fields"][0]["field"], field, "{error}");
     }
 }
+
+/// A config pointed at the gateway itself, with the proxy key as its upstream key: without loop
+/// protection one client request opened connections until the process ran out of descriptors.
+#[tokio::test]
+async fn a_config_pointed_at_the_gateway_itself_is_stopped_with_508() {
+    let app = spawn_app_with(&[]).await;
+    let response = app
+        .create_config(
+            &json!({"name": "loop", "slug": "loop", "config_type": "LLM",
+            "target_base_url": app.url("/llm/loop"), "api_format": "openai_compatible"}),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    app.add_keys(id, &[PROXY_KEY]).await;
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
+        app.llm(reqwest::Method::POST, "/llm/loop/v1/chat/completions")
+            .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+            .send(),
+    )
+    .await
+    .expect("the loop ends")
+    .unwrap();
+    assert_eq!(response.status(), 508);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "loop_detected", "{body}");
+}
+
+#[tokio::test]
+async fn requests_upstream_carry_the_hop_marker_and_other_gateways_pass() {
+    let app = spawn_app_with(&[]).await;
+    let mock = MockUpstream::start().await;
+    llm_config(&app, "via", &mock.base).await;
+    let response = app
+        .llm(reqwest::Method::GET, "/llm/via/v1/models")
+        .header("via", "1.1 corporate-proxy")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let via = mock.received().pop().unwrap().headers["via"].clone();
+    assert!(
+        via.contains("corporate-proxy") && via.contains("akr-"),
+        "{via}"
+    );
+}
