@@ -22,12 +22,13 @@ use super::{
     ConvertError,
     neutral::{
         ChatRequest, ChatResponse, ErrorInfo, FinishReason, Image, Part, Role, StreamEvent, Tool,
-        ToolCall, ToolChoice, ToolResult, Usage, arguments_object, fresh_id, json_text, push_part,
-        status_for_code, turns_by_side,
+        ToolCall, ToolChoice, ToolResult, Usage, arguments_object, fresh_id, json_text,
+        non_blank_system, push_part, status_for_code, turns_by_side,
     },
     registry::{Codec, DecodedRequest, EncodedRequest},
     stream::{
-        StreamDecoder, StreamEncoder, StreamFraming, parse_event, put_error_event, put_json_event,
+        ClientStream, StreamDecoder, StreamEncoder, StreamFraming, parse_event, put_error_event,
+        put_json_event,
     },
 };
 use crate::{ClientFormat, ProxyError, SseEvent, query};
@@ -505,7 +506,11 @@ impl Codec for GeminiCodec {
             } else {
                 StreamFraming::JsonArray
             };
-        Ok(DecodedRequest { request, framing })
+        Ok(DecodedRequest {
+            request,
+            framing,
+            include_usage: false,
+        })
     }
 
     fn client_params(&self) -> &'static [&'static str] {
@@ -522,6 +527,9 @@ impl Codec for GeminiCodec {
             Role::User | Role::Tool => "user",
             Role::Assistant => "model",
         });
+        if turns.is_empty() {
+            return Err(ConvertError::EmptyConversation);
+        }
         let contents: Vec<Value> = turns
             .into_iter()
             .map(|(role, parts)| {
@@ -531,8 +539,9 @@ impl Codec for GeminiCodec {
             .collect();
         let mut body = Map::new();
         body.insert("contents".into(), Value::Array(contents));
-        if !request.system.is_empty() {
-            let parts: Vec<Value> = request.system.iter().map(|t| json!({"text": t})).collect();
+        let system = non_blank_system(request);
+        if !system.is_empty() {
+            let parts: Vec<Value> = system.iter().map(|t| json!({"text": t})).collect();
             body.insert("systemInstruction".into(), json!({ "parts": parts }));
         }
         if !request.tools.is_empty() {
@@ -673,9 +682,10 @@ impl Codec for GeminiCodec {
         Box::new(ChunkDecoder::default())
     }
 
-    fn stream_encoder(&self, framing: StreamFraming) -> Box<dyn StreamEncoder> {
+    fn stream_encoder(&self, client: &ClientStream) -> Box<dyn StreamEncoder> {
         Box::new(ChunkEncoder {
-            framing,
+            framing: client.framing,
+            requested_model: client.model.clone(),
             ..ChunkEncoder::default()
         })
     }
@@ -778,6 +788,8 @@ struct ChunkEncoder {
     framing: StreamFraming,
     id: Option<String>,
     model: Option<String>,
+    /// The client's model, named when the upstream names none.
+    requested_model: Option<String>,
     /// Tool calls whose arguments may still grow: (neutral index, name, arguments).
     pending: Vec<(usize, String, String)>,
     finish: Option<FinishReason>,
@@ -822,7 +834,7 @@ impl ChunkEncoder {
         if last {
             chunk.insert("usageMetadata".into(), usage_json(&self.usage));
         }
-        if let Some(model) = &self.model {
+        if let Some(model) = self.model.as_ref().or(self.requested_model.as_ref()) {
             chunk.insert("modelVersion".into(), json!(model));
         }
         if let Some(id) = &self.id {

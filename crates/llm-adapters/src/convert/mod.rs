@@ -39,4 +39,4 @@ mod stream;
 pub use anthropic::DEFAULT_MAX_TOKENS;
 pub use error::ConvertError;
 pub use registry::{Conversion, ConvertedRequest, ConvertedResponse};
-pub use stream::{StreamConverter, StreamFraming};
+pub use stream::{ClientStream, StreamConverter, StreamFraming};

@@ -91,6 +91,13 @@ pub enum Part {
     ToolResult(ToolResult),
 }
 
+impl Part {
+    /// Whether this is text with nothing but whitespace (empty included).
+    pub fn is_blank_text(&self) -> bool {
+        matches!(self, Part::Text(text) if text.trim().is_empty())
+    }
+}
+
 /// An image in a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Image {
@@ -376,6 +383,75 @@ impl ChatRequest {
     }
 }
 
+/// A tool call or result that breaks the pairing every provider demands, found by
+/// [`ChatRequest::check_tool_pairing`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolPairing {
+    /// A call no result answers in the tool message right after its assistant message.
+    Unanswered {
+        /// The call's id.
+        call_id: String,
+    },
+    /// A result that answers no call of the assistant message right before it.
+    Unmatched {
+        /// The call id the result names (or its function name when it has no id).
+        call_id: String,
+    },
+}
+
+impl ChatRequest {
+    /// Checks that tool calls and results pair up the way every provider requires (OpenAI
+    /// "tool_calls must be followed by tool messages responding to each tool_call_id",
+    /// Anthropic "tool_use ids were found without tool_result blocks immediately after",
+    /// Gemini "the number of function response parts is equal to the number of function call
+    /// parts"): the results of an assistant message's calls come in the tool message right
+    /// after it, one per call, and nothing else does. Run after [`Self::link_tool_calls`].
+    ///
+    /// # Errors
+    /// The first call left unanswered or result left unmatched, in conversation order.
+    pub fn check_tool_pairing(&self) -> Result<(), ToolPairing> {
+        let mut pending: Vec<&str> = Vec::new();
+        for message in &self.messages {
+            if message.role == Role::Tool {
+                for part in &message.parts {
+                    if let Part::ToolResult(result) = part {
+                        let Some(pos) = pending.iter().position(|id| *id == result.call_id) else {
+                            let named = if result.call_id.is_empty() {
+                                result.name.clone().unwrap_or_default()
+                            } else {
+                                result.call_id.clone()
+                            };
+                            return Err(ToolPairing::Unmatched { call_id: named });
+                        };
+                        pending.remove(pos);
+                    }
+                }
+            }
+            if let Some(call_id) = pending.first() {
+                return Err(ToolPairing::Unanswered {
+                    call_id: (*call_id).to_owned(),
+                });
+            }
+            if message.role == Role::Assistant {
+                pending = message
+                    .parts
+                    .iter()
+                    .filter_map(|part| match part {
+                        Part::ToolCall(call) => Some(call.id.as_str()),
+                        _ => None,
+                    })
+                    .collect();
+            }
+        }
+        match pending.first() {
+            Some(call_id) => Err(ToolPairing::Unanswered {
+                call_id: (*call_id).to_owned(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Appends `part` to the last message when it has `role`, else starts a new message.
 pub(crate) fn push_part(messages: &mut Vec<Message>, role: Role, part: Part) {
     match messages.last_mut() {
@@ -385,9 +461,15 @@ pub(crate) fn push_part(messages: &mut Vec<Message>, role: Role, part: Part) {
 }
 
 /// The parts of `messages` grouped into alternating turns for formats that know only a user and
-/// a model side (Anthropic, Gemini): `side` names each role's side, consecutive messages of one
-/// side merge, parts a role does not carry and empty turns are dropped, and tool results open
-/// the turn that answers the tool calls.
+/// a model side (Anthropic, Gemini): `side` names each role's side, parts a role does not carry
+/// and blank text are dropped, messages left empty are skipped, consecutive messages of one side
+/// merge (also across a skipped message, so turns always alternate), and tool results open the
+/// turn that answers the tool calls.
+///
+/// Blank text goes because both formats refuse it: Anthropic answers 400 "text content blocks
+/// must be non-empty" (or "must contain non-whitespace text"), Gemini refuses empty text parts.
+/// Agent frameworks send it on tool-call-only assistant turns (`"content": ""` beside
+/// `tool_calls`).
 pub(crate) fn turns_by_side(
     messages: &[Message],
     side: impl Fn(Role) -> &'static str,
@@ -395,17 +477,33 @@ pub(crate) fn turns_by_side(
     let mut turns: Vec<(&'static str, Vec<&Part>)> = Vec::new();
     for message in messages {
         let name = side(message.role);
-        let parts = message.parts.iter().filter(|p| message.role.carries(p));
+        let mut parts = message
+            .parts
+            .iter()
+            .filter(|p| message.role.carries(p) && !p.is_blank_text())
+            .peekable();
+        if parts.peek().is_none() {
+            continue;
+        }
         match turns.last_mut() {
             Some((last, list)) if *last == name => list.extend(parts),
             _ => turns.push((name, parts.collect())),
         }
     }
-    turns.retain(|(_, parts)| !parts.is_empty());
     for (_, parts) in &mut turns {
         parts.sort_by_key(|p| !matches!(p, Part::ToolResult(_)));
     }
     turns
+}
+
+/// The system segments that are not blank (Anthropic and Gemini refuse empty system text).
+pub(crate) fn non_blank_system(request: &ChatRequest) -> Vec<&str> {
+    request
+        .system
+        .iter()
+        .map(String::as_str)
+        .filter(|text| !text.trim().is_empty())
+        .collect()
 }
 
 /// Parses tool-call argument text into a JSON object for formats that carry objects; anything
@@ -463,6 +561,18 @@ pub(crate) fn fresh_id(prefix: &str) -> String {
     let a = mix(nanos ^ count.rotate_left(32));
     let b = mix(a ^ count);
     format!("{prefix}{a:016x}{:08x}", b >> 32)
+}
+
+/// A response id in the shape the client's provider gives (`resp_…`, `msg_…`, `chatcmpl-…`),
+/// since SDKs and clients that store or chain ids expect it: the upstream's id as it is when it
+/// already has `prefix`, else behind `prefix` (so it can still be traced upstream), else a
+/// fresh id.
+pub(crate) fn client_id(prefix: &str, upstream: Option<&str>) -> String {
+    match upstream {
+        Some(id) if id.starts_with(prefix) => id.to_owned(),
+        Some(id) if !id.is_empty() => format!("{prefix}{id}"),
+        _ => fresh_id(prefix),
+    }
 }
 
 /// The current time, Unix seconds, for formats whose responses require a creation time the
@@ -584,6 +694,74 @@ mod tests {
             ..Usage::default()
         });
         assert_eq!((usage.input(), usage.output(), usage.total()), (10, 7, 17));
+    }
+
+    #[test]
+    fn client_ids_carry_the_client_prefix() {
+        assert_eq!(client_id("resp_", Some("resp_1")), "resp_1");
+        assert_eq!(client_id("resp_", Some("chatcmpl-9")), "resp_chatcmpl-9");
+        assert!(client_id("msg_", Some("")).starts_with("msg_"));
+        assert!(client_id("msg_", None).len() > "msg_".len());
+    }
+
+    #[test]
+    fn tool_pairing_wants_results_right_after_their_calls() {
+        let answered = ChatRequest {
+            messages: vec![
+                Message::new(Role::User, vec![Part::Text("hi".to_owned())]),
+                Message::new(Role::Assistant, vec![call("a", "f"), call("b", "g")]),
+                Message::new(Role::Tool, vec![result("b", None), result("a", None)]),
+                Message::new(Role::Assistant, vec![Part::Text("done".to_owned())]),
+            ],
+            ..ChatRequest::default()
+        };
+        assert_eq!(answered.check_tool_pairing(), Ok(()));
+
+        let mut half = answered.clone();
+        half.messages[2].parts.pop();
+        assert_eq!(
+            half.check_tool_pairing(),
+            Err(ToolPairing::Unanswered {
+                call_id: "a".to_owned()
+            })
+        );
+
+        let mut orphan = answered.clone();
+        orphan.messages.remove(1);
+        assert_eq!(
+            orphan.check_tool_pairing(),
+            Err(ToolPairing::Unmatched {
+                call_id: "b".to_owned()
+            })
+        );
+
+        let mut trailing = answered;
+        trailing.messages.truncate(2);
+        assert!(matches!(
+            trailing.check_tool_pairing(),
+            Err(ToolPairing::Unanswered { .. })
+        ));
+    }
+
+    #[test]
+    fn turns_skip_blank_text_and_stay_alternating() {
+        let messages = vec![
+            Message::new(Role::User, vec![Part::Text("hi".to_owned())]),
+            Message::new(
+                Role::Assistant,
+                vec![Part::Text(" ".to_owned()), call("a", "f")],
+            ),
+            Message::new(Role::Tool, vec![result("a", None)]),
+            Message::new(Role::Assistant, vec![Part::Text(String::new())]),
+            Message::new(Role::User, vec![Part::Text("\n".to_owned())]),
+            Message::new(Role::User, vec![Part::Text("more".to_owned())]),
+        ];
+        let turns = turns_by_side(&messages, |role| match role {
+            Role::Assistant => "model",
+            Role::User | Role::Tool => "user",
+        });
+        let shape: Vec<(&str, usize)> = turns.iter().map(|(side, p)| (*side, p.len())).collect();
+        assert_eq!(shape, [("user", 1), ("model", 1), ("user", 2)]);
     }
 
     #[test]
