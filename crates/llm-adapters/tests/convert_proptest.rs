@@ -57,7 +57,9 @@ fn image() -> impl Strategy<Value = Item> {
 
 fn result_content() -> impl Strategy<Value = Value> {
     prop_oneof![
-        "[a-zA-Z0-9 :.]{1,16}".prop_map(Value::String),
+        "[a-zA-Z0-9 :.]{1,16}"
+            .prop_filter("not blank", |t| !t.trim().is_empty())
+            .prop_map(Value::String),
         args().prop_filter("non-empty object", |v| !v.as_object().unwrap().is_empty()),
     ]
 }
