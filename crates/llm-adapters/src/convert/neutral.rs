@@ -342,7 +342,7 @@ pub enum StreamEvent {
 impl ChatRequest {
     /// Gives every tool call an id (`call_<n>` for those without one) and links every result to
     /// its call: a result without a call id takes the oldest unanswered call of the same name,
-    /// and a result without a name takes its call's.
+    /// and a result takes its call's name.
     pub fn link_tool_calls(&mut self) {
         let mut next = 0usize;
         let mut calls: Vec<(String, String)> = Vec::new();
@@ -369,11 +369,11 @@ impl ChatRequest {
                         {
                             unanswered.remove(pos);
                         }
-                        if result.name.is_none() {
-                            result.name = calls
-                                .iter()
-                                .find(|(id, _)| *id == result.call_id)
-                                .map(|(_, name)| name.clone());
+                        // The call's name is authoritative: Gemini pairs results with calls
+                        // by name, so a result naming another function would not pair.
+                        if let Some((_, name)) = calls.iter().find(|(id, _)| *id == result.call_id)
+                        {
+                            result.name = Some(name.clone());
                         }
                     }
                     Part::Text(_) | Part::Image(_) => {}
