@@ -11,8 +11,10 @@
 //! JSON for an object, else as `{"content": text}` (and read back the same way). Tool schemas
 //! are sent as `parametersJsonSchema`, which takes full JSON Schema. A stream is a series of
 //! data events, each a whole `GenerateContentResponse`; the client stream buffers a tool call
-//! until its arguments are complete (Gemini sends whole calls) and ends with a chunk carrying
-//! `finishReason` and `usageMetadata`.
+//! until its arguments are complete (Gemini sends whole calls), puts `usageMetadata` on every
+//! chunk once the upstream has told any count (as Gemini does), and ends with a chunk carrying
+//! `finishReason` and the final `usageMetadata`. Blank text and blank system segments are not
+//! sent (Gemini refuses empty text parts).
 
 use bytes::{BufMut, BytesMut};
 use serde::Deserialize;
@@ -831,7 +833,8 @@ impl ChunkEncoder {
             candidate["finishReason"] = json!(finish_to(finish));
         }
         chunk.insert("candidates".into(), json!([candidate]));
-        if last {
+        // Gemini puts the counts so far on every chunk; before the end, only when known.
+        if last || !self.usage.is_empty() {
             chunk.insert("usageMetadata".into(), usage_json(&self.usage));
         }
         if let Some(model) = self.model.as_ref().or(self.requested_model.as_ref()) {
