@@ -6,6 +6,15 @@
 //! (`text_delta`, `input_json_delta`) / `content_block_stop`, then `message_delta` (stop reason
 //! and usage) and `message_stop`.
 //!
+//! Client streams put the input tokens in `message_start` when the upstream told them before
+//! the first content (Gemini does, in its first chunk); upstreams that tell usage only at the
+//! end (OpenAI-compatible, Responses) leave `message_start` at 0, and `message_delta` carries
+//! the input, cached and output tokens. Message ids carry Anthropic's `msg_` prefix.
+//!
+//! Encoded requests leave out blank text blocks and blank system text (Anthropic answers 400
+//! "text content blocks must be non-empty"), omit blank tool result content, and trim a final
+//! assistant prefill's trailing whitespace (also a 400).
+//!
 //! Anthropic requires `max_tokens`: requests without one get [`DEFAULT_MAX_TOKENS`].
 //! Anthropic's temperature range is 0 to 1, so higher temperatures are clamped to 1. Its
 //! `input_tokens` exclude cache reads and writes; the neutral count includes them.

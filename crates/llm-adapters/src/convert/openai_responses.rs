@@ -7,7 +7,9 @@
 //! `response.output_text.delta`..., `response.output_text.done`, `response.content_part.done`,
 //! for a function call `response.function_call_arguments.delta`...,
 //! `response.function_call_arguments.done`, then `response.output_item.done`, and finally
-//! `response.completed` (or `response.incomplete`) with the whole output and usage.
+//! `response.completed` (or `response.incomplete`) with the whole output and usage. Response ids
+//! always carry `resp_` (an upstream id without it is kept behind the prefix). Encoded requests
+//! leave out blank assistant text and user messages with nothing to carry.
 //!
 //! The Responses API is stateful and the other formats are not: a request with
 //! `previous_response_id` is refused (send the whole conversation), and server-side tools
