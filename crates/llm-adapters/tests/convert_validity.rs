@@ -66,8 +66,9 @@ fn paired_conversation() -> impl Strategy<Value = ChatRequest> {
         prop::collection::vec((user_parts(), prop::collection::vec(step(), 0..3)), 1..4),
         prop::option::of(text()),
         any::<bool>(),
+        any::<bool>(),
     )
-        .prop_map(|(system, rounds, prefill, stream)| {
+        .prop_map(|(system, rounds, prefill, stream, restart_ids)| {
             let mut messages = Vec::new();
             let mut next_id = 0;
             for (user, steps) in rounds {
@@ -75,12 +76,14 @@ fn paired_conversation() -> impl Strategy<Value = ChatRequest> {
                 for (texts, calls) in steps {
                     let mut parts: Vec<Part> = texts.into_iter().map(Part::Text).collect();
                     let mut results = Vec::new();
-                    for (name, content) in calls {
-                        // Ids as OpenAI, Anthropic, Kimi-style and Gemini (none) clients send them.
+                    for (index, (name, content)) in calls.into_iter().enumerate() {
+                        // Ids as OpenAI, Anthropic, Kimi-style and Gemini (none) clients send
+                        // them; some OpenAI-compatible servers restart their ids every turn.
+                        let n = if restart_ids { index } else { next_id };
                         let id = match next_id % 4 {
-                            0 => format!("call_{next_id}"),
-                            1 => format!("toolu_{next_id}"),
-                            2 => format!("functions.{name}:{next_id}"),
+                            0 => format!("call_{n}"),
+                            1 => format!("toolu_{n}"),
+                            2 => format!("functions.{name}:{n}"),
                             _ => String::new(),
                         };
                         next_id += 1;

@@ -343,10 +343,17 @@ impl ChatRequest {
     /// Gives every tool call an id (`call_<n>` for those without one) and links every result to
     /// its call: a result without a call id takes the oldest unanswered call of the same name,
     /// and a result takes its call's name.
+    ///
+    /// Call ids are made unique within the conversation: some OpenAI-compatible servers restart
+    /// their ids every turn (`call_0`, `functions.f:0`), and Anthropic refuses a repeated
+    /// `tool_use` id. A repeated id becomes `<id>_<n>`, and the results after it that name it
+    /// follow the rename.
     pub fn link_tool_calls(&mut self) {
         let mut next = 0usize;
         let mut calls: Vec<(String, String)> = Vec::new();
         let mut unanswered: Vec<(String, String)> = Vec::new();
+        // (id the client sent, id it goes by now) for every renamed call id.
+        let mut renamed: Vec<(String, String)> = Vec::new();
         for message in &mut self.messages {
             for part in &mut message.parts {
                 match part {
@@ -355,10 +362,21 @@ impl ChatRequest {
                             call.id = format!("call_{next}");
                         }
                         next += 1;
+                        renamed.retain(|(sent, _)| *sent != call.id);
+                        if calls.iter().any(|(id, _)| *id == call.id) {
+                            let unique = unique_id(&call.id, &calls);
+                            renamed.push((call.id.clone(), unique.clone()));
+                            call.id = unique;
+                        }
                         calls.push((call.id.clone(), call.name.clone()));
                         unanswered.push((call.id.clone(), call.name.clone()));
                     }
                     Part::ToolResult(result) => {
+                        if let Some((_, now)) =
+                            renamed.iter().find(|(sent, _)| *sent == result.call_id)
+                        {
+                            result.call_id = now.clone();
+                        }
                         if result.call_id.is_empty()
                             && let Some(name) = &result.name
                             && let Some(pos) = unanswered.iter().position(|(_, n)| n == name)
@@ -381,6 +399,14 @@ impl ChatRequest {
             }
         }
     }
+}
+
+/// `<id>_<n>` with the smallest `n` from 1 that no call in `calls` uses.
+fn unique_id(id: &str, calls: &[(String, String)]) -> String {
+    (1usize..)
+        .map(|n| format!("{id}_{n}"))
+        .find(|candidate| calls.iter().all(|(taken, _)| taken != candidate))
+        .unwrap_or_else(|| fresh_id("call_"))
 }
 
 /// A tool call or result that breaks the pairing every provider demands, found by
@@ -642,6 +668,44 @@ mod tests {
             })
             .collect();
         assert_eq!(ids, ["call_0", "call_2", "call_1"]);
+    }
+
+    #[test]
+    fn repeated_call_ids_are_made_unique_with_their_results() {
+        let mut request = ChatRequest {
+            messages: vec![
+                Message::new(Role::Assistant, vec![call("call_0", "a")]),
+                Message::new(Role::Tool, vec![result("call_0", None)]),
+                Message::new(Role::Assistant, vec![call("call_0", "b"), call("", "c")]),
+                Message::new(
+                    Role::Tool,
+                    vec![result("call_0", None), result("call_1", None)],
+                ),
+            ],
+            ..ChatRequest::default()
+        };
+        request.link_tool_calls();
+        let ids: Vec<&str> = request
+            .messages
+            .iter()
+            .flat_map(|m| &m.parts)
+            .map(|p| match p {
+                Part::ToolCall(c) => c.id.as_str(),
+                Part::ToolResult(r) => r.call_id.as_str(),
+                _ => "",
+            })
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "call_0", "call_0", "call_0_1", "call_2", "call_0_1", "call_1"
+            ]
+        );
+        assert_eq!(request.messages[3].parts[0], result("call_0_1", Some("b")));
+        assert!(matches!(
+            request.check_tool_pairing(),
+            Err(ToolPairing::Unmatched { .. })
+        ));
     }
 
     #[test]

@@ -1002,6 +1002,20 @@ mod tests {
     }
 
     #[test]
+    fn response_ids_are_response_ids() {
+        let body = OpenaiResponsesCodec.encode_response(&ChatResponse {
+            id: Some("msg_01".to_owned()),
+            parts: vec![Part::Text("hi".to_owned())],
+            ..ChatResponse::default()
+        });
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["id"], "resp_msg_01");
+        let fresh = OpenaiResponsesCodec.encode_response(&ChatResponse::default());
+        let fresh: Value = serde_json::from_slice(&fresh).unwrap();
+        assert!(fresh["id"].as_str().unwrap().starts_with("resp_"));
+    }
+
+    #[test]
     fn stream_ids_are_response_ids() {
         let mut encoder = OpenaiResponsesCodec.stream_encoder(&ClientStream::default());
         let mut out = BytesMut::new();
