@@ -46,7 +46,8 @@ pub use auth::{
     take_body_api_key,
 };
 pub use convert::{
-    Conversion, ConvertError, ConvertedRequest, ConvertedResponse, StreamConverter, StreamFraming,
+    ClientStream, Conversion, ConvertError, ConvertedRequest, ConvertedResponse, StreamConverter,
+    StreamFraming,
 };
 pub use errors::{ERROR_CONTENT_TYPE, ProxyError, error_body, stream_error_event};
 pub use format::{ClientFormat, NoClientFormat};

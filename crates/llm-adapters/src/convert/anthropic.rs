@@ -6,6 +6,15 @@
 //! (`text_delta`, `input_json_delta`) / `content_block_stop`, then `message_delta` (stop reason
 //! and usage) and `message_stop`.
 //!
+//! Client streams put the input tokens in `message_start` when the upstream told them before
+//! the first content (Gemini does, in its first chunk); upstreams that tell usage only at the
+//! end (OpenAI-compatible, Responses) leave `message_start` at 0, and `message_delta` carries
+//! the input, cached and output tokens. Message ids carry Anthropic's `msg_` prefix.
+//!
+//! Encoded requests leave out blank text blocks and blank system text (Anthropic answers 400
+//! "text content blocks must be non-empty"), omit blank tool result content, and trim a final
+//! assistant prefill's trailing whitespace (also a 400).
+//!
 //! Anthropic requires `max_tokens`: requests without one get [`DEFAULT_MAX_TOKENS`].
 //! Anthropic's temperature range is 0 to 1, so higher temperatures are clamped to 1. Its
 //! `input_tokens` exclude cache reads and writes; the neutral count includes them.
@@ -18,12 +27,13 @@ use super::{
     ConvertError,
     neutral::{
         ChatRequest, ChatResponse, ErrorInfo, FinishReason, Image, Part, Role, StreamEvent, Tool,
-        ToolCall, ToolChoice, ToolResult, Usage, arguments_object, fresh_id, json_text, push_part,
-        status_for_code, turns_by_side,
+        ToolCall, ToolChoice, ToolResult, Usage, arguments_object, client_id, json_text,
+        non_blank_system, push_part, status_for_code, turns_by_side,
     },
     registry::{Codec, DecodedRequest, EncodedRequest},
     stream::{
-        StreamDecoder, StreamEncoder, StreamFraming, parse_event, put_error_event, put_json_event,
+        ClientStream, StreamDecoder, StreamEncoder, StreamFraming, parse_event, put_error_event,
+        put_json_event,
     },
 };
 use crate::{ClientFormat, SseEvent};
@@ -293,6 +303,32 @@ fn tool_id(id: &str) -> String {
     }
 }
 
+/// Trims trailing whitespace off a final assistant turn (a prefill), which Anthropic refuses
+/// ("final assistant content cannot end with trailing whitespace"); blocks and the turn itself
+/// are dropped when nothing is left.
+fn trim_final_assistant_text(messages: &mut Vec<(&str, Vec<Value>)>) {
+    let Some((role, content)) = messages.last_mut() else {
+        return;
+    };
+    if *role != "assistant" {
+        return;
+    }
+    while let Some(last) = content.last_mut() {
+        let Some(text) = last.get("text").and_then(Value::as_str) else {
+            break;
+        };
+        let trimmed = text.trim_end().to_owned();
+        if !trimmed.is_empty() {
+            last["text"] = json!(trimmed);
+            break;
+        }
+        content.pop();
+    }
+    if content.is_empty() {
+        messages.pop();
+    }
+}
+
 fn blocks(content: Blocks) -> Vec<Block> {
     match content {
         Blocks::Text(text) => vec![Block::Text { text }],
@@ -370,8 +406,11 @@ fn part_json(part: &Part) -> Value {
             let mut value = json!({
                 "type": "tool_result",
                 "tool_use_id": tool_id(&result.call_id),
-                "content": result.content,
             });
+            // `content` is optional, and blank text is refused wherever Anthropic takes text.
+            if !result.content.trim().is_empty() {
+                value["content"] = json!(result.content);
+            }
             if result.is_error {
                 value["is_error"] = json!(true);
             }
@@ -460,6 +499,7 @@ impl Codec for AnthropicCodec {
         Ok(DecodedRequest {
             request,
             framing: StreamFraming::Sse,
+            include_usage: false,
         })
     }
 
@@ -469,12 +509,17 @@ impl Codec for AnthropicCodec {
             Role::User | Role::Tool => "user",
             Role::Assistant => "assistant",
         });
-        let messages: Vec<Value> = turns
+        let mut messages: Vec<(&str, Vec<Value>)> = turns
             .into_iter()
-            .map(|(role, parts)| {
-                let content: Vec<Value> = parts.into_iter().map(part_json).collect();
-                json!({"role": role, "content": content})
-            })
+            .map(|(role, parts)| (role, parts.into_iter().map(part_json).collect()))
+            .collect();
+        trim_final_assistant_text(&mut messages);
+        if messages.is_empty() {
+            return Err(ConvertError::EmptyConversation);
+        }
+        let messages: Vec<Value> = messages
+            .into_iter()
+            .map(|(role, content)| json!({"role": role, "content": content}))
             .collect();
         let mut body = Map::new();
         body.insert("model".into(), json!(model));
@@ -482,7 +527,7 @@ impl Codec for AnthropicCodec {
             "max_tokens".into(),
             json!(request.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),
         );
-        match request.system.as_slice() {
+        match non_blank_system(request).as_slice() {
             [] => {}
             [one] => {
                 body.insert("system".into(), json!(one));
@@ -574,7 +619,7 @@ impl Codec for AnthropicCodec {
             FinishReason::EndTurn
         });
         json_text(&json!({
-            "id": response.id.clone().unwrap_or_else(|| fresh_id("msg_")),
+            "id": client_id("msg_", response.id.as_deref()),
             "type": "message",
             "role": "assistant",
             "model": response.model.clone().unwrap_or_default(),
@@ -590,8 +635,11 @@ impl Codec for AnthropicCodec {
         Box::new(EventDecoder::default())
     }
 
-    fn stream_encoder(&self, _framing: StreamFraming) -> Box<dyn StreamEncoder> {
-        Box::new(EventEncoder::default())
+    fn stream_encoder(&self, client: &ClientStream) -> Box<dyn StreamEncoder> {
+        Box::new(EventEncoder {
+            requested_model: client.model.clone(),
+            ..EventEncoder::default()
+        })
     }
 }
 
@@ -693,6 +741,8 @@ enum OpenBlock {
 struct EventEncoder {
     id: Option<String>,
     model: Option<String>,
+    /// The client's model, named when the upstream names none.
+    requested_model: Option<String>,
     started: bool,
     open: Option<OpenBlock>,
     next_block: usize,
@@ -715,10 +765,10 @@ impl EventEncoder {
             "output_tokens": 0,
         });
         let message = json!({
-            "id": self.id.clone().unwrap_or_else(|| fresh_id("msg_")),
+            "id": client_id("msg_", self.id.as_deref()),
             "type": "message",
             "role": "assistant",
-            "model": self.model.clone().unwrap_or_default(),
+            "model": self.model.as_ref().or(self.requested_model.as_ref()).cloned().unwrap_or_default(),
             "content": [],
             "stop_reason": null,
             "stop_sequence": null,
@@ -946,6 +996,91 @@ mod tests {
             body["messages"][1]["content"][0]["tool_use_id"],
             "functions_f_0"
         );
+    }
+
+    #[test]
+    fn blank_text_is_dropped_and_a_final_prefill_trimmed() {
+        let request = ChatRequest {
+            model: Some("claude".to_owned()),
+            system: vec![" ".to_owned(), "Be brief.".to_owned()],
+            messages: vec![
+                Message::new(Role::User, vec![Part::Text("hi".to_owned())]),
+                Message::new(
+                    Role::Assistant,
+                    vec![
+                        Part::Text(String::new()),
+                        Part::ToolCall(ToolCall {
+                            id: "t1".to_owned(),
+                            name: "f".to_owned(),
+                            arguments: "{}".to_owned(),
+                        }),
+                    ],
+                ),
+                Message::new(
+                    Role::Tool,
+                    vec![Part::ToolResult(ToolResult {
+                        call_id: "t1".to_owned(),
+                        name: None,
+                        content: " ".to_owned(),
+                        is_error: false,
+                    })],
+                ),
+                Message::new(Role::User, vec![Part::Text("  ".to_owned())]),
+                Message::new(Role::Assistant, vec![Part::Text("Sure, \n".to_owned())]),
+            ],
+            ..ChatRequest::default()
+        };
+        let body: Value =
+            serde_json::from_slice(&AnthropicCodec.encode_request(&request).unwrap().body).unwrap();
+        assert_eq!(body["system"], "Be brief.");
+        let messages = body["messages"].as_array().unwrap();
+        assert_eq!(messages.len(), 4);
+        assert_eq!(messages[1]["content"].as_array().unwrap().len(), 1);
+        assert_eq!(messages[1]["content"][0]["type"], "tool_use");
+        assert_eq!(
+            messages[2]["content"],
+            json!([{"type": "tool_result", "tool_use_id": "t1"}])
+        );
+        assert_eq!(messages[3]["content"][0]["text"], "Sure,");
+    }
+
+    #[test]
+    fn nothing_but_blank_text_is_an_empty_conversation() {
+        let request = ChatRequest {
+            model: Some("claude".to_owned()),
+            messages: vec![Message::new(Role::User, vec![Part::Text(" ".to_owned())])],
+            ..ChatRequest::default()
+        };
+        assert_eq!(
+            AnthropicCodec.encode_request(&request).err(),
+            Some(ConvertError::EmptyConversation)
+        );
+    }
+
+    #[test]
+    fn message_start_carries_input_tokens_known_before_content() {
+        let mut encoder = AnthropicCodec.stream_encoder(&ClientStream::default());
+        let mut out = BytesMut::new();
+        for event in [
+            StreamEvent::Start {
+                id: Some("abc".to_owned()),
+                model: Some("gemini-2.5-flash".to_owned()),
+                created: None,
+            },
+            StreamEvent::Usage(Usage {
+                input_tokens: Some(12),
+                ..Usage::default()
+            }),
+            StreamEvent::Text("hi".to_owned()),
+            StreamEvent::End,
+        ] {
+            encoder.encode(event, &mut out);
+        }
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        let start = text.lines().nth(1).unwrap().strip_prefix("data: ").unwrap();
+        let start: Value = serde_json::from_str(start).unwrap();
+        assert_eq!(start["message"]["usage"]["input_tokens"], 12);
+        assert_eq!(start["message"]["id"], "msg_abc");
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! and SPEC error code the server answers with (rendered in the client's format by
 //! [`crate::error_body`]).
 
+use super::neutral::ToolPairing;
+
 /// A client request that cannot be converted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConvertError {
@@ -32,6 +34,29 @@ pub enum ConvertError {
     /// The request uses a feature the upstream's format cannot express.
     #[error("{0}")]
     Unsupported(&'static str),
+    /// A tool call has no result in the turn right after it (every provider refuses this).
+    #[error(
+        "tool call `{0}` has no result right after it; send the result of every call in the tool turn that follows the assistant turn that made it"
+    )]
+    UnansweredToolCall(String),
+    /// A tool result answers no call of the assistant turn right before it.
+    #[error(
+        "the tool result for `{0}` answers no tool call of the assistant turn right before it; send results right after the turn that made the calls"
+    )]
+    UnmatchedToolResult(String),
+    /// Nothing of the conversation is left that the upstream accepts (no message, or only
+    /// empty and whitespace-only text).
+    #[error("the conversation has no message with content; send at least one non-empty message")]
+    EmptyConversation,
+}
+
+impl From<ToolPairing> for ConvertError {
+    fn from(pairing: ToolPairing) -> Self {
+        match pairing {
+            ToolPairing::Unanswered { call_id } => ConvertError::UnansweredToolCall(call_id),
+            ToolPairing::Unmatched { call_id } => ConvertError::UnmatchedToolResult(call_id),
+        }
+    }
 }
 
 impl ConvertError {
@@ -42,7 +67,10 @@ impl ConvertError {
             ConvertError::InvalidBody { .. }
             | ConvertError::MissingModel
             | ConvertError::InvalidModel(_)
-            | ConvertError::Unsupported(_) => 400,
+            | ConvertError::Unsupported(_)
+            | ConvertError::UnansweredToolCall(_)
+            | ConvertError::UnmatchedToolResult(_)
+            | ConvertError::EmptyConversation => 400,
         }
     }
 
@@ -54,6 +82,10 @@ impl ConvertError {
             ConvertError::MissingModel => "missing_model",
             ConvertError::InvalidModel(_) => "invalid_model",
             ConvertError::Unsupported(_) => "unsupported_feature",
+            ConvertError::UnansweredToolCall(_) | ConvertError::UnmatchedToolResult(_) => {
+                "unpaired_tool_call"
+            }
+            ConvertError::EmptyConversation => "empty_conversation",
         }
     }
 

@@ -11,8 +11,10 @@
 //! JSON for an object, else as `{"content": text}` (and read back the same way). Tool schemas
 //! are sent as `parametersJsonSchema`, which takes full JSON Schema. A stream is a series of
 //! data events, each a whole `GenerateContentResponse`; the client stream buffers a tool call
-//! until its arguments are complete (Gemini sends whole calls) and ends with a chunk carrying
-//! `finishReason` and `usageMetadata`.
+//! until its arguments are complete (Gemini sends whole calls), puts `usageMetadata` on every
+//! chunk once the upstream has told any count (as Gemini does), and ends with a chunk carrying
+//! `finishReason` and the final `usageMetadata`. Blank text and blank system segments are not
+//! sent (Gemini refuses empty text parts).
 
 use bytes::{BufMut, BytesMut};
 use serde::Deserialize;
@@ -22,12 +24,13 @@ use super::{
     ConvertError,
     neutral::{
         ChatRequest, ChatResponse, ErrorInfo, FinishReason, Image, Part, Role, StreamEvent, Tool,
-        ToolCall, ToolChoice, ToolResult, Usage, arguments_object, fresh_id, json_text, push_part,
-        status_for_code, turns_by_side,
+        ToolCall, ToolChoice, ToolResult, Usage, arguments_object, fresh_id, json_text,
+        non_blank_system, push_part, status_for_code, turns_by_side,
     },
     registry::{Codec, DecodedRequest, EncodedRequest},
     stream::{
-        StreamDecoder, StreamEncoder, StreamFraming, parse_event, put_error_event, put_json_event,
+        ClientStream, StreamDecoder, StreamEncoder, StreamFraming, parse_event, put_error_event,
+        put_json_event,
     },
 };
 use crate::{ClientFormat, ProxyError, SseEvent, query};
@@ -505,7 +508,11 @@ impl Codec for GeminiCodec {
             } else {
                 StreamFraming::JsonArray
             };
-        Ok(DecodedRequest { request, framing })
+        Ok(DecodedRequest {
+            request,
+            framing,
+            include_usage: false,
+        })
     }
 
     fn client_params(&self) -> &'static [&'static str] {
@@ -522,6 +529,9 @@ impl Codec for GeminiCodec {
             Role::User | Role::Tool => "user",
             Role::Assistant => "model",
         });
+        if turns.is_empty() {
+            return Err(ConvertError::EmptyConversation);
+        }
         let contents: Vec<Value> = turns
             .into_iter()
             .map(|(role, parts)| {
@@ -531,8 +541,9 @@ impl Codec for GeminiCodec {
             .collect();
         let mut body = Map::new();
         body.insert("contents".into(), Value::Array(contents));
-        if !request.system.is_empty() {
-            let parts: Vec<Value> = request.system.iter().map(|t| json!({"text": t})).collect();
+        let system = non_blank_system(request);
+        if !system.is_empty() {
+            let parts: Vec<Value> = system.iter().map(|t| json!({"text": t})).collect();
             body.insert("systemInstruction".into(), json!({ "parts": parts }));
         }
         if !request.tools.is_empty() {
@@ -673,9 +684,10 @@ impl Codec for GeminiCodec {
         Box::new(ChunkDecoder::default())
     }
 
-    fn stream_encoder(&self, framing: StreamFraming) -> Box<dyn StreamEncoder> {
+    fn stream_encoder(&self, client: &ClientStream) -> Box<dyn StreamEncoder> {
         Box::new(ChunkEncoder {
-            framing,
+            framing: client.framing,
+            requested_model: client.model.clone(),
             ..ChunkEncoder::default()
         })
     }
@@ -778,6 +790,8 @@ struct ChunkEncoder {
     framing: StreamFraming,
     id: Option<String>,
     model: Option<String>,
+    /// The client's model, named when the upstream names none.
+    requested_model: Option<String>,
     /// Tool calls whose arguments may still grow: (neutral index, name, arguments).
     pending: Vec<(usize, String, String)>,
     finish: Option<FinishReason>,
@@ -819,10 +833,11 @@ impl ChunkEncoder {
             candidate["finishReason"] = json!(finish_to(finish));
         }
         chunk.insert("candidates".into(), json!([candidate]));
-        if last {
+        // Gemini puts the counts so far on every chunk; before the end, only when known.
+        if last || !self.usage.is_empty() {
             chunk.insert("usageMetadata".into(), usage_json(&self.usage));
         }
-        if let Some(model) = &self.model {
+        if let Some(model) = self.model.as_ref().or(self.requested_model.as_ref()) {
             chunk.insert("modelVersion".into(), json!(model));
         }
         if let Some(id) = &self.id {

@@ -26,6 +26,17 @@
 //! What cannot be expressed on the other side is dropped, never invented: reasoning/thinking
 //! content, server-side tools, audio and documents, Anthropic's `is_error` on tool results
 //! outside Anthropic, stop sequences on OpenAI Responses.
+//!
+//! **Architecture invariant:** every request an encoder writes is one its provider accepts.
+//! Blank text (which agent frameworks send beside tool calls) is left out where the provider
+//! refuses it, and a conversation whose tool calls and results do not pair up, or that has
+//! nothing left to send, is refused with a 400 [`ConvertError`] before it reaches the upstream.
+//! The tests check every encoder against a validator per provider (`tests/support/validate.rs`).
+//!
+//! Client streams are shaped like the client's real provider: OpenAI's separate usage chunk
+//! only when `stream_options.include_usage` was asked ([`ClientStream`] carries the request's
+//! facts), Anthropic's input tokens in `message_start` when the upstream told them before the
+//! first content and in `message_delta` otherwise, Responses ids with `resp_`.
 
 mod anthropic;
 mod error;
@@ -39,4 +50,4 @@ mod stream;
 pub use anthropic::DEFAULT_MAX_TOKENS;
 pub use error::ConvertError;
 pub use registry::{Conversion, ConvertedRequest, ConvertedResponse};
-pub use stream::{StreamConverter, StreamFraming};
+pub use stream::{ClientStream, StreamConverter, StreamFraming};

@@ -91,6 +91,13 @@ pub enum Part {
     ToolResult(ToolResult),
 }
 
+impl Part {
+    /// Whether this is text with nothing but whitespace (empty included).
+    pub fn is_blank_text(&self) -> bool {
+        matches!(self, Part::Text(text) if text.trim().is_empty())
+    }
+}
+
 /// An image in a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Image {
@@ -335,11 +342,18 @@ pub enum StreamEvent {
 impl ChatRequest {
     /// Gives every tool call an id (`call_<n>` for those without one) and links every result to
     /// its call: a result without a call id takes the oldest unanswered call of the same name,
-    /// and a result without a name takes its call's.
+    /// and a result takes its call's name.
+    ///
+    /// Call ids are made unique within the conversation: some OpenAI-compatible servers restart
+    /// their ids every turn (`call_0`, `functions.f:0`), and Anthropic refuses a repeated
+    /// `tool_use` id. A repeated id becomes `<id>_<n>`, and the results after it that name it
+    /// follow the rename.
     pub fn link_tool_calls(&mut self) {
         let mut next = 0usize;
         let mut calls: Vec<(String, String)> = Vec::new();
         let mut unanswered: Vec<(String, String)> = Vec::new();
+        // (id the client sent, id it goes by now) for every renamed call id.
+        let mut renamed: Vec<(String, String)> = Vec::new();
         for message in &mut self.messages {
             for part in &mut message.parts {
                 match part {
@@ -348,10 +362,21 @@ impl ChatRequest {
                             call.id = format!("call_{next}");
                         }
                         next += 1;
+                        renamed.retain(|(sent, _)| *sent != call.id);
+                        if calls.iter().any(|(id, _)| *id == call.id) {
+                            let unique = unique_id(&call.id, &calls);
+                            renamed.push((call.id.clone(), unique.clone()));
+                            call.id = unique;
+                        }
                         calls.push((call.id.clone(), call.name.clone()));
                         unanswered.push((call.id.clone(), call.name.clone()));
                     }
                     Part::ToolResult(result) => {
+                        if let Some((_, now)) =
+                            renamed.iter().find(|(sent, _)| *sent == result.call_id)
+                        {
+                            result.call_id = now.clone();
+                        }
                         if result.call_id.is_empty()
                             && let Some(name) = &result.name
                             && let Some(pos) = unanswered.iter().position(|(_, n)| n == name)
@@ -362,16 +387,93 @@ impl ChatRequest {
                         {
                             unanswered.remove(pos);
                         }
-                        if result.name.is_none() {
-                            result.name = calls
-                                .iter()
-                                .find(|(id, _)| *id == result.call_id)
-                                .map(|(_, name)| name.clone());
+                        // The call's name is authoritative: Gemini pairs results with calls
+                        // by name, so a result naming another function would not pair.
+                        if let Some((_, name)) = calls.iter().find(|(id, _)| *id == result.call_id)
+                        {
+                            result.name = Some(name.clone());
                         }
                     }
                     Part::Text(_) | Part::Image(_) => {}
                 }
             }
+        }
+    }
+}
+
+/// `<id>_<n>` with the smallest `n` from 1 that no call in `calls` uses.
+fn unique_id(id: &str, calls: &[(String, String)]) -> String {
+    (1usize..)
+        .map(|n| format!("{id}_{n}"))
+        .find(|candidate| calls.iter().all(|(taken, _)| taken != candidate))
+        .unwrap_or_else(|| fresh_id("call_"))
+}
+
+/// A tool call or result that breaks the pairing every provider demands, found by
+/// [`ChatRequest::check_tool_pairing`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolPairing {
+    /// A call no result answers in the tool message right after its assistant message.
+    Unanswered {
+        /// The call's id.
+        call_id: String,
+    },
+    /// A result that answers no call of the assistant message right before it.
+    Unmatched {
+        /// The call id the result names (or its function name when it has no id).
+        call_id: String,
+    },
+}
+
+impl ChatRequest {
+    /// Checks that tool calls and results pair up the way every provider requires (OpenAI
+    /// "tool_calls must be followed by tool messages responding to each tool_call_id",
+    /// Anthropic "tool_use ids were found without tool_result blocks immediately after",
+    /// Gemini "the number of function response parts is equal to the number of function call
+    /// parts"): the results of an assistant message's calls come in the tool message right
+    /// after it, one per call, and nothing else does. Run after [`Self::link_tool_calls`].
+    ///
+    /// # Errors
+    /// The first call left unanswered or result left unmatched, in conversation order.
+    pub fn check_tool_pairing(&self) -> Result<(), ToolPairing> {
+        let mut pending: Vec<&str> = Vec::new();
+        for message in &self.messages {
+            if message.role == Role::Tool {
+                for part in &message.parts {
+                    if let Part::ToolResult(result) = part {
+                        let Some(pos) = pending.iter().position(|id| *id == result.call_id) else {
+                            let named = if result.call_id.is_empty() {
+                                result.name.clone().unwrap_or_default()
+                            } else {
+                                result.call_id.clone()
+                            };
+                            return Err(ToolPairing::Unmatched { call_id: named });
+                        };
+                        pending.remove(pos);
+                    }
+                }
+            }
+            if let Some(call_id) = pending.first() {
+                return Err(ToolPairing::Unanswered {
+                    call_id: (*call_id).to_owned(),
+                });
+            }
+            if message.role == Role::Assistant {
+                pending = message
+                    .parts
+                    .iter()
+                    .filter_map(|part| match part {
+                        Part::ToolCall(call) => Some(call.id.as_str()),
+                        _ => None,
+                    })
+                    .collect();
+            }
+        }
+        match pending.first() {
+            Some(call_id) => Err(ToolPairing::Unanswered {
+                call_id: (*call_id).to_owned(),
+            }),
+            None => Ok(()),
         }
     }
 }
@@ -385,9 +487,15 @@ pub(crate) fn push_part(messages: &mut Vec<Message>, role: Role, part: Part) {
 }
 
 /// The parts of `messages` grouped into alternating turns for formats that know only a user and
-/// a model side (Anthropic, Gemini): `side` names each role's side, consecutive messages of one
-/// side merge, parts a role does not carry and empty turns are dropped, and tool results open
-/// the turn that answers the tool calls.
+/// a model side (Anthropic, Gemini): `side` names each role's side, parts a role does not carry
+/// and blank text are dropped, messages left empty are skipped, consecutive messages of one side
+/// merge (also across a skipped message, so turns always alternate), and tool results open the
+/// turn that answers the tool calls.
+///
+/// Blank text goes because both formats refuse it: Anthropic answers 400 "text content blocks
+/// must be non-empty" (or "must contain non-whitespace text"), Gemini refuses empty text parts.
+/// Agent frameworks send it on tool-call-only assistant turns (`"content": ""` beside
+/// `tool_calls`).
 pub(crate) fn turns_by_side(
     messages: &[Message],
     side: impl Fn(Role) -> &'static str,
@@ -395,17 +503,33 @@ pub(crate) fn turns_by_side(
     let mut turns: Vec<(&'static str, Vec<&Part>)> = Vec::new();
     for message in messages {
         let name = side(message.role);
-        let parts = message.parts.iter().filter(|p| message.role.carries(p));
+        let mut parts = message
+            .parts
+            .iter()
+            .filter(|p| message.role.carries(p) && !p.is_blank_text())
+            .peekable();
+        if parts.peek().is_none() {
+            continue;
+        }
         match turns.last_mut() {
             Some((last, list)) if *last == name => list.extend(parts),
             _ => turns.push((name, parts.collect())),
         }
     }
-    turns.retain(|(_, parts)| !parts.is_empty());
     for (_, parts) in &mut turns {
         parts.sort_by_key(|p| !matches!(p, Part::ToolResult(_)));
     }
     turns
+}
+
+/// The system segments that are not blank (Anthropic and Gemini refuse empty system text).
+pub(crate) fn non_blank_system(request: &ChatRequest) -> Vec<&str> {
+    request
+        .system
+        .iter()
+        .map(String::as_str)
+        .filter(|text| !text.trim().is_empty())
+        .collect()
 }
 
 /// Parses tool-call argument text into a JSON object for formats that carry objects; anything
@@ -463,6 +587,18 @@ pub(crate) fn fresh_id(prefix: &str) -> String {
     let a = mix(nanos ^ count.rotate_left(32));
     let b = mix(a ^ count);
     format!("{prefix}{a:016x}{:08x}", b >> 32)
+}
+
+/// A response id in the shape the client's provider gives (`resp_…`, `msg_…`, `chatcmpl-…`),
+/// since SDKs and clients that store or chain ids expect it: the upstream's id as it is when it
+/// already has `prefix`, else behind `prefix` (so it can still be traced upstream), else a
+/// fresh id.
+pub(crate) fn client_id(prefix: &str, upstream: Option<&str>) -> String {
+    match upstream {
+        Some(id) if id.starts_with(prefix) => id.to_owned(),
+        Some(id) if !id.is_empty() => format!("{prefix}{id}"),
+        _ => fresh_id(prefix),
+    }
 }
 
 /// The current time, Unix seconds, for formats whose responses require a creation time the
@@ -535,6 +671,44 @@ mod tests {
     }
 
     #[test]
+    fn repeated_call_ids_are_made_unique_with_their_results() {
+        let mut request = ChatRequest {
+            messages: vec![
+                Message::new(Role::Assistant, vec![call("call_0", "a")]),
+                Message::new(Role::Tool, vec![result("call_0", None)]),
+                Message::new(Role::Assistant, vec![call("call_0", "b"), call("", "c")]),
+                Message::new(
+                    Role::Tool,
+                    vec![result("call_0", None), result("call_1", None)],
+                ),
+            ],
+            ..ChatRequest::default()
+        };
+        request.link_tool_calls();
+        let ids: Vec<&str> = request
+            .messages
+            .iter()
+            .flat_map(|m| &m.parts)
+            .map(|p| match p {
+                Part::ToolCall(c) => c.id.as_str(),
+                Part::ToolResult(r) => r.call_id.as_str(),
+                _ => "",
+            })
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "call_0", "call_0", "call_0_1", "call_2", "call_0_1", "call_1"
+            ]
+        );
+        assert_eq!(request.messages[3].parts[0], result("call_0_1", Some("b")));
+        assert!(matches!(
+            request.check_tool_pairing(),
+            Err(ToolPairing::Unmatched { .. })
+        ));
+    }
+
+    #[test]
     fn link_tool_calls_fills_result_names_from_calls() {
         let mut request = ChatRequest {
             messages: vec![
@@ -584,6 +758,74 @@ mod tests {
             ..Usage::default()
         });
         assert_eq!((usage.input(), usage.output(), usage.total()), (10, 7, 17));
+    }
+
+    #[test]
+    fn client_ids_carry_the_client_prefix() {
+        assert_eq!(client_id("resp_", Some("resp_1")), "resp_1");
+        assert_eq!(client_id("resp_", Some("chatcmpl-9")), "resp_chatcmpl-9");
+        assert!(client_id("msg_", Some("")).starts_with("msg_"));
+        assert!(client_id("msg_", None).len() > "msg_".len());
+    }
+
+    #[test]
+    fn tool_pairing_wants_results_right_after_their_calls() {
+        let answered = ChatRequest {
+            messages: vec![
+                Message::new(Role::User, vec![Part::Text("hi".to_owned())]),
+                Message::new(Role::Assistant, vec![call("a", "f"), call("b", "g")]),
+                Message::new(Role::Tool, vec![result("b", None), result("a", None)]),
+                Message::new(Role::Assistant, vec![Part::Text("done".to_owned())]),
+            ],
+            ..ChatRequest::default()
+        };
+        assert_eq!(answered.check_tool_pairing(), Ok(()));
+
+        let mut half = answered.clone();
+        half.messages[2].parts.pop();
+        assert_eq!(
+            half.check_tool_pairing(),
+            Err(ToolPairing::Unanswered {
+                call_id: "a".to_owned()
+            })
+        );
+
+        let mut orphan = answered.clone();
+        orphan.messages.remove(1);
+        assert_eq!(
+            orphan.check_tool_pairing(),
+            Err(ToolPairing::Unmatched {
+                call_id: "b".to_owned()
+            })
+        );
+
+        let mut trailing = answered;
+        trailing.messages.truncate(2);
+        assert!(matches!(
+            trailing.check_tool_pairing(),
+            Err(ToolPairing::Unanswered { .. })
+        ));
+    }
+
+    #[test]
+    fn turns_skip_blank_text_and_stay_alternating() {
+        let messages = vec![
+            Message::new(Role::User, vec![Part::Text("hi".to_owned())]),
+            Message::new(
+                Role::Assistant,
+                vec![Part::Text(" ".to_owned()), call("a", "f")],
+            ),
+            Message::new(Role::Tool, vec![result("a", None)]),
+            Message::new(Role::Assistant, vec![Part::Text(String::new())]),
+            Message::new(Role::User, vec![Part::Text("\n".to_owned())]),
+            Message::new(Role::User, vec![Part::Text("more".to_owned())]),
+        ];
+        let turns = turns_by_side(&messages, |role| match role {
+            Role::Assistant => "model",
+            Role::User | Role::Tool => "user",
+        });
+        let shape: Vec<(&str, usize)> = turns.iter().map(|(side, p)| (*side, p.len())).collect();
+        assert_eq!(shape, [("user", 1), ("model", 1), ("user", 2)]);
     }
 
     #[test]

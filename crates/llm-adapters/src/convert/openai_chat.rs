@@ -5,11 +5,13 @@
 //! `chat.completion.chunk` data events ending with `data: [DONE]`, with tool-call arguments
 //! streamed as string deltas under the call's `index`.
 //!
-//! Encoded upstream requests ask for `stream_options.include_usage` so streamed usage arrives;
-//! the client stream carries usage in its final chunk (the one with `finish_reason`), which
-//! SDKs read whether or not they asked for it and which clients that index `choices[0]` can
-//! still handle. `max_tokens` (not `max_completion_tokens`) is sent, which every compatible
-//! server understands.
+//! Encoded upstream requests ask for `stream_options.include_usage` so streamed usage arrives.
+//! The client stream carries usage as OpenAI does: only when the client asked for
+//! `stream_options.include_usage`, then as `"usage": null` on every chunk and a separate last
+//! chunk with `"choices": []` and the usage, before `data: [DONE]`. `max_tokens` (not
+//! `max_completion_tokens`) is sent, which every compatible server understands. Blank assistant
+//! text beside tool calls is sent as `content: null`, and messages left with nothing to carry
+//! are left out.
 
 use bytes::{BufMut, BytesMut};
 use serde::Deserialize;
@@ -24,7 +26,8 @@ use super::{
     },
     registry::{Codec, DecodedRequest, EncodedRequest},
     stream::{
-        StreamDecoder, StreamEncoder, StreamFraming, parse_event, put_error_event, put_json_event,
+        ClientStream, StreamDecoder, StreamEncoder, StreamFraming, parse_event, put_error_event,
+        put_json_event,
     },
 };
 use crate::{ClientFormat, SseEvent};
@@ -52,6 +55,12 @@ struct RequestIn {
     top_p: Option<f64>,
     stop: Option<Stop>,
     stream: Option<bool>,
+    stream_options: Option<StreamOptionsIn>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptionsIn {
+    include_usage: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -362,13 +371,18 @@ fn message_json(message: &Message, out: &mut Vec<Value>) {
                 .iter()
                 .filter(|p| matches!(p, Part::Text(_) | Part::Image(_)))
                 .collect();
-            out.push(json!({"role": "user", "content": content_json(&parts)}));
+            // A user message needs content; one with nothing it can carry is left out.
+            if !parts.is_empty() {
+                out.push(json!({"role": "user", "content": content_json(&parts)}));
+            }
         }
         Role::Assistant => {
+            // Blank text beside tool calls is what agent frameworks send for "no text";
+            // OpenAI's own shape for that is `content: null`.
             let texts: Vec<&Part> = message
                 .parts
                 .iter()
-                .filter(|p| matches!(p, Part::Text(_)))
+                .filter(|p| matches!(p, Part::Text(_)) && !p.is_blank_text())
                 .collect();
             let calls: Vec<Value> = message
                 .parts
@@ -378,6 +392,9 @@ fn message_json(message: &Message, out: &mut Vec<Value>) {
                     _ => None,
                 })
                 .collect();
+            if texts.is_empty() && calls.is_empty() {
+                return;
+            }
             let mut value = json!({"role": "assistant", "content": content_json(&texts)});
             if !calls.is_empty() {
                 value["tool_calls"] = Value::Array(calls);
@@ -416,6 +433,11 @@ impl Codec for OpenaiChatCodec {
         }
         let wire: RequestIn =
             serde_json::from_slice(body).map_err(|e| ConvertError::invalid(NAME, e))?;
+        let include_usage = wire
+            .stream_options
+            .as_ref()
+            .and_then(|options| options.include_usage)
+            .unwrap_or(false);
         let mut request = ChatRequest {
             model: wire.model,
             max_tokens: wire.max_completion_tokens.or(wire.max_tokens),
@@ -484,6 +506,7 @@ impl Codec for OpenaiChatCodec {
         Ok(DecodedRequest {
             request,
             framing: StreamFraming::Sse,
+            include_usage,
         })
     }
 
@@ -494,6 +517,9 @@ impl Codec for OpenaiChatCodec {
         }
         for message in &request.messages {
             message_json(message, &mut messages);
+        }
+        if messages.is_empty() {
+            return Err(ConvertError::EmptyConversation);
         }
         let mut body = Map::new();
         if let Some(model) = &request.model {
@@ -620,8 +646,12 @@ impl Codec for OpenaiChatCodec {
         Box::new(ChunkDecoder::default())
     }
 
-    fn stream_encoder(&self, _framing: StreamFraming) -> Box<dyn StreamEncoder> {
-        Box::new(ChunkEncoder::default())
+    fn stream_encoder(&self, client: &ClientStream) -> Box<dyn StreamEncoder> {
+        Box::new(ChunkEncoder {
+            include_usage: client.include_usage,
+            model: client.model.clone().unwrap_or_default(),
+            ..ChunkEncoder::default()
+        })
     }
 }
 
@@ -743,7 +773,11 @@ impl StreamDecoder for ChunkDecoder {
 
 #[derive(Default)]
 struct ChunkEncoder {
+    /// `stream_options.include_usage`: every chunk then has `"usage": null` and a last chunk
+    /// with no choices carries the usage, as OpenAI does; otherwise no usage is sent.
+    include_usage: bool,
     id: String,
+    /// The upstream's model name, else the requested one.
     model: String,
     created: u64,
     started: bool,
@@ -765,18 +799,25 @@ impl ChunkEncoder {
         if self.created == 0 {
             self.created = now_unix();
         }
-        self.chunk(out, json!({"role": "assistant", "content": ""}), None, None);
+        self.chunk(out, json!({"role": "assistant", "content": ""}), None);
     }
 
-    fn chunk(&self, out: &mut BytesMut, delta: Value, finish: Option<&str>, usage: Option<Value>) {
+    fn chunk(&self, out: &mut BytesMut, delta: Value, finish: Option<&str>) {
+        let choices =
+            json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]);
+        self.put(out, choices, Value::Null);
+    }
+
+    /// Writes one chunk; `usage` is written only when the client asked for usage.
+    fn put(&self, out: &mut BytesMut, choices: Value, usage: Value) {
         let mut chunk = json!({
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+            "choices": choices,
         });
-        if let Some(usage) = usage {
+        if self.include_usage {
             chunk["usage"] = usage;
         }
         put_json_event(out, None, &chunk);
@@ -792,14 +833,16 @@ impl StreamEncoder for ChunkEncoder {
             StreamEvent::Start { id, model, created } => {
                 if !self.started {
                     self.id = id.unwrap_or_default();
-                    self.model = model.unwrap_or_default();
+                    if let Some(model) = model {
+                        self.model = model;
+                    }
                     self.created = created.unwrap_or(0);
                 }
                 self.start(out);
             }
             StreamEvent::Text(text) => {
                 self.start(out);
-                self.chunk(out, json!({"content": text}), None, None);
+                self.chunk(out, json!({"content": text}), None);
             }
             StreamEvent::ToolCallStart { index, id, name } => {
                 self.start(out);
@@ -810,12 +853,12 @@ impl StreamEncoder for ChunkEncoder {
                     "type": "function",
                     "function": {"name": name, "arguments": ""},
                 });
-                self.chunk(out, json!({"tool_calls": [call]}), None, None);
+                self.chunk(out, json!({"tool_calls": [call]}), None);
             }
             StreamEvent::ToolCallDelta { index, arguments } => {
                 self.start(out);
                 let call = json!({"index": index, "function": {"arguments": arguments}});
-                self.chunk(out, json!({"tool_calls": [call]}), None, None);
+                self.chunk(out, json!({"tool_calls": [call]}), None);
             }
             StreamEvent::Usage(usage) => self.usage.merge(&usage),
             StreamEvent::Finish { reason, .. } => self.finish = Some(reason),
@@ -830,8 +873,10 @@ impl StreamEncoder for ChunkEncoder {
                 } else {
                     FinishReason::EndTurn
                 });
-                let usage = (!self.usage.is_empty()).then(|| usage_json(&self.usage));
-                self.chunk(out, json!({}), Some(finish_to(finish)), usage);
+                self.chunk(out, json!({}), Some(finish_to(finish)));
+                if self.include_usage && !self.usage.is_empty() {
+                    self.put(out, json!([]), usage_json(&self.usage));
+                }
                 out.put_slice(crate::openai::DONE_FRAME);
                 self.done = true;
             }
@@ -955,10 +1000,96 @@ mod tests {
         let encoded = OpenaiChatCodec
             .encode_request(&ChatRequest {
                 stream: true,
+                messages: vec![Message::new(Role::User, vec![Part::Text("hi".to_owned())])],
                 ..ChatRequest::default()
             })
             .unwrap();
         let body: Value = serde_json::from_slice(&encoded.body).unwrap();
         assert_eq!(body["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn blank_assistant_text_beside_calls_is_null_content() {
+        let encoded = OpenaiChatCodec
+            .encode_request(&ChatRequest {
+                messages: vec![
+                    Message::new(Role::User, vec![]),
+                    Message::new(Role::Assistant, vec![Part::Text(" ".to_owned())]),
+                    Message::new(
+                        Role::Assistant,
+                        vec![
+                            Part::Text(String::new()),
+                            Part::ToolCall(ToolCall {
+                                id: "c".to_owned(),
+                                name: "f".to_owned(),
+                                arguments: "{}".to_owned(),
+                            }),
+                        ],
+                    ),
+                ],
+                ..ChatRequest::default()
+            })
+            .unwrap();
+        let body: Value = serde_json::from_slice(&encoded.body).unwrap();
+        assert_eq!(body["messages"].as_array().unwrap().len(), 1);
+        assert_eq!(body["messages"][0]["content"], Value::Null);
+        assert_eq!(body["messages"][0]["tool_calls"][0]["id"], "c");
+    }
+
+    #[test]
+    fn usage_chunk_is_separate_and_only_when_asked() {
+        let events = || {
+            vec![
+                StreamEvent::Start {
+                    id: Some("chatcmpl-1".to_owned()),
+                    model: None,
+                    created: Some(7),
+                },
+                StreamEvent::Text("hi".to_owned()),
+                StreamEvent::Usage(Usage {
+                    input_tokens: Some(3),
+                    output_tokens: Some(1),
+                    ..Usage::default()
+                }),
+                StreamEvent::Finish {
+                    reason: FinishReason::EndTurn,
+                    stop_sequence: None,
+                },
+                StreamEvent::End,
+            ]
+        };
+        let run = |include_usage: bool| {
+            let mut encoder = OpenaiChatCodec.stream_encoder(&ClientStream {
+                include_usage,
+                model: Some("gpt-x".to_owned()),
+                ..ClientStream::default()
+            });
+            let mut out = BytesMut::new();
+            for event in events() {
+                encoder.encode(event, &mut out);
+            }
+            String::from_utf8(out.to_vec()).unwrap()
+        };
+        let asked = run(true);
+        let chunks: Vec<Value> = asked
+            .split("\n\n")
+            .filter_map(|frame| frame.strip_prefix("data: "))
+            .filter(|data| *data != "[DONE]")
+            .map(|data| serde_json::from_str(data).unwrap())
+            .collect();
+        let last = chunks.last().unwrap();
+        assert_eq!(last["choices"], json!([]));
+        assert_eq!(last["usage"]["prompt_tokens"], 3);
+        assert_eq!(last["model"], "gpt-x");
+        assert!(
+            chunks[..chunks.len() - 1]
+                .iter()
+                .all(|c| c["usage"].is_null())
+        );
+        assert!(chunks[chunks.len() - 2]["choices"][0]["finish_reason"] == "stop");
+        assert!(asked.ends_with("data: [DONE]\n\n"));
+
+        let not_asked = run(false);
+        assert!(!not_asked.contains("usage"), "{not_asked}");
     }
 }

@@ -7,7 +7,9 @@
 //! `response.output_text.delta`..., `response.output_text.done`, `response.content_part.done`,
 //! for a function call `response.function_call_arguments.delta`...,
 //! `response.function_call_arguments.done`, then `response.output_item.done`, and finally
-//! `response.completed` (or `response.incomplete`) with the whole output and usage.
+//! `response.completed` (or `response.incomplete`) with the whole output and usage. Response ids
+//! always carry `resp_` (an upstream id without it is kept behind the prefix). Encoded requests
+//! leave out blank assistant text and user messages with nothing to carry.
 //!
 //! The Responses API is stateful and the other formats are not: a request with
 //! `previous_response_id` is refused (send the whole conversation), and server-side tools
@@ -22,17 +24,22 @@ use super::{
     ConvertError,
     neutral::{
         ChatRequest, ChatResponse, ErrorInfo, FinishReason, Image, Message, Part, Role,
-        StreamEvent, Tool, ToolCall, ToolChoice, ToolResult, Usage, fresh_id, json_text, now_unix,
-        push_part, status_for_code,
+        StreamEvent, Tool, ToolCall, ToolChoice, ToolResult, Usage, client_id, fresh_id, json_text,
+        now_unix, push_part, status_for_code,
     },
     registry::{Codec, DecodedRequest, EncodedRequest},
     stream::{
-        StreamDecoder, StreamEncoder, StreamFraming, parse_event, put_error_event, put_json_event,
+        ClientStream, StreamDecoder, StreamEncoder, StreamFraming, parse_event, put_error_event,
+        put_json_event,
     },
 };
 use crate::{ClientFormat, SseEvent};
 
 const NAME: &str = "OpenAI Responses";
+
+/// The prefix of every Responses id (`resp_…`), which clients that chain or store responses
+/// expect; an upstream id without it is put behind it.
+const RESPONSE_ID_PREFIX: &str = "resp_";
 
 /// The upstream action of a converted request.
 pub(crate) const ACTION: &str = "v1/responses";
@@ -421,6 +428,7 @@ impl Codec for OpenaiResponsesCodec {
         Ok(DecodedRequest {
             request,
             framing: StreamFraming::Sse,
+            include_usage: false,
         })
     }
 
@@ -440,11 +448,15 @@ impl Codec for OpenaiResponsesCodec {
                             _ => None,
                         })
                         .collect();
-                    input.push(json!({"type": "message", "role": "user", "content": content}));
+                    if !content.is_empty() {
+                        input.push(json!({"type": "message", "role": "user", "content": content}));
+                    }
                 }
                 Role::Assistant => {
                     for part in &message.parts {
                         match part {
+                            // Blank text beside calls means "no text" in agent frameworks.
+                            Part::Text(text) if text.trim().is_empty() => {}
                             Part::Text(text) => input.push(json!({
                                 "type": "message",
                                 "role": "assistant",
@@ -472,6 +484,9 @@ impl Codec for OpenaiResponsesCodec {
                     }
                 }
             }
+        }
+        if input.is_empty() {
+            return Err(ConvertError::EmptyConversation);
         }
         let mut body = Map::new();
         if let Some(model) = &request.model {
@@ -579,7 +594,7 @@ impl Codec for OpenaiResponsesCodec {
         }
         let (status, incomplete) = status_of(response.finish);
         json_text(&response_json(
-            &response.id.clone().unwrap_or_else(|| fresh_id("resp_")),
+            &client_id(RESPONSE_ID_PREFIX, response.id.as_deref()),
             response.created.unwrap_or_else(now_unix),
             response.model.as_deref().unwrap_or_default(),
             status,
@@ -594,8 +609,11 @@ impl Codec for OpenaiResponsesCodec {
         Box::new(EventDecoder::default())
     }
 
-    fn stream_encoder(&self, _framing: StreamFraming) -> Box<dyn StreamEncoder> {
-        Box::new(EventEncoder::default())
+    fn stream_encoder(&self, client: &ClientStream) -> Box<dyn StreamEncoder> {
+        Box::new(EventEncoder {
+            model: client.model.clone().unwrap_or_default(),
+            ..EventEncoder::default()
+        })
     }
 }
 
@@ -775,7 +793,7 @@ impl EventEncoder {
         }
         self.started = true;
         if self.id.is_empty() {
-            self.id = fresh_id("resp_");
+            self.id = fresh_id(RESPONSE_ID_PREFIX);
         }
         if self.created_at == 0 {
             self.created_at = now_unix();
@@ -861,8 +879,10 @@ impl StreamEncoder for EventEncoder {
         match event {
             StreamEvent::Start { id, model, created } => {
                 if !self.started {
-                    self.id = id.unwrap_or_default();
-                    self.model = model.unwrap_or_default();
+                    self.id = client_id(RESPONSE_ID_PREFIX, id.as_deref());
+                    if let Some(model) = model {
+                        self.model = model;
+                    }
                     self.created_at = created.unwrap_or(0);
                 }
                 self.start(out);
@@ -979,6 +999,51 @@ mod tests {
             request.messages,
             [Message::new(Role::User, vec![Part::Text("hi".to_owned())])]
         );
+    }
+
+    #[test]
+    fn response_ids_are_response_ids() {
+        let body = OpenaiResponsesCodec.encode_response(&ChatResponse {
+            id: Some("msg_01".to_owned()),
+            parts: vec![Part::Text("hi".to_owned())],
+            ..ChatResponse::default()
+        });
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["id"], "resp_msg_01");
+        let fresh = OpenaiResponsesCodec.encode_response(&ChatResponse::default());
+        let fresh: Value = serde_json::from_slice(&fresh).unwrap();
+        assert!(fresh["id"].as_str().unwrap().starts_with("resp_"));
+    }
+
+    #[test]
+    fn stream_ids_are_response_ids() {
+        let mut encoder = OpenaiResponsesCodec.stream_encoder(&ClientStream::default());
+        let mut out = BytesMut::new();
+        for event in [
+            StreamEvent::Start {
+                id: Some("chatcmpl-9".to_owned()),
+                model: None,
+                created: Some(1),
+            },
+            StreamEvent::Usage(Usage {
+                input_tokens: Some(4),
+                output_tokens: Some(2),
+                ..Usage::default()
+            }),
+            StreamEvent::End,
+        ] {
+            encoder.encode(event, &mut out);
+        }
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        let completed = text
+            .split("\n\n")
+            .find(|frame| frame.starts_with("event: response.completed"))
+            .and_then(|frame| frame.lines().nth(1))
+            .and_then(|line| line.strip_prefix("data: "))
+            .unwrap();
+        let completed: Value = serde_json::from_str(completed).unwrap();
+        assert_eq!(completed["response"]["id"], "resp_chatcmpl-9");
+        assert_eq!(completed["response"]["usage"]["total_tokens"], 6);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::{
     neutral::{ChatRequest, ChatResponse, ErrorInfo},
     openai_chat::OpenaiChatCodec,
     openai_responses::OpenaiResponsesCodec,
-    stream::{StreamConverter, StreamDecoder, StreamEncoder, StreamFraming},
+    stream::{ClientStream, StreamConverter, StreamDecoder, StreamEncoder, StreamFraming},
 };
 use crate::{ClientFormat, ProxyError, forward_llm_request_header, query};
 
@@ -26,6 +26,9 @@ const JSON: &str = "application/json";
 pub(crate) struct DecodedRequest {
     pub(crate) request: ChatRequest,
     pub(crate) framing: StreamFraming,
+    /// OpenAI Chat Completions' `stream_options.include_usage` (false in other formats, whose
+    /// streams always carry usage).
+    pub(crate) include_usage: bool,
 }
 
 /// A request encoded for an upstream: its action, the query parameters it needs, its body.
@@ -64,8 +67,8 @@ pub(crate) trait Codec: Sync {
     /// A stateful decoder of this format's upstream stream.
     fn stream_decoder(&self) -> Box<dyn StreamDecoder>;
 
-    /// A stateful encoder of this format's client stream.
-    fn stream_encoder(&self, framing: StreamFraming) -> Box<dyn StreamEncoder>;
+    /// A stateful encoder of this format's client stream, shaped as `client` asked.
+    fn stream_encoder(&self, client: &ClientStream) -> Box<dyn StreamEncoder>;
 }
 
 /// The registry: the codec of each wire format.
@@ -106,13 +109,16 @@ pub struct ConvertedRequest {
     pub stream: bool,
     /// How the client wants the stream framed.
     pub framing: StreamFraming,
+    /// What else the client asked of the stream (usage, the model it named).
+    client_stream: ClientStream,
     conversion: Conversion,
 }
 
 impl ConvertedRequest {
-    /// The stream converter for this request's response (framed as the client asked).
+    /// The stream converter for this request's response, shaped as the client asked (framing,
+    /// OpenAI's `stream_options.include_usage`, the requested model as a fallback name).
     pub fn stream_converter(&self) -> StreamConverter {
-        self.conversion.stream_with(self.framing)
+        self.conversion.stream_for(&self.client_stream)
     }
 
     /// The content type to answer the client with: the stream's when streaming, JSON otherwise.
@@ -175,13 +181,34 @@ impl Conversion {
         query: &str,
         body: &[u8],
     ) -> Result<ConvertedRequest, ConvertError> {
-        let client = codec(self.client);
-        let upstream = codec(self.upstream);
-        let mut decoded = client.decode_request(action, query, body)?;
-        decoded.request.link_tool_calls();
-        let encoded = upstream.encode_request(&decoded.request)?;
+        let decoded = codec(self.client).decode_request(action, query, body)?;
+        let client_stream = ClientStream {
+            framing: decoded.framing,
+            include_usage: decoded.include_usage,
+            model: decoded.request.model.clone(),
+        };
+        self.encode(decoded.request, query, client_stream)
+    }
+
+    /// Encodes a neutral request for the upstream, as [`Conversion::request`] does after
+    /// decoding the client's body: tool calls are linked to their results and their pairing
+    /// checked, then the upstream codec writes the body. `query` is the client's raw query
+    /// string. Public so the encoders can be exercised with any neutral conversation.
+    ///
+    /// # Errors
+    /// [`ConvertError`] when tool calls and results do not pair up, nothing of the conversation
+    /// is left that the upstream accepts, or the upstream cannot express the request.
+    pub fn encode(
+        &self,
+        mut request: ChatRequest,
+        query: &str,
+        client_stream: ClientStream,
+    ) -> Result<ConvertedRequest, ConvertError> {
+        request.link_tool_calls();
+        request.check_tool_pairing()?;
+        let encoded = codec(self.upstream).encode_request(&request)?;
         let mut upstream_query = query.to_owned();
-        for name in client.client_params() {
+        for name in codec(self.client).client_params() {
             upstream_query = query::remove_query_param(&upstream_query, name).into_owned();
         }
         for (name, value) in &encoded.params {
@@ -192,8 +219,9 @@ impl Conversion {
             action: encoded.action,
             query: upstream_query,
             body: encoded.body,
-            stream: decoded.request.stream,
-            framing: decoded.framing,
+            stream: request.stream,
+            framing: client_stream.framing,
+            client_stream,
             conversion: *self,
         })
     }
@@ -220,16 +248,26 @@ impl Conversion {
         }
     }
 
-    /// A stream converter for an SSE upstream response, answering the client with SSE.
+    /// A stream converter for an SSE upstream response, answering the client with SSE and
+    /// usage ([`ClientStream::default`]). A converted request's
+    /// [`ConvertedRequest::stream_converter`] follows what the client asked instead.
     pub fn stream(&self) -> StreamConverter {
-        self.stream_with(StreamFraming::Sse)
+        self.stream_for(&ClientStream::default())
     }
 
-    /// A stream converter answering the client with `framing`.
+    /// A stream converter answering the client with `framing` (and usage).
     pub fn stream_with(&self, framing: StreamFraming) -> StreamConverter {
+        self.stream_for(&ClientStream {
+            framing,
+            ..ClientStream::default()
+        })
+    }
+
+    /// A stream converter shaping the client stream as `client` says.
+    pub fn stream_for(&self, client: &ClientStream) -> StreamConverter {
         StreamConverter::new(
             codec(self.upstream).stream_decoder(),
-            codec(self.client).stream_encoder(framing),
+            codec(self.client).stream_encoder(client),
         )
     }
 

@@ -32,6 +32,34 @@ impl StreamFraming {
     }
 }
 
+/// What the client's request says about the stream it gets back, so the client stream can be
+/// shaped the way the client's real provider shapes it. Carried by
+/// [`ConvertedRequest`](super::ConvertedRequest), so its stream converter needs no argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientStream {
+    /// How the stream is framed.
+    pub framing: StreamFraming,
+    /// Whether the client asked for usage in the stream (OpenAI Chat Completions'
+    /// `stream_options.include_usage`): OpenAI then ends the stream with a separate chunk
+    /// holding the usage and no choices, and sends no usage at all otherwise. Other formats
+    /// always carry usage.
+    pub include_usage: bool,
+    /// The model the client asked for: the client stream names it when the upstream names none.
+    pub model: Option<String>,
+}
+
+impl Default for ClientStream {
+    /// SSE, usage included, no requested model: the shape for a converter built without a
+    /// client request, which loses nothing the upstream reports.
+    fn default() -> Self {
+        ClientStream {
+            framing: StreamFraming::Sse,
+            include_usage: true,
+            model: None,
+        }
+    }
+}
+
 /// Turns one format's upstream stream events into neutral events.
 pub(crate) trait StreamDecoder: Send {
     /// Decodes one SSE event; unknown event types add nothing, unreadable ones add an error.

@@ -5,6 +5,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod validate;
+
 use llm_adapters::{ClientFormat, OwnedSseEvent, SseParser};
 use serde_json::{Value, json};
 
