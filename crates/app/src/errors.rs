@@ -71,6 +71,18 @@ impl ApiError {
         Self::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", message)
     }
 
+    /// 499 (nginx's "client closed request"): the client left before the answer; recorded in
+    /// metrics and logs, never seen by anyone.
+    pub fn client_closed() -> Self {
+        let status = StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST);
+        Self::new(
+            status,
+            "client_closed_request",
+            "the client closed the connection before the answer",
+        )
+        .closing_connection()
+    }
+
     /// Adds a `Retry-After` header, in seconds.
     #[must_use]
     pub fn with_retry_after(mut self, seconds: u64) -> Self {

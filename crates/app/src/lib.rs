@@ -10,6 +10,7 @@ pub mod auth;
 pub mod background;
 pub mod cli;
 pub mod config;
+pub mod disconnect;
 pub mod errors;
 pub mod hop;
 pub mod inbound;

@@ -137,6 +137,7 @@ impl Application {
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
         })
+        .on_connect(crate::disconnect::watch_connection)
         .listen(listener)?
         .shutdown_timeout(SHUTDOWN_GRACE.as_secs());
         if let Some(workers) = settings.workers {

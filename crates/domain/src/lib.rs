@@ -38,5 +38,5 @@ pub use ports::{
     ChangeStream, ConfigEvents, ConfigNotice, InsertedKeys, Leases, ProxyStore, RotationState,
     Turn, UsageCounters,
 };
-pub use security::{ProxyKeySet, Redactor, mask_secret};
+pub use security::{BodyRedactor, ProxyKeySet, Redactor, mask_secret};
 pub use selection::{AttemptPlan, FailoverPolicy, Rotator, plan_attempts};

@@ -148,6 +148,80 @@ impl Redactor {
     }
 }
 
+/// Masks known secrets in relayed response bodies (bytes, not necessarily UTF-8): each secret
+/// as written, JSON-escaped (`\"`, `\\`, `\/`) and percent-encoded, since an upstream may echo
+/// the key it got in a JSON message, a URL or a header dump. Each occurrence becomes the mask
+/// the admin API shows; a body without a secret is returned as it is, byte for byte.
+#[derive(Clone)]
+pub struct BodyRedactor {
+    secrets: Option<(AhoCorasick, Vec<String>)>,
+}
+
+impl std::fmt::Debug for BodyRedactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let count = self.secrets.as_ref().map_or(0, |(_, masks)| masks.len());
+        write!(f, "BodyRedactor({count} forms)")
+    }
+}
+
+impl BodyRedactor {
+    /// A redactor for these secrets and their encoded forms (blank ones are ignored).
+    pub fn new<I, S>(secrets: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut forms: Vec<String> = Vec::new();
+        let mut masks: Vec<String> = Vec::new();
+        for secret in secrets {
+            let secret = secret.as_ref().trim();
+            if secret.is_empty() {
+                continue;
+            }
+            let mask = mask_secret(secret);
+            for form in encoded_forms(secret) {
+                if !forms.contains(&form) {
+                    forms.push(form);
+                    masks.push(mask.clone());
+                }
+            }
+        }
+        let matcher = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(&forms);
+        BodyRedactor {
+            secrets: matcher
+                .ok()
+                .filter(|_| !forms.is_empty())
+                .map(|m| (m, masks)),
+        }
+    }
+
+    /// The body with every form of every secret masked.
+    pub fn redact<'a>(&self, body: &'a [u8]) -> Cow<'a, [u8]> {
+        match &self.secrets {
+            Some((matcher, masks)) if matcher.is_match(body) => {
+                Cow::Owned(matcher.replace_all_bytes(body, masks))
+            }
+            _ => Cow::Borrowed(body),
+        }
+    }
+}
+
+/// A secret as written, JSON-escaped both ways a serializer may escape `/`, and
+/// percent-encoded as a URL query value.
+fn encoded_forms(secret: &str) -> Vec<String> {
+    let json = serde_json::to_string(secret).unwrap_or_default();
+    let json = json
+        .strip_prefix('"')
+        .and_then(|j| j.strip_suffix('"'))
+        .unwrap_or(secret)
+        .to_owned();
+    let json_slashes = json.replace('/', "\\/");
+    let percent: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+    vec![secret.to_owned(), json, json_slashes, percent]
+}
+
 /// Removes the values of credential query parameters (`?key=`, `&api_key=`, ...) from `text`.
 pub fn redact_credential_params(text: &str) -> Cow<'_, str> {
     let bytes = text.as_bytes();
@@ -199,6 +273,45 @@ fn credential_value_start(text: &str, at: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relayed_bodies_lose_every_form_of_an_echoed_key() {
+        let key = "sk-live/abc+def\"ghi12345";
+        let redactor = BodyRedactor::new([key, "proxy-key-0123456789"]);
+        let mask = mask_secret(key);
+        let json_echo = format!(
+            r#"{{"error":{{"message":"Incorrect API key provided: {}"}}}}"#,
+            serde_json::to_string(key).unwrap().trim_matches('"')
+        );
+        let slash_echo = json_echo.replace('/', "\\/");
+        let url_echo = format!(
+            "GET https://g.example/v1?key={}&alt=sse",
+            url::form_urlencoded::byte_serialize(key.as_bytes()).collect::<String>()
+        );
+        let header_echo = format!("x-api-key: {key}\r\nx-proxy: proxy-key-0123456789");
+        for body in [json_echo, slash_echo, url_echo, header_echo] {
+            let redacted = redactor.redact(body.as_bytes()).into_owned();
+            let text = String::from_utf8(redacted).unwrap();
+            assert!(!text.contains("abc+def"), "{text}");
+            assert!(!text.contains("abc%2Bdef"), "{text}");
+            assert!(!text.contains("0123456789"), "{text}");
+            assert!(
+                text.contains(&mask) || text.contains("prox****6789"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn bodies_without_a_key_are_kept_byte_for_byte() {
+        let redactor = BodyRedactor::new(["sk-live-abcdefgh12345678"]);
+        let body: &[u8] = b"{\"error\":\"rate limited\"}\xff\xfe not utf-8";
+        assert!(matches!(redactor.redact(body), Cow::Borrowed(b) if b == body));
+        assert!(matches!(
+            BodyRedactor::new(["", " "]).redact(body),
+            Cow::Borrowed(_)
+        ));
+    }
 
     #[test]
     fn masking_shows_at_most_a_quarter_and_four_characters_each_side() {

@@ -108,9 +108,10 @@ impl LlmExchange<'_> {
             Some(converted) => Bytes::from(std::mem::take(&mut converted.body)),
             None => body.body.bytes.clone(),
         };
-        let reply = self
-            .send(conversion.as_ref(), converted.as_ref(), upstream_body)
-            .await;
+        let reply = tokio::select! {
+            reply = self.send(conversion.as_ref(), converted.as_ref(), upstream_body) => reply,
+            () = crate::disconnect::client_gone(self.request) => Err(ApiError::client_closed()),
+        };
         // The client's body (and its share of the buffer budget) is held until the exchange ends.
         drop(body);
         let reply = reply?;

@@ -15,6 +15,7 @@ use domain::{ConfigKind, GenericTarget, KeyLocation};
 use llm_adapters::PROXY_KEY_HEADER;
 
 use crate::{
+    disconnect,
     errors::ApiError,
     inbound::{BodyLimits, BufferedBody},
     state::AppState,
@@ -86,7 +87,10 @@ async fn generic_proxy(
         body,
         target: &target_for,
     };
-    let reply = upstream::send_with_failover(&state, &client, &snapshot, upstream_request).await;
+    let reply = tokio::select! {
+        reply = upstream::send_with_failover(&state, &client, &snapshot, upstream_request) => reply,
+        () = disconnect::client_gone(&request) => Err(ApiError::client_closed()),
+    };
     drop(buffered);
     let slug = snapshot.config.slug.as_str();
     match reply {

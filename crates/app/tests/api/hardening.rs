@@ -486,3 +486,34 @@ async fn requests_upstream_carry_the_hop_marker_and_other_gateways_pass() {
         "{via}"
     );
 }
+
+/// A client that gives up stops its exchange: the attempt in flight is dropped and no retry
+/// with another key is sent for nobody.
+#[tokio::test]
+async fn a_client_disconnect_cancels_the_upstream_attempt_and_its_retries() {
+    use crate::helpers::Behavior;
+    let app = spawn_app_with(&[("PROXY_TIMEOUT", "1")]).await;
+    let mock = MockUpstream::start().await;
+    for key in ["s1", "s2", "s3"] {
+        mock.on(key, Behavior::Slow(Duration::from_millis(1500)));
+    }
+    let id = app
+        .generic_config("gone", "GET", &mock.base, "header", "X-Api-Key")
+        .await;
+    app.add_keys(id, &["s1", "s2", "s3"]).await;
+    let mut stream = send_head(
+        &app,
+        &format!("GET /proxy/gone/x HTTP/1.1\r\nHost: test\r\nX-Proxy-Key: {PROXY_KEY}\r\n\r\n"),
+        b"",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stream.shutdown().await.unwrap();
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(
+        mock.received().len(),
+        1,
+        "no retry was sent after the client left"
+    );
+}
