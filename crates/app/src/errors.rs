@@ -17,7 +17,11 @@ pub struct ApiError {
     message: String,
     fields: Vec<FieldError>,
     retry_after: Option<u64>,
+    attempts: Option<String>,
 }
+
+/// The response header naming each failed upstream attempt of a request (`429,503,timeout`).
+pub const ATTEMPTS_HEADER: &str = "x-akr-attempts";
 
 #[derive(Serialize)]
 struct Body<'a> {
@@ -41,6 +45,7 @@ impl ApiError {
             message: message.into(),
             fields: Vec::new(),
             retry_after: None,
+            attempts: None,
         }
     }
 
@@ -74,6 +79,18 @@ impl ApiError {
     pub fn with_retry_after(mut self, seconds: u64) -> Self {
         self.retry_after = Some(seconds);
         self
+    }
+
+    /// Names each failed upstream attempt in an [`ATTEMPTS_HEADER`] header.
+    #[must_use]
+    pub fn with_attempts(mut self, attempts: String) -> Self {
+        self.attempts = Some(attempts);
+        self
+    }
+
+    /// The failed upstream attempts, when the error ends a failover.
+    pub fn attempts(&self) -> Option<&str> {
+        self.attempts.as_deref()
     }
 
     /// The status.
@@ -114,6 +131,7 @@ impl From<DomainError> for ApiError {
                 message: errors.to_string(),
                 fields: errors.fields().to_vec(),
                 retry_after: None,
+                attempts: None,
             },
             DomainError::Unavailable {
                 dependency,
@@ -170,6 +188,9 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status);
         if let Some(seconds) = self.retry_after {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        if let Some(attempts) = &self.attempts {
+            response.insert_header((ATTEMPTS_HEADER, attempts.as_str()));
         }
         response.json(body)
     }

@@ -223,7 +223,7 @@ pub enum OutputFormat {
 }
 
 /// A key's place in rotation.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyHealth {
     /// In rotation.
@@ -232,6 +232,16 @@ pub enum KeyHealth {
     Cooling,
     /// Rejected by the upstream: out of rotation until a successful probe or an admin re-enables it.
     Failed,
+}
+
+impl From<domain::KeyHealth> for KeyHealth {
+    fn from(health: domain::KeyHealth) -> Self {
+        match health {
+            domain::KeyHealth::Ok => KeyHealth::Ok,
+            domain::KeyHealth::Cooling { .. } => KeyHealth::Cooling,
+            domain::KeyHealth::Failed => KeyHealth::Failed,
+        }
+    }
 }
 
 /// A config as created or replaced (`POST /admin/proxy-configs`, `PUT /admin/proxy-configs/{id}`).
@@ -626,7 +636,7 @@ mod tests {
             key_id: 1,
             status: None,
             latency_ms: 1,
-            health: "ok",
+            health: KeyHealth::Ok,
             cooldown_until: None,
             error: None,
         };
