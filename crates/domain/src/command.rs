@@ -196,9 +196,12 @@ impl ProxyConfigInput {
             );
         }
         let retry_on = self.retry_on.as_ref().map(|names| {
-            let classes = names
-                .iter()
-                .filter_map(|name| errors.parsed("retry_on", name.trim().parse::<RetryClass>()));
+            let classes = names.iter().filter_map(|name| {
+                errors.parsed(
+                    "retry_on",
+                    name.trim().to_ascii_lowercase().parse::<RetryClass>(),
+                )
+            });
             RetryOn::of(classes.collect::<Vec<_>>())
         });
         ConfigPolicy {
@@ -398,6 +401,45 @@ mod tests {
         assert_eq!(
             fields(&errors),
             ["name", "slug", "api_key_location", "method", "target_url"]
+        );
+    }
+
+    #[test]
+    fn failover_policy_fields_are_bounded_and_retry_classes_named() {
+        let llm = |policy: ProxyConfigInput| ProxyConfigInput {
+            name: Some("OpenAI".into()),
+            slug: Some("openai".into()),
+            config_type: Some("LLM".into()),
+            target_base_url: Some("https://api.openai.com/v1".into()),
+            ..policy
+        };
+        let spec = llm(ProxyConfigInput {
+            max_retries: Some(0),
+            retry_on: Some(vec![" Timeout ".into(), "server_error".into()]),
+            response_timeout_seconds: Some(0),
+            ..Default::default()
+        })
+        .validate()
+        .unwrap();
+        assert_eq!(spec.policy.max_retries, Some(0));
+        assert_eq!(
+            spec.policy.retry_on,
+            Some(RetryOn::of([RetryClass::ServerError, RetryClass::Timeout]))
+        );
+        assert_eq!(spec.policy.response_timeout_seconds, Some(0));
+        let unset = llm(ProxyConfigInput::default()).validate().unwrap();
+        assert_eq!(unset.policy, ConfigPolicy::default(), "absent = defaults");
+        let errors = llm(ProxyConfigInput {
+            max_retries: Some(11),
+            retry_on: Some(vec!["always".into()]),
+            response_timeout_seconds: Some(86_401),
+            ..Default::default()
+        })
+        .validate()
+        .unwrap_err();
+        assert_eq!(
+            fields(&errors),
+            ["max_retries", "response_timeout_seconds", "retry_on"]
         );
     }
 
