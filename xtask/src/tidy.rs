@@ -7,23 +7,32 @@ use std::{fs, path::Path};
 
 use crate::project_root;
 
-/// Crates `domain` must never depend on: I/O, frameworks, runtimes.
-const FORBIDDEN_IN_DOMAIN: &[&str] = &[
-    "actix-web",
-    "actix-rt",
-    "awc",
-    "hyper",
-    "reqwest",
-    "sea-orm",
-    "sea-orm-migration",
-    "sqlx",
-    "fred",
-    "redis",
-    "quick_cache",
-    "figment",
-    "tracing-subscriber",
-    "tokio",
-    "async-std",
+/// Everything `domain` may depend on: pure, runtime-free crates (no I/O, HTTP, database, cache
+/// or async runtime crate), so a downstream team can build adapters against it alone. A new
+/// dependency is added here deliberately, never by accident.
+const DOMAIN_DEPENDENCIES: &[&str] = &[
+    "aho-corasick",
+    "async-trait",
+    "chrono",
+    "futures-core",
+    "futures-util",
+    "httpdate",
+    "mockall",
+    "serde",
+    "subtle",
+    "thiserror",
+    "url",
+];
+
+/// Everything `llm-adapters` may depend on: the format conversions are pure functions over
+/// bytes, with no HTTP client, server or runtime.
+const LLM_ADAPTER_DEPENDENCIES: &[&str] = &[
+    "bytes",
+    "domain",
+    "memchr",
+    "serde",
+    "serde_json",
+    "thiserror",
 ];
 
 fn manifest(path: &Path) -> toml::Table {
@@ -32,21 +41,77 @@ fn manifest(path: &Path) -> toml::Table {
         .unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
 }
 
-#[test]
-fn domain_depends_on_no_io_or_framework_crate() {
-    let manifest = manifest(&project_root().join("crates/domain/Cargo.toml"));
-    let deps = manifest
+/// The normal dependencies of a crate that are not in `allowed`.
+fn dependencies_outside(crate_dir: &str, allowed: &[&str]) -> Vec<String> {
+    let manifest = manifest(&project_root().join(crate_dir).join("Cargo.toml"));
+    manifest
         .get("dependencies")
         .and_then(toml::Value::as_table)
-        .cloned()
-        .unwrap_or_default();
-    let forbidden: Vec<&String> = deps
-        .keys()
-        .filter(|name| FORBIDDEN_IN_DOMAIN.contains(&name.as_str()))
-        .collect();
+        .map(|deps| {
+            deps.keys()
+                .filter(|name| !allowed.contains(&name.as_str()))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn domain_depends_only_on_pure_crates() {
+    let extra = dependencies_outside("crates/domain", DOMAIN_DEPENDENCIES);
     assert!(
-        forbidden.is_empty(),
-        "domain must stay free of I/O crates, found {forbidden:?}"
+        extra.is_empty(),
+        "domain must stay free of I/O, HTTP and runtime crates; not in the allowlist: {extra:?}"
+    );
+}
+
+#[test]
+fn llm_adapters_depend_only_on_pure_crates() {
+    let extra = dependencies_outside("crates/llm-adapters", LLM_ADAPTER_DEPENDENCIES);
+    assert!(
+        extra.is_empty(),
+        "llm-adapters must stay free of I/O, HTTP and runtime crates; not in the allowlist: {extra:?}"
+    );
+}
+
+/// The only places a `cfg(feature = ...)` gate may stand in production code: the app's wiring
+/// (the editions), and the opt-in test exports of `domain` that CONVENTIONS prescribes (its
+/// `mocks` and `contract-tests` features).
+const FEATURE_GATES: &[(&str, &str)] = &[
+    ("crates/app/src/wiring.rs", ""),
+    ("crates/domain/src/lib.rs", "contract-tests"),
+    ("crates/domain/src/ports.rs", "mocks"),
+    ("crates/domain/src/clock.rs", "mocks"),
+];
+
+#[test]
+fn feature_gates_stand_only_in_the_app_wiring() {
+    let root = project_root();
+    let mut misplaced = Vec::new();
+    let crates = root.join("crates");
+    for dir in crate_dirs().into_iter().filter(|d| d.starts_with(&crates)) {
+        for file in rust_files(&dir.join("src")) {
+            let text = fs::read_to_string(&file).expect("read a source file");
+            let relative = file
+                .strip_prefix(&root)
+                .unwrap_or(&file)
+                .to_string_lossy()
+                .replace('\\', "/");
+            for line in text.lines().map(str::trim_start) {
+                let is_gate = !line.starts_with("//")
+                    && (line.contains("cfg(feature") || line.contains("feature = \""));
+                let allowed = FEATURE_GATES.iter().any(|(path, feature)| {
+                    *path == relative && line.contains(&format!("feature = \"{feature}"))
+                });
+                if is_gate && !allowed {
+                    misplaced.push(format!("{relative}: {line}"));
+                }
+            }
+        }
+    }
+    assert!(
+        misplaced.is_empty(),
+        "cfg(feature) belongs in crates/app/src/wiring.rs only: {misplaced:#?}"
     );
 }
 

@@ -218,21 +218,12 @@ fn check_admin(request: &HttpRequest) -> Result<Admin, ApiError> {
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token)
+        .and_then(llm_adapters::bearer_token)
         .ok_or_else(|| {
             ApiError::unauthorized("send the admin token as Authorization: Bearer <token>")
         })?;
     auth.verify(token)?;
     Ok(Admin)
-}
-
-/// The token of an `Authorization: Bearer <token>` value (scheme case-insensitive).
-pub fn bearer_token(value: &str) -> Option<&str> {
-    let (scheme, token) = value.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
 }
 
 #[cfg(test)]
@@ -314,13 +305,5 @@ mod tests {
         assert_eq!(err.status(), 429);
         let other: IpAddr = "10.1.2.4".parse().unwrap();
         assert!(auth.login(Some(other), "admin", "correct horse").is_ok());
-    }
-
-    #[test]
-    fn bearer_tokens_are_parsed_case_insensitively() {
-        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
-        assert_eq!(bearer_token("bearer   abc "), Some("abc"));
-        assert_eq!(bearer_token("Basic abc"), None);
-        assert_eq!(bearer_token("Bearer "), None);
     }
 }

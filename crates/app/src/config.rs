@@ -25,6 +25,7 @@ pub const VARIABLES: &[(&str, Option<&str>)] = &[
     ("JWT_EXPIRE_MINUTES", Some("1440")),
     ("GLOBAL_PROXY_KEYS", None),
     ("PROXY_TIMEOUT", Some("30")),
+    ("LLM_RESPONSE_TIMEOUT", Some("600")),
     ("PROXY_CONNECT_TIMEOUT", Some("10")),
     ("PROXY_TOTAL_TIMEOUT", Some("0")),
     ("STREAM_IDLE_TIMEOUT", Some("120")),
@@ -169,8 +170,11 @@ pub struct Settings {
     pub proxy_keys: Vec<SecretString>,
     /// Whether the proxy key was generated.
     pub proxy_keys_provenance: Provenance,
-    /// Upstream response-head timeout.
-    pub proxy_timeout: Duration,
+    /// Response-head timeout of GENERIC configs (`PROXY_TIMEOUT`); `None` = no limit (`0`).
+    pub proxy_timeout: Option<Duration>,
+    /// Response-head timeout of LLM configs (`LLM_RESPONSE_TIMEOUT`, 600 s: a non-streaming
+    /// reasoning call may take minutes); `None` = no limit (`0`).
+    pub llm_response_timeout: Option<Duration>,
     /// Upstream connect timeout.
     pub connect_timeout: Duration,
     /// Optional bound on a whole proxied exchange; `None` = unbounded (long streams).
@@ -297,6 +301,12 @@ impl Raw<'_> {
             return Err(invalid(name, format!("must be {what}, got 0")));
         }
         Ok(Duration::from_secs(value))
+    }
+
+    /// A time limit in seconds where `0` means none.
+    fn limit(&self, name: &'static str) -> Result<Option<Duration>, ConfigError> {
+        let limit = self.seconds(name, true)?;
+        Ok((!limit.is_zero()).then_some(limit))
     }
 
     fn flag(&self, name: &'static str) -> Result<bool, ConfigError> {
@@ -428,7 +438,7 @@ impl Settings {
                 Provenance::Generated,
             ),
         };
-        let total = raw.seconds("PROXY_TOTAL_TIMEOUT", true)?;
+        let total = raw.limit("PROXY_TOTAL_TIMEOUT")?;
         let max_body_bytes: usize = raw.required("MAX_BODY_BYTES", "a number of bytes")?;
         if max_body_bytes < 1024 {
             return Err(invalid("MAX_BODY_BYTES", "must be at least 1024 bytes"));
@@ -465,9 +475,10 @@ impl Settings {
             jwt_ttl: Duration::from_secs(jwt_minutes * 60),
             proxy_keys,
             proxy_keys_provenance,
-            proxy_timeout: raw.seconds("PROXY_TIMEOUT", false)?,
+            proxy_timeout: raw.limit("PROXY_TIMEOUT")?,
+            llm_response_timeout: raw.limit("LLM_RESPONSE_TIMEOUT")?,
             connect_timeout: raw.seconds("PROXY_CONNECT_TIMEOUT", false)?,
-            total_timeout: (!total.is_zero()).then_some(total),
+            total_timeout: total,
             stream_idle_timeout: raw.seconds("STREAM_IDLE_TIMEOUT", false)?,
             max_retries: raw.required("PROXY_MAX_RETRIES", "a whole number of retries")?,
             key_cooldown: raw.seconds("KEY_COOLDOWN_SECONDS", false)?,
@@ -617,10 +628,27 @@ mod tests {
             assert_eq!(settings.admin_password_provenance, Provenance::Generated);
             assert_eq!(settings.proxy_keys_provenance, Provenance::Generated);
             assert!(settings.admin_password.expose_secret().len() >= 16);
-            assert_eq!(settings.proxy_timeout, Duration::from_secs(30));
+            assert_eq!(settings.proxy_timeout, Some(Duration::from_secs(30)));
+            assert_eq!(
+                settings.llm_response_timeout,
+                Some(Duration::from_secs(600))
+            );
             assert_eq!(settings.max_retries, 2);
             assert_eq!(settings.key_cooldown, Duration::from_secs(60));
             assert_eq!(settings.proxy_public_base_url, "http://localhost:8000");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_zero_response_timeout_means_no_limit() {
+        Jail::expect_with(|jail| {
+            clear_env(jail);
+            jail.set_env("PROXY_TIMEOUT", "0");
+            jail.set_env("LLM_RESPONSE_TIMEOUT", "0");
+            let settings = load().unwrap();
+            assert_eq!(settings.proxy_timeout, None);
+            assert_eq!(settings.llm_response_timeout, None);
             Ok(())
         });
     }
@@ -671,8 +699,8 @@ mod tests {
             ("CACHE_TYPE", "memcached"),
             ("REDIS_URL", "not a url"),
             ("DATABASE_URL", "postgres://x/y"),
-            ("PROXY_TIMEOUT", "0"),
             ("PROXY_TIMEOUT", "soon"),
+            ("LLM_RESPONSE_TIMEOUT", "-1"),
             ("MAX_BODY_BYTES", "-1"),
             ("CLIENT_BODY_TIMEOUT", "0"),
             ("BODY_BUFFER_BUDGET_BYTES", "1024"),

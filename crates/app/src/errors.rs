@@ -18,7 +18,11 @@ pub struct ApiError {
     fields: Vec<FieldError>,
     retry_after: Option<u64>,
     close_connection: bool,
+    attempts: Option<String>,
 }
+
+/// The response header naming each failed upstream attempt of a request (`429,503,timeout`).
+pub const ATTEMPTS_HEADER: &str = "x-akr-attempts";
 
 #[derive(Serialize)]
 struct Body<'a> {
@@ -43,6 +47,7 @@ impl ApiError {
             fields: Vec::new(),
             retry_after: None,
             close_connection: false,
+            attempts: None,
         }
     }
 
@@ -103,6 +108,18 @@ impl ApiError {
         self.close_connection
     }
 
+    /// Names each failed upstream attempt in an [`ATTEMPTS_HEADER`] header.
+    #[must_use]
+    pub fn with_attempts(mut self, attempts: String) -> Self {
+        self.attempts = Some(attempts);
+        self
+    }
+
+    /// The failed upstream attempts, when the error ends a failover.
+    pub fn attempts(&self) -> Option<&str> {
+        self.attempts.as_deref()
+    }
+
     /// The status.
     pub fn status(&self) -> StatusCode {
         self.status
@@ -142,6 +159,7 @@ impl From<DomainError> for ApiError {
                 fields: errors.fields().to_vec(),
                 retry_after: None,
                 close_connection: false,
+                attempts: None,
             },
             DomainError::Unavailable {
                 dependency,
@@ -201,6 +219,9 @@ impl ResponseError for ApiError {
         }
         if self.close_connection {
             response.force_close();
+        }
+        if let Some(attempts) = &self.attempts {
+            response.insert_header((ATTEMPTS_HEADER, attempts.as_str()));
         }
         response.json(body)
     }

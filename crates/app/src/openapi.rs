@@ -52,6 +52,7 @@ use utoipa::{
         ApiFormat,
         OutputFormat,
         KeyHealth,
+        RetryClass,
         ProxyConfigInput,
         ProxyConfig,
         StatusInput,
@@ -222,8 +223,24 @@ pub enum OutputFormat {
     OpenaiResponses,
 }
 
-/// A key's place in rotation.
+/// A class of failed attempt that a config may re-send to another key (SPEC §8).
 #[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryClass {
+    /// 429, or a rate-limit/quota marker.
+    RateLimited,
+    /// 401, a marker that the key is invalid or suspended, or an LLM 403 a probe confirmed.
+    AuthFailed,
+    /// 5xx.
+    ServerError,
+    /// No connection could be made: the upstream never saw the request.
+    ConnectError,
+    /// No response head in time: the upstream may have acted on (and billed) the request.
+    Timeout,
+}
+
+/// A key's place in rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyHealth {
     /// In rotation.
@@ -232,6 +249,16 @@ pub enum KeyHealth {
     Cooling,
     /// Rejected by the upstream: out of rotation until a successful probe or an admin re-enables it.
     Failed,
+}
+
+impl From<domain::KeyHealth> for KeyHealth {
+    fn from(health: domain::KeyHealth) -> Self {
+        match health {
+            domain::KeyHealth::Ok => KeyHealth::Ok,
+            domain::KeyHealth::Cooling { .. } => KeyHealth::Cooling,
+            domain::KeyHealth::Failed => KeyHealth::Failed,
+        }
+    }
 }
 
 /// A config as created or replaced (`POST /admin/proxy-configs`, `PUT /admin/proxy-configs/{id}`).
@@ -280,6 +307,18 @@ pub struct ProxyConfigInput {
     /// LLM: `none` (default), `openai`, `anthropic`, `gemini` or `openai_responses`.
     #[schema(examples("none"))]
     pub output_format: Option<String>,
+    /// Retries with other keys after the first attempt, 0 to 10; null or absent =
+    /// `PROXY_MAX_RETRIES`.
+    #[schema(examples(2))]
+    pub max_retries: Option<u32>,
+    /// The failure classes re-sent to another key, replacing the default set; null or absent =
+    /// every class but `timeout`, and for GENERIC `POST`/`PATCH` only `rate_limited`,
+    /// `auth_failed` and `connect_error`.
+    pub retry_on: Option<Vec<RetryClass>>,
+    /// Seconds to wait for the response head, 0 = no limit (at most 86400); null or absent =
+    /// `PROXY_TIMEOUT` (GENERIC) or `LLM_RESPONSE_TIMEOUT` (LLM).
+    #[schema(examples(600))]
+    pub response_timeout_seconds: Option<u32>,
 }
 
 /// A stored config; the fields of the other config type are null.
@@ -317,6 +356,16 @@ pub struct ProxyConfig {
     /// LLM only.
     #[schema(required = true)]
     pub output_format: Option<OutputFormat>,
+    /// Retries after the first attempt; null = `PROXY_MAX_RETRIES`.
+    #[schema(required = true)]
+    pub max_retries: Option<u32>,
+    /// Failure classes re-sent to another key; null = the default for the config's type and
+    /// method.
+    #[schema(required = true)]
+    pub retry_on: Option<Vec<RetryClass>>,
+    /// Response-head timeout in seconds, 0 = none; null = the environment's default.
+    #[schema(required = true)]
+    pub response_timeout_seconds: Option<u32>,
     /// Creation time (RFC 3339).
     #[schema(format = DateTime)]
     pub created_at: String,
@@ -629,7 +678,7 @@ mod tests {
             key_id: 1,
             status: None,
             latency_ms: 1,
-            health: "ok",
+            health: KeyHealth::Ok,
             cooldown_until: None,
             error: None,
         };
@@ -646,7 +695,7 @@ mod tests {
         let input: domain::ProxyConfigInput = serde_json::from_value(example).unwrap();
         input.validate().unwrap();
         let domain_fields: BTreeSet<String> = properties(&document, "ProxyConfigInput");
-        assert!(domain_fields.contains("output_format") && domain_fields.len() == 11);
+        assert!(domain_fields.contains("output_format") && domain_fields.len() == 14);
     }
 
     #[actix_web::test]

@@ -1,17 +1,27 @@
-//! Key probes: a cheap real request with one key (the admin's test route, and the background
-//! re-probe of failed keys), classified like any proxied attempt; success puts the key back in
-//! rotation.
+//! Key probes: a cheap real request with one key (the admin's test route, the background re-probe
+//! of failed keys, and the confirmation of an ambiguous 403 on an LLM config), judged by the
+//! domain's failover rules like any proxied attempt ([`domain::probe_decision`]); success puts
+//! the key back in rotation.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use actix_web::http::header::HeaderMap;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use domain::{ApiKey, ConfigKind, KeyHealth, Outcome, ProxyConfig, UpstreamResponse, Verdict};
+use domain::{ApiKey, ConfigKind, KeyHealth, Outcome, ProxyConfig, UpstreamResponse};
 use serde::Serialize;
 
 use crate::{
+    openapi,
     state::AppState,
     upstream::{Target, UpstreamClient},
 };
+
+/// Largest probe body read to classify it.
+const PROBE_BODY_LIMIT: usize = 64 * 1024;
+/// How long a probe waits for its answer when `PROXY_TIMEOUT` is `0`: the probe request is cheap,
+/// and waiting longer would tell nothing more about the key.
+const PROBE_TIMEOUT_FALLBACK: Duration = Duration::from_secs(30);
 
 /// What a probe found.
 #[derive(Debug, Serialize)]
@@ -22,100 +32,146 @@ pub struct ProbeReport {
     pub status: Option<u16>,
     /// Time to the response head, in milliseconds.
     pub latency_ms: u64,
-    /// Health after the probe: `ok`, `cooling` or `failed`.
-    pub health: &'static str,
+    /// Health after the probe.
+    pub health: openapi::KeyHealth,
     /// End of the cooldown, when cooling.
     pub cooldown_until: Option<DateTime<Utc>>,
     /// Why the probe failed, redacted.
     pub error: Option<String>,
 }
 
-/// Sends the config's cheap request with this key and applies the result to the key's health.
+/// What one probe request brought back.
+#[derive(Debug)]
+pub struct ProbeResponse {
+    answer: ProbeAnswer,
+    latency: Duration,
+}
+
+#[derive(Debug)]
+enum ProbeAnswer {
+    Response {
+        status: u16,
+        headers: HeaderMap,
+        body: Bytes,
+    },
+    TimedOut,
+    Unreachable(String),
+}
+
+impl ProbeResponse {
+    /// The facts the failover rules judge.
+    pub fn outcome(&self) -> Outcome<'_> {
+        match &self.answer {
+            ProbeAnswer::Response {
+                status,
+                headers,
+                body,
+            } => Outcome::Response(UpstreamResponse::from_head(
+                *status,
+                |name| headers.get(name).and_then(|v| v.to_str().ok()),
+                body,
+            )),
+            ProbeAnswer::TimedOut => Outcome::HeadTimeout,
+            ProbeAnswer::Unreachable(_) => Outcome::ConnectFailed,
+        }
+    }
+
+    fn status(&self) -> Option<u16> {
+        match &self.answer {
+            ProbeAnswer::Response { status, .. } => Some(*status),
+            ProbeAnswer::TimedOut | ProbeAnswer::Unreachable(_) => None,
+        }
+    }
+
+    /// Why the probe failed, without the key.
+    fn error(&self, key: &ApiKey) -> Option<String> {
+        let message = match &self.answer {
+            ProbeAnswer::Response { status, .. } if *status < 400 => return None,
+            ProbeAnswer::Response { status, .. } => format!("upstream answered {status}"),
+            ProbeAnswer::TimedOut => "the upstream did not answer in time".to_owned(),
+            ProbeAnswer::Unreachable(message) => message.clone(),
+        };
+        Some(
+            domain::Redactor::new([key.key_value.expose()])
+                .redact(&message)
+                .into_owned(),
+        )
+    }
+}
+
+/// Sends the config's cheap request with this key; changes nothing.
+pub async fn send_probe(
+    state: &AppState,
+    client: &UpstreamClient,
+    config: &ProxyConfig,
+    key: &ApiKey,
+) -> ProbeResponse {
+    let started = Instant::now();
+    let answer = match probe_target(config, key) {
+        Ok(target) => {
+            let timeout = state
+                .settings
+                .proxy_timeout
+                .unwrap_or(PROBE_TIMEOUT_FALLBACK);
+            let mut request = client.raw().get(target.url).timeout(timeout);
+            for (name, value) in target.headers {
+                request = request.insert_header((name, value));
+            }
+            match request.send().await {
+                Ok(mut response) => ProbeAnswer::Response {
+                    status: response.status().as_u16(),
+                    body: response
+                        .body()
+                        .limit(PROBE_BODY_LIMIT)
+                        .await
+                        .unwrap_or_default(),
+                    headers: response.headers().clone(),
+                },
+                Err(awc::error::SendRequestError::Timeout) => ProbeAnswer::TimedOut,
+                Err(error) => ProbeAnswer::Unreachable(error.to_string()),
+            }
+        }
+        Err(error) => ProbeAnswer::Unreachable(error.to_string()),
+    };
+    ProbeResponse {
+        answer,
+        latency: started.elapsed(),
+    }
+}
+
+/// Probes the key and applies the result to its health.
 pub async fn probe_key(
     state: &AppState,
     client: &UpstreamClient,
     config: &ProxyConfig,
     key: &ApiKey,
 ) -> ProbeReport {
-    let started = Instant::now();
-    let sent = match probe_target(config, key) {
-        Ok(target) => {
-            let mut request = client
-                .raw()
-                .get(target.url)
-                .timeout(state.settings.proxy_timeout);
-            for (name, value) in target.headers {
-                request = request.insert_header((name, value));
-            }
-            request.send().await.map_err(|error| match error {
-                awc::error::SendRequestError::Timeout => (Outcome::HeadTimeout, error.to_string()),
-                _ => (Outcome::ConnectFailed, error.to_string()),
-            })
-        }
-        Err(error) => Err((Outcome::ConnectFailed, error.to_string())),
+    let probe = send_probe(state, client, config, key).await;
+    let settled = state.rotator.settle_probe(key.id, &probe.outcome()).await;
+    state.record_health(key, &settled.health);
+    let health = match settled.health {
+        Ok(Some(health)) => health,
+        Ok(None) | Err(_) => current_health(state, key).await,
     };
-    let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let (status, verdict, error) = match sent {
-        Ok(mut response) => {
-            let status = response.status().as_u16();
-            let body = response.body().limit(64 * 1024).await.unwrap_or_default();
-            let headers = response.headers();
-            let outcome = Outcome::Response(UpstreamResponse {
-                status,
-                retry_after: headers.get("retry-after").and_then(|v| v.to_str().ok()),
-                rate_limit_reset: None,
-                body: &body,
-            });
-            let verdict = state.rotator.classify(key.id, &outcome);
-            (
-                Some(status),
-                verdict,
-                (status >= 400).then(|| format!("upstream answered {status}")),
-            )
-        }
-        Err((outcome, message)) => {
-            let verdict = state.rotator.classify(key.id, &outcome);
-            let message = domain::Redactor::new([key.key_value.expose()])
-                .redact(&message)
-                .into_owned();
-            (None, verdict, Some(message))
-        }
-    };
-    let health = apply(state, key, verdict).await;
     ProbeReport {
         key_id: key.id.0,
-        status,
-        latency_ms,
-        health: health.as_str(),
+        status: probe.status(),
+        latency_ms: u64::try_from(probe.latency.as_millis()).unwrap_or(u64::MAX),
+        health: health.into(),
         cooldown_until: health.cooldown_until(),
-        error,
+        error: probe.error(key),
     }
 }
 
-/// Success brings the key back; a rejection or rate limit is applied as on the proxy path;
-/// an upstream fault says nothing about the key and leaves it as it was.
-async fn apply(state: &AppState, key: &ApiKey, verdict: Verdict) -> KeyHealth {
-    let result = match verdict {
-        Verdict::Success => state
-            .rotation
-            .mark_ok(key.id)
-            .await
-            .map(|()| Some(KeyHealth::Ok)),
-        other => state.rotator.apply(key.id, other).await,
-    };
-    match result {
-        Ok(Some(health)) => {
-            state.persist_health(key.id, health);
-            health
-        }
-        Ok(None) | Err(_) => state
-            .rotation
-            .key_states(&[key.id])
-            .await
-            .ok()
-            .and_then(|s| s.first().copied())
-            .unwrap_or(key.health),
-    }
+/// The key's live health, or what the snapshot knew when the rotation state is down.
+async fn current_health(state: &AppState, key: &ApiKey) -> KeyHealth {
+    state
+        .rotation
+        .key_states(&[key.id])
+        .await
+        .ok()
+        .and_then(|s| s.first().copied())
+        .unwrap_or(key.health)
 }
 
 /// The cheap request for a config: the model list of its format for LLM configs, a `GET` of the
@@ -205,7 +261,7 @@ pub async fn recover_failed_keys(state: &AppState, client: &UpstreamClient) -> u
             .filter(|k| k.is_active && k.health == KeyHealth::Failed)
         {
             let report = probe_key(state, client, config, key).await;
-            if report.health == "ok" {
+            if report.health == openapi::KeyHealth::Ok {
                 recovered += 1;
                 tracing::info!(key_id = %key.id, key = %key.key_value, config = %config.slug, "failed key recovered");
             }

@@ -88,6 +88,8 @@ impl Application {
             ),
             FailoverPolicy {
                 max_retries: settings.max_retries,
+                generic_response_timeout: settings.proxy_timeout,
+                llm_response_timeout: settings.llm_response_timeout,
             },
         );
         let state = web::Data::new(AppState {

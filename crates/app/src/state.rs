@@ -83,8 +83,26 @@ impl AppState {
         cached.ok_or_else(not_found)
     }
 
+    /// Follows up a settled failover decision: a new health is persisted off the request path
+    /// (the live state already has it); a rotation state that could not apply it is logged, and
+    /// the request goes on.
+    pub fn record_health(&self, key: &domain::ApiKey, health: &domain::Result<Option<KeyHealth>>) {
+        match health {
+            Ok(Some(health)) => {
+                if *health == KeyHealth::Failed {
+                    tracing::warn!(key_id = %key.id, key = %key.key_value, "upstream key taken out of rotation");
+                }
+                self.persist_health(key.id, *health);
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(key_id = %key.id, %error, "key health could not be updated");
+            }
+        }
+    }
+
     /// Persists a key's new health off the request path; the live state is already updated.
-    pub fn persist_health(&self, key: domain::ApiKeyId, health: KeyHealth) {
+    fn persist_health(&self, key: domain::ApiKeyId, health: KeyHealth) {
         let store = self.store.clone();
         tokio::spawn(async move {
             if let Err(error) = store.set_key_health(key, health).await {

@@ -1,7 +1,9 @@
-//! The upstream side of both proxies: one pooled awc client per worker, and the failover loop of
-//! SPEC §3 — plan distinct keys, send, classify each outcome, update key health, retry while the
-//! response has not been committed, and answer with the last upstream reply when every attempt
-//! fails.
+//! The upstream side of both proxies: one pooled awc client per worker, and the I/O loop of the
+//! failover. The rules (which key, retry or not, what happens to the key) are the domain's
+//! [`domain::Failover`]; this loop only sends each attempt, reads the facts the machine needs
+//! (status, headers, a bounded error body, connect error, head timeout), feeds them to it, and
+//! does what it answers: commit, retry with the next key, confirm an ambiguous 403 with a probe,
+//! or give up with every attempt's failure.
 
 use std::{
     pin::Pin,
@@ -22,12 +24,15 @@ use awc::{
     error::{PayloadError, SendRequestError},
 };
 use bytes::Bytes;
-use domain::{ApiKey, ConfigSnapshot, Outcome, Redactor, UpstreamResponse, Verdict};
+use domain::{
+    ApiKey, BodyReplay, ConfigKind, ConfigSnapshot, Failover, Next, Outcome, Redactor,
+    UpstreamResponse, Verdict,
+};
 use futures_util::Stream;
 
 use crate::{
     config::Settings,
-    errors::ApiError,
+    errors::{ATTEMPTS_HEADER, ApiError},
     metrics::ConfigLabels,
     state::AppState,
     streaming::{EndWithEvent, IdleTimeout, StreamError},
@@ -183,108 +188,235 @@ pub enum Reply {
     },
 }
 
-/// Sends `request` with the next keys of the snapshot's pool until one attempt is not retryable.
+/// Sends `request` with the keys the failover plans, until it commits or gives up.
 ///
 /// # Errors
-/// 503 with `no_usable_key` when no key is usable; 502 or 504 when the last attempt could not
-/// reach the upstream or timed out. An upstream error response is not an error here: it comes
-/// back as [`Reply::Buffered`].
+/// 503 with `no_usable_key` when no key is usable; 502 or 504 (naming every attempt) when the
+/// last attempt could not reach the upstream or timed out. An upstream error response is not an
+/// error here: it comes back as [`Reply::Buffered`].
 pub async fn send_with_failover(
     state: &AppState,
     client: &UpstreamClient,
     snapshot: &ConfigSnapshot,
     mut request: UpstreamRequest<'_>,
 ) -> Result<Reply, ApiError> {
-    let plan = state.rotator.plan(snapshot).await?;
-    let replayable = matches!(request.body, RequestBody::Replayable(_));
+    let replay = match request.body {
+        RequestBody::Replayable(_) => BodyReplay::Replayable,
+        RequestBody::Streaming { .. } => BodyReplay::OneShot,
+    };
+    let mut failover = state.rotator.begin(snapshot, replay).await?;
     let labels = ConfigLabels {
         config: snapshot.config.slug.as_str().to_owned(),
     };
-    let mut last_failure: Option<Result<Reply, ApiError>> = None;
     let mut prepared: Option<Prepared> = None;
-    for (attempt, key) in plan.keys(snapshot).enumerate() {
-        if attempt > 0 {
-            if !replayable {
-                break;
-            }
+    let mut last: Option<Answer> = None;
+    while let Some(key) = failover.next_key(snapshot) {
+        if failover.attempts() > 1 {
             state.metrics.retries.get_or_create(&labels).inc();
         }
         let target = (request.target)(key.key_value.expose())?;
         let started = Instant::now();
-        let sent = send_once(state, client, target, &mut request, &mut prepared).await;
+        let timeout = failover.rules().response_timeout();
+        let sent = send_once(client, target, &mut request, &mut prepared, timeout).await;
         state
             .metrics
             .upstream_latency
             .get_or_create(&labels)
             .observe(started.elapsed().as_secs_f64());
-        let failure = match sent {
-            Ok(response) => {
-                let status = response.status();
-                let (headers, mut response) = take_headers(response);
-                if status.as_u16() < 400 {
-                    let outcome = Outcome::Response(UpstreamResponse {
-                        status: status.as_u16(),
-                        ..Default::default()
-                    });
-                    state.rotator.classify(key.id, &outcome);
-                    return Ok(Reply::Stream {
-                        status,
-                        headers,
-                        body: Box::pin(response),
-                    });
-                }
-                let body = match response.body().limit(ERROR_BODY_LIMIT).await {
-                    Ok(body) => body,
-                    Err(error) => {
-                        let message = format!("upstream error response could not be read: {error}");
-                        report(state, key, &Outcome::ConnectFailed).await;
-                        last_failure = Some(Err(ApiError::bad_gateway(redact(&message, key))));
-                        continue;
-                    }
-                };
-                let outcome = Outcome::Response(UpstreamResponse {
-                    status: status.as_u16(),
-                    retry_after: header_text(&headers, "retry-after"),
-                    rate_limit_reset: rate_limit_reset(&headers),
-                    body: &body,
-                });
-                let verdict = report(state, key, &outcome).await;
-                let reply = Reply::Buffered {
-                    status,
-                    headers,
-                    body,
-                    verdict,
-                };
-                if !verdict.retries() {
-                    return Ok(reply);
-                }
-                // Kept as the answer in case no other key does better.
-                Ok(reply)
+        let answer = Answer::read(sent, key).await;
+        let settled = state
+            .rotator
+            .settle(&mut failover, key.id, &answer.outcome())
+            .await;
+        state.record_health(key, &settled.health);
+        let mut decision = settled.decision;
+        if decision.next == Next::Confirm {
+            let probe = crate::probe::send_probe(state, client, &snapshot.config, key).await;
+            let confirmed = state
+                .rotator
+                .settle_confirmation(&mut failover, key.id, &probe.outcome())
+                .await;
+            state.record_health(key, &confirmed.health);
+            decision = confirmed.decision;
+        }
+        match decision.next {
+            // A confirmation is settled above, so it never stands here.
+            Next::Commit | Next::GiveUp | Next::Confirm => {
+                return answer.into_reply(decision.verdict, &failover, &snapshot.config.kind);
             }
+            Next::Retry => {
+                tracing::info!(
+                    config = %snapshot.config.slug,
+                    key_id = %key.id,
+                    attempt = failover.attempts(),
+                    verdict = decision.verdict.as_str(),
+                    "upstream attempt failed; trying the next key"
+                );
+                last = Some(answer);
+            }
+        }
+    }
+    // The plan ran out after a retry (a key vanished from the snapshot): the last failure stands.
+    match last {
+        Some(answer) => answer.into_reply(Verdict::UpstreamFault, &failover, &snapshot.config.kind),
+        None => Err(domain::Error::NoUsableKey { retry_at: None }.into()),
+    }
+}
+
+/// What one attempt brought back, read as far as the failover needs.
+enum Answer {
+    /// A success or redirect head; the body is left unread for the client.
+    Stream {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: BodyChunks,
+    },
+    /// An error response, its body read whole (bounded) to classify and relay it.
+    Buffered {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+    },
+    /// No usable response: the message is redacted of the key.
+    Failed { timed_out: bool, message: String },
+}
+
+impl Answer {
+    async fn read(sent: Result<awc::ClientResponse, SendRequestError>, key: &ApiKey) -> Self {
+        let response = match sent {
+            Ok(response) => response,
             Err(SendRequestError::Timeout) => {
-                report(state, key, &Outcome::HeadTimeout).await;
-                Err(ApiError::gateway_timeout(format!(
-                    "the upstream did not answer within {} s (PROXY_TIMEOUT)",
-                    state.settings.proxy_timeout.as_secs()
-                )))
+                return Answer::Failed {
+                    timed_out: true,
+                    message: String::new(),
+                };
             }
             Err(error) => {
-                report(state, key, &Outcome::ConnectFailed).await;
-                Err(ApiError::bad_gateway(redact(
-                    &format!("the upstream could not be reached: {error}"),
-                    key,
-                )))
+                return Answer::Failed {
+                    timed_out: false,
+                    message: redact(&format!("the upstream could not be reached: {error}"), key),
+                };
             }
         };
-        tracing::info!(
-            config = %snapshot.config.slug,
-            key_id = %key.id,
-            attempt,
-            "upstream attempt failed; trying the next key if any"
-        );
-        last_failure = Some(failure);
+        let status = response.status();
+        let (headers, mut response) = take_headers(response);
+        if !domain::classify::needs_body(status.as_u16()) {
+            return Answer::Stream {
+                status,
+                headers,
+                body: Box::pin(response),
+            };
+        }
+        match response.body().limit(ERROR_BODY_LIMIT).await {
+            Ok(body) => Answer::Buffered {
+                status,
+                headers,
+                body,
+            },
+            Err(error) => Answer::Failed {
+                timed_out: false,
+                message: redact(
+                    &format!("upstream error response could not be read: {error}"),
+                    key,
+                ),
+            },
+        }
     }
-    last_failure.unwrap_or_else(|| Err(domain::Error::NoUsableKey { retry_at: None }.into()))
+
+    /// The facts the failover machine judges.
+    fn outcome(&self) -> Outcome<'_> {
+        match self {
+            Answer::Stream {
+                status, headers, ..
+            } => Outcome::Response(UpstreamResponse::from_head(
+                status.as_u16(),
+                |name| header_text(headers, name),
+                &[],
+            )),
+            Answer::Buffered {
+                status,
+                headers,
+                body,
+            } => Outcome::Response(UpstreamResponse::from_head(
+                status.as_u16(),
+                |name| header_text(headers, name),
+                body,
+            )),
+            Answer::Failed {
+                timed_out: true, ..
+            } => Outcome::HeadTimeout,
+            Answer::Failed { .. } => Outcome::ConnectFailed,
+        }
+    }
+
+    /// The client's answer: a success streamed, an upstream error relayed, or the proxy's own
+    /// 502/504; every error names the failed attempts, never a key.
+    fn into_reply(
+        self,
+        verdict: Verdict,
+        failover: &Failover,
+        kind: &ConfigKind,
+    ) -> Result<Reply, ApiError> {
+        let attempts = failover.failures().to_string();
+        match self {
+            Answer::Stream {
+                status,
+                headers,
+                body,
+            } => Ok(Reply::Stream {
+                status,
+                headers,
+                body,
+            }),
+            Answer::Buffered {
+                status,
+                headers,
+                body,
+            } => Ok(relayed_error(status, headers, body, verdict, &attempts)),
+            Answer::Failed {
+                timed_out: true, ..
+            } => Err(ApiError::gateway_timeout(format!(
+                "the upstream did not answer within {} ({}); attempts: {attempts}",
+                failover
+                    .rules()
+                    .response_timeout()
+                    .map_or_else(|| "any time".to_owned(), |t| format!("{} s", t.as_secs())),
+                timeout_setting(kind),
+            ))
+            .with_attempts(attempts)),
+            Answer::Failed { message, .. } => Err(ApiError::bad_gateway(format!(
+                "{message}; attempts: {attempts}"
+            ))
+            .with_attempts(attempts)),
+        }
+    }
+}
+
+/// Where the response timeout of a config comes from, for the 504's message.
+fn timeout_setting(kind: &ConfigKind) -> &'static str {
+    match kind {
+        ConfigKind::Generic(_) => "the config's response_timeout_seconds, else PROXY_TIMEOUT",
+        ConfigKind::Llm(_) => "the config's response_timeout_seconds, else LLM_RESPONSE_TIMEOUT",
+    }
+}
+
+/// Every upstream error answer the client gets passes here, with the attempts header added.
+fn relayed_error(
+    status: StatusCode,
+    mut headers: HeaderMap,
+    body: Bytes,
+    verdict: Verdict,
+    attempts: &str,
+) -> Reply {
+    if let Ok(value) = HeaderValue::from_str(attempts) {
+        headers.insert(HeaderName::from_static(ATTEMPTS_HEADER), value);
+    }
+    Reply::Buffered {
+        status,
+        headers,
+        body,
+        verdict,
+    }
 }
 
 /// The request head of the last attempt, kept so a retry to the same URL sends it again with
@@ -295,11 +427,11 @@ struct Prepared {
 }
 
 async fn send_once(
-    state: &AppState,
     client: &UpstreamClient,
     target: Target,
     request: &mut UpstreamRequest<'_>,
     prepared: &mut Option<Prepared>,
+    timeout: Option<Duration>,
 ) -> Result<awc::ClientResponse, SendRequestError> {
     let sender = match prepared.as_ref().filter(|p| p.url == target.url) {
         Some(previous) => {
@@ -320,8 +452,10 @@ async fn send_once(
             let mut upstream = client
                 .client
                 .request(request.method.clone(), target.url.as_str())
-                .no_decompress()
-                .timeout(state.settings.proxy_timeout);
+                .no_decompress();
+            if let Some(timeout) = timeout {
+                upstream = upstream.timeout(timeout);
+            }
             *upstream.headers_mut() = headers;
             for (name, value) in target.headers {
                 upstream.headers_mut().insert(name, value);
@@ -379,34 +513,8 @@ fn take_headers(response: awc::ClientResponse) -> (HeaderMap, awc::ClientRespons
     (headers, response)
 }
 
-/// Classifies an attempt, records usage, applies the key effect (live, then persisted off the
-/// request path). A rotation state that is down does not fail the request.
-async fn report(state: &AppState, key: &ApiKey, outcome: &Outcome<'_>) -> Verdict {
-    let verdict = state.rotator.classify(key.id, outcome);
-    match state.rotator.apply(key.id, verdict).await {
-        Ok(Some(health)) => {
-            tracing::warn!(key_id = %key.id, key = %key.key_value, health = health.as_str(), "upstream key taken out of rotation");
-            state.persist_health(key.id, health);
-        }
-        Ok(None) => {}
-        Err(error) => tracing::warn!(key_id = %key.id, %error, "key health could not be updated"),
-    }
-    verdict
-}
-
 fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-fn rate_limit_reset(headers: &HeaderMap) -> Option<&str> {
-    [
-        "x-ratelimit-reset-requests",
-        "anthropic-ratelimit-requests-reset",
-        "x-ratelimit-reset",
-        "ratelimit-reset",
-    ]
-    .into_iter()
-    .find_map(|name| header_text(headers, name))
 }
 
 /// The key and any credential query value masked out of an error message.

@@ -111,9 +111,23 @@ test('an LLM config is created, with fields that follow the format', async () =>
   assert.ok(await page.locator('#field-api_key_name').isVisible(), 'an explicit location asks for its name');
   await page.selectOption('#field-api_key_location', '');
   await page.selectOption('#field-api_format', 'openai_compatible');
+  assert.ok(await page.isChecked('#retry-on-default'), 'the failover policy starts at the defaults');
+  assert.ok(await page.isDisabled('#retry-on-timeout'));
+  await page.fill('#field-response_timeout_seconds', '900');
+  await page.fill('#field-max_retries', '1');
+  await page.uncheck('#retry-on-default');
+  await page.check('#retry-on-server_error');
+  await page.check('#retry-on-timeout');
   await shot(page, '04-config-form-llm');
   await page.click('.save');
   await page.locator('.keys-page').waitFor();
+  const llmId = await page.locator('.keys-page').getAttribute('data-config-id');
+  await page.goto(`${env.baseUrl}/#/configs/${llmId}/edit`);
+  await page.locator('.config-form').waitFor();
+  assert.equal(await page.inputValue('#field-response_timeout_seconds'), '900', 'the policy was saved');
+  assert.equal(await page.inputValue('#field-max_retries'), '1');
+  assert.ok(await page.isChecked('#retry-on-timeout'));
+  assert.equal(await page.isChecked('#retry-on-rate_limited'), false);
 
   await page.goto(`${env.baseUrl}/#/configs`);
   await page.locator('tr[data-slug="e2e-llm"]').waitFor();

@@ -43,6 +43,7 @@ fn snapshot(key_count: i64) -> ConfigSnapshot {
             output_format: OutputFormat::None,
             key_placement: None,
         }),
+        policy: Default::default(),
         created_at: now(),
         updated_at: now(),
     };
@@ -113,7 +114,7 @@ impl UsageCounters for NoUsage {
 
 fn plan_attempts_bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("plan_attempts");
-    let policy = FailoverPolicy::default();
+    let attempts = usize::try_from(FailoverPolicy::default().max_retries).unwrap() + 1;
     let at = now();
 
     let candidates: Vec<usize> = (0..3).collect();
@@ -124,7 +125,7 @@ fn plan_attempts_bench(c: &mut Criterion) {
     group.bench_function("3_keys_all_ok", |b| {
         b.iter(|| {
             turn.counter = turn.counter.wrapping_add(1);
-            black_box(plan_attempts(black_box(&candidates), &turn, at, policy).unwrap())
+            black_box(plan_attempts(black_box(&candidates), &turn, at, attempts).unwrap())
         });
     });
 
@@ -138,7 +139,7 @@ fn plan_attempts_bench(c: &mut Criterion) {
     group.bench_function("16_keys_one_cooling_one_failed", |b| {
         b.iter(|| {
             turn.counter = turn.counter.wrapping_add(1);
-            black_box(plan_attempts(black_box(&candidates), &turn, at, policy).unwrap())
+            black_box(plan_attempts(black_box(&candidates), &turn, at, attempts).unwrap())
         });
     });
     group.finish();
@@ -158,7 +159,7 @@ fn rotator_plan_bench(c: &mut Criterion) {
         group.bench_function(format!("{keys}_keys_in_memory"), |b| {
             b.iter(|| {
                 let plan = rotator
-                    .plan(black_box(&snapshot))
+                    .plan(black_box(&snapshot), 3)
                     .now_or_never()
                     .expect("the in-memory state answers at once")
                     .unwrap();

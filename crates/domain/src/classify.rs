@@ -1,5 +1,6 @@
-//! Classification of upstream outcomes (SPEC §3): each outcome decides both whether the request
-//! is retried with the next key and what happens to the key's health.
+//! Classification of upstream outcomes (SPEC §3, §8): each outcome gets a class ([`Verdict`]) that
+//! decides what happens to the key's health; whether the request is retried is the failover
+//! machine's call ([`crate::failover`]), from the class and the config's policy.
 
 use std::sync::LazyLock;
 
@@ -54,6 +55,20 @@ fn body_has(markers: &LazyLock<Option<AhoCorasick>>, body: &[u8]) -> bool {
     markers.as_ref().is_some_and(|m| m.is_match(scanned))
 }
 
+/// The rate-limit reset headers read when a response has no `Retry-After`, in order of trust.
+pub const RATE_LIMIT_RESET_HEADERS: [&str; 4] = [
+    "x-ratelimit-reset-requests",
+    "anthropic-ratelimit-requests-reset",
+    "x-ratelimit-reset",
+    "ratelimit-reset",
+];
+
+/// Whether the classifier needs the start of the body of a response with this status: error
+/// bodies are searched for markers, successes are streamed untouched.
+pub fn needs_body(status: u16) -> bool {
+    status >= 400
+}
+
 /// The facts of an upstream response head (and, for errors, the start of its body) that the
 /// classifier needs. Header values are passed raw.
 #[derive(Debug, Clone, Copy, Default)]
@@ -70,6 +85,24 @@ pub struct UpstreamResponse<'a> {
     pub body: &'a [u8],
 }
 
+impl<'a> UpstreamResponse<'a> {
+    /// The facts of a response, reading the headers the classifier needs through `header` (which
+    /// answers a header's value by lower-case name) and keeping at most [`MARKER_SCAN_BYTES`] of
+    /// the body.
+    pub fn from_head(
+        status: u16,
+        header: impl Fn(&'static str) -> Option<&'a str>,
+        body: &'a [u8],
+    ) -> Self {
+        UpstreamResponse {
+            status,
+            retry_after: header("retry-after"),
+            rate_limit_reset: RATE_LIMIT_RESET_HEADERS.into_iter().find_map(&header),
+            body: &body[..body.len().min(MARKER_SCAN_BYTES)],
+        }
+    }
+}
+
 /// What happened to one upstream attempt.
 #[derive(Debug, Clone, Copy)]
 pub enum Outcome<'a> {
@@ -77,7 +110,7 @@ pub enum Outcome<'a> {
     Response(UpstreamResponse<'a>),
     /// No connection could be made (refused, DNS, TLS).
     ConnectFailed,
-    /// The response head did not arrive within `PROXY_TIMEOUT`.
+    /// The response head did not arrive within the response timeout.
     HeadTimeout,
 }
 
@@ -90,6 +123,8 @@ pub enum KeyEffect {
     CoolDown(DateTime<Utc>),
     /// The key is failed until recovered.
     Fail,
+    /// The key is back in rotation: failure and cooldown cleared (a successful probe).
+    Restore,
 }
 
 /// The class of an outcome.
@@ -102,37 +137,49 @@ pub enum Verdict {
         /// End of the cooldown.
         until: DateTime<Utc>,
     },
-    /// 401, 403 or an invalid/suspended-key marker: retry; the key fails.
+    /// 401, or a marker that the key itself is invalid, suspended or revoked (any 4xx): the key
+    /// fails.
     KeyRejected,
-    /// 5xx, connect error, head timeout: retry; the key is not at fault.
+    /// 403 without any key marker: about the request (a resource or model the account may not
+    /// use) as likely as about the key, so it never fails a key by itself (SPEC §8).
+    Forbidden,
+    /// 5xx, connect error, head timeout: the key is not at fault.
     UpstreamFault,
     /// Any other 4xx: the client's own error, returned as is.
     ClientError,
 }
 
 impl Verdict {
-    /// Whether the request may be retried with the next key.
-    pub fn retries(self) -> bool {
-        matches!(
-            self,
-            Verdict::RateLimited { .. } | Verdict::KeyRejected | Verdict::UpstreamFault
-        )
-    }
-
-    /// What happens to the key.
+    /// What happens to the key on the proxy path.
     pub fn key_effect(self) -> KeyEffect {
         match self {
             Verdict::RateLimited { until } => KeyEffect::CoolDown(until),
             Verdict::KeyRejected => KeyEffect::Fail,
-            Verdict::Success | Verdict::UpstreamFault | Verdict::ClientError => {
-                KeyEffect::Unchanged
-            }
+            Verdict::Success
+            | Verdict::Forbidden
+            | Verdict::UpstreamFault
+            | Verdict::ClientError => KeyEffect::Unchanged,
         }
     }
 
     /// Whether the attempt counts as a failure in the key's usage.
     pub fn is_failure(self) -> bool {
-        !matches!(self, Verdict::Success | Verdict::ClientError)
+        !matches!(
+            self,
+            Verdict::Success | Verdict::ClientError | Verdict::Forbidden
+        )
+    }
+
+    /// The class's name in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Success => "success",
+            Verdict::RateLimited { .. } => "rate_limited",
+            Verdict::KeyRejected => "key_rejected",
+            Verdict::Forbidden => "forbidden",
+            Verdict::UpstreamFault => "upstream_fault",
+            Verdict::ClientError => "client_error",
+        }
     }
 }
 
@@ -166,7 +213,9 @@ impl Classifier {
             {
                 rate_limited()
             }
-            401 | 403 => Verdict::KeyRejected,
+            401 => Verdict::KeyRejected,
+            403 if body_has(&INVALID_KEY, response.body) => Verdict::KeyRejected,
+            403 => Verdict::Forbidden,
             500..=599 => Verdict::UpstreamFault,
             400..=499 if body_has(&INVALID_KEY, response.body) => Verdict::KeyRejected,
             400..=499 if body_has(&RATE_LIMIT, response.body) => rate_limited(),
@@ -290,7 +339,11 @@ mod tests {
         assert_eq!(response(200, ""), Verdict::Success);
         assert_eq!(response(429, ""), Verdict::RateLimited { until: cooled });
         assert_eq!(response(401, ""), Verdict::KeyRejected);
-        assert_eq!(response(403, "forbidden"), Verdict::KeyRejected);
+        assert_eq!(response(403, "forbidden"), Verdict::Forbidden);
+        assert_eq!(
+            response(403, r#"{"error":{"code":"account_deactivated"}}"#),
+            Verdict::KeyRejected
+        );
         assert_eq!(response(500, ""), Verdict::UpstreamFault);
         assert_eq!(response(503, "rate limit"), Verdict::UpstreamFault);
         assert_eq!(
@@ -309,14 +362,27 @@ mod tests {
             Verdict::UpstreamFault
         );
 
-        assert!(Verdict::RateLimited { until: cooled }.retries());
-        assert!(Verdict::KeyRejected.retries());
-        assert!(Verdict::UpstreamFault.retries());
-        assert!(!Verdict::ClientError.retries());
-        assert!(!Verdict::Success.retries());
         assert_eq!(Verdict::KeyRejected.key_effect(), KeyEffect::Fail);
         assert_eq!(Verdict::UpstreamFault.key_effect(), KeyEffect::Unchanged);
         assert_eq!(Verdict::ClientError.key_effect(), KeyEffect::Unchanged);
+        assert_eq!(Verdict::Forbidden.key_effect(), KeyEffect::Unchanged);
+    }
+
+    #[test]
+    fn response_facts_are_read_through_the_header_lookup() {
+        let headers = [("x-ratelimit-reset", "20s"), ("retry-after", "7")];
+        let lookup = |name: &'static str| {
+            headers
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, value)| *value)
+        };
+        let long_body = vec![b'x'; MARKER_SCAN_BYTES + 10];
+        let facts = UpstreamResponse::from_head(429, lookup, &long_body);
+        assert_eq!(facts.retry_after, Some("7"));
+        assert_eq!(facts.rate_limit_reset, Some("20s"));
+        assert_eq!(facts.body.len(), MARKER_SCAN_BYTES);
+        assert!(needs_body(403) && !needs_body(200) && !needs_body(302));
     }
 
     #[test]

@@ -5,9 +5,14 @@ use std::{collections::HashSet, fmt};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{
-    ApiFormat, ConfigKind, ConfigName, ConfigType, GenericTarget, HttpMethod, HttpUrl, KeyLocation,
-    KeyPlacement, KeySecret, LlmTarget, OutputFormat, ProxyConfigSpec, Slug,
+use crate::{
+    failover::{
+        ConfigPolicy, MAX_CONFIG_RETRIES, MAX_RESPONSE_TIMEOUT_SECONDS, RetryClass, RetryOn,
+    },
+    model::{
+        ApiFormat, ConfigKind, ConfigName, ConfigType, GenericTarget, HttpMethod, HttpUrl,
+        KeyLocation, KeyPlacement, KeySecret, LlmTarget, OutputFormat, ProxyConfigSpec, Slug,
+    },
 };
 
 /// One invalid field and why.
@@ -130,6 +135,14 @@ pub struct ProxyConfigInput {
     pub api_format: Option<String>,
     /// LLM: the client format, `none` by default.
     pub output_format: Option<String>,
+    /// Retries with other keys after the first attempt; absent = `PROXY_MAX_RETRIES`.
+    pub max_retries: Option<u32>,
+    /// Failure classes re-sent to another key; absent = the default for the config's type and
+    /// method (SPEC §8).
+    pub retry_on: Option<Vec<String>>,
+    /// Seconds to wait for the response head, `0` = no limit; absent = `PROXY_TIMEOUT` (GENERIC)
+    /// or `LLM_RESPONSE_TIMEOUT` (LLM).
+    pub response_timeout_seconds: Option<u32>,
 }
 
 impl ProxyConfigInput {
@@ -152,14 +165,49 @@ impl ProxyConfigInput {
             Some(ConfigType::Llm) => self.llm_target(&mut errors, placement),
             None => None,
         };
+        let policy = self.policy(&mut errors);
         match (name, slug, kind) {
             (Some(name), Some(slug), Some(kind)) if errors.is_empty() => Ok(ProxyConfigSpec {
                 name,
                 slug,
                 is_active: self.is_active.unwrap_or(true),
                 kind,
+                policy,
             }),
             _ => Err(errors.or_incomplete("config")),
+        }
+    }
+
+    /// The failover overrides, each bounded so one config cannot hold a request for ever.
+    fn policy(&self, errors: &mut ValidationErrors) -> ConfigPolicy {
+        if self.max_retries.is_some_and(|n| n > MAX_CONFIG_RETRIES) {
+            errors.add(
+                "max_retries",
+                format!("must be at most {MAX_CONFIG_RETRIES}"),
+            );
+        }
+        if self
+            .response_timeout_seconds
+            .is_some_and(|n| n > MAX_RESPONSE_TIMEOUT_SECONDS)
+        {
+            errors.add(
+                "response_timeout_seconds",
+                format!("must be at most {MAX_RESPONSE_TIMEOUT_SECONDS} (0 means no limit)"),
+            );
+        }
+        let retry_on = self.retry_on.as_ref().map(|names| {
+            let classes = names.iter().filter_map(|name| {
+                errors.parsed(
+                    "retry_on",
+                    name.trim().to_ascii_lowercase().parse::<RetryClass>(),
+                )
+            });
+            RetryOn::of(classes.collect::<Vec<_>>())
+        });
+        ConfigPolicy {
+            max_retries: self.max_retries,
+            retry_on,
+            response_timeout_seconds: self.response_timeout_seconds,
         }
     }
 
@@ -354,6 +402,45 @@ mod tests {
         assert_eq!(
             fields(&errors),
             ["name", "slug", "api_key_location", "method", "target_url"]
+        );
+    }
+
+    #[test]
+    fn failover_policy_fields_are_bounded_and_retry_classes_named() {
+        let llm = |policy: ProxyConfigInput| ProxyConfigInput {
+            name: Some("OpenAI".into()),
+            slug: Some("openai".into()),
+            config_type: Some("LLM".into()),
+            target_base_url: Some("https://api.openai.com/v1".into()),
+            ..policy
+        };
+        let spec = llm(ProxyConfigInput {
+            max_retries: Some(0),
+            retry_on: Some(vec![" Timeout ".into(), "server_error".into()]),
+            response_timeout_seconds: Some(0),
+            ..Default::default()
+        })
+        .validate()
+        .unwrap();
+        assert_eq!(spec.policy.max_retries, Some(0));
+        assert_eq!(
+            spec.policy.retry_on,
+            Some(RetryOn::of([RetryClass::ServerError, RetryClass::Timeout]))
+        );
+        assert_eq!(spec.policy.response_timeout_seconds, Some(0));
+        let unset = llm(ProxyConfigInput::default()).validate().unwrap();
+        assert_eq!(unset.policy, ConfigPolicy::default(), "absent = defaults");
+        let errors = llm(ProxyConfigInput {
+            max_retries: Some(11),
+            retry_on: Some(vec!["always".into()]),
+            response_timeout_seconds: Some(86_401),
+            ..Default::default()
+        })
+        .validate()
+        .unwrap_err();
+        assert_eq!(
+            fields(&errors),
+            ["max_retries", "response_timeout_seconds", "retry_on"]
         );
     }
 

@@ -69,6 +69,9 @@ fn generic_spec(suffix: &str) -> ProxyConfigSpec {
         target_url: Some("https://api.example.com/v2/items".into()),
         api_key_location: Some("query".into()),
         api_key_name: Some("apikey".into()),
+        max_retries: Some(4),
+        retry_on: Some(vec!["connect_error".into(), "timeout".into()]),
+        response_timeout_seconds: Some(0),
         ..Default::default()
     }
     .validate()
@@ -153,6 +156,12 @@ pub async fn store_config_lifecycle(store: &dyn ProxyStore) {
     );
     assert_ne!(generic.id, llm.id, "ids are distinct");
 
+    let read = store.get_config(generic.id).await.expect("get GENERIC");
+    assert_eq!(
+        read.spec(),
+        generic_spec(&suffix),
+        "get returns every field, the failover policy included"
+    );
     let read = store.get_config(llm.id).await.expect("get LLM");
     assert_eq!(read.spec(), llm.spec(), "get returns what create stored");
     assert_eq!(read.id, llm.id);

@@ -1,6 +1,6 @@
 //! The rules of API Key Rotator, free of any I/O: proxy configs and their key pools, validation
-//! of admin commands, round-robin key selection, classification of upstream outcomes, failover,
-//! key health, masking and redaction of secrets, and the ports (async traits) that storage,
+//! of admin commands, round-robin key selection, classification of upstream outcomes, the failover
+//! state machine, key health, masking and redaction of secrets, and the ports (async traits) that storage,
 //! cache and notification adapters implement.
 //!
 //! This crate may depend only on pure, runtime-free crates (serde, chrono, url, subtle, ...).
@@ -16,6 +16,7 @@ pub mod command;
 #[cfg(feature = "contract-tests")]
 pub mod contract;
 pub mod error;
+pub mod failover;
 pub mod model;
 pub mod ports;
 pub mod security;
@@ -28,6 +29,10 @@ pub use command::{
     BatchImportReport, BatchKeysInput, FieldError, NewKeyInput, ProxyConfigInput, ValidationErrors,
 };
 pub use error::{Dependency, Entity, Error, Result};
+pub use failover::{
+    AttemptClass, AttemptFailure, AttemptList, BodyReplay, ConfigPolicy, Decision, Failover,
+    FailoverPolicy, FailoverRules, Next, RetryClass, RetryOn, probe_decision,
+};
 pub use model::{
     ApiFormat, ApiKey, ApiKeyId, ConfigChange, ConfigKind, ConfigName, ConfigSnapshot, ConfigType,
     GenericTarget, HttpMethod, HttpUrl, KeyHealth, KeyLocation, KeyPlacement, KeySecret, KeyUsage,
@@ -39,4 +44,4 @@ pub use ports::{
     Turn, UsageCounters,
 };
 pub use security::{BodyRedactor, ProxyKeySet, Redactor, mask_secret};
-pub use selection::{AttemptPlan, FailoverPolicy, Rotator, plan_attempts};
+pub use selection::{AttemptPlan, Rotator, Settled, plan_attempts};

@@ -211,12 +211,8 @@ impl BodyRedactor {
 /// A secret as written, JSON-escaped both ways a serializer may escape `/`, and
 /// percent-encoded as a URL query value.
 fn encoded_forms(secret: &str) -> Vec<String> {
-    let json = serde_json::to_string(secret).unwrap_or_default();
-    let json = json
-        .strip_prefix('"')
-        .and_then(|j| j.strip_suffix('"'))
-        .unwrap_or(secret)
-        .to_owned();
+    // Key values are printable ASCII, where a JSON string escapes only `"` and `\`.
+    let json = secret.replace('\\', "\\\\").replace('"', "\\\"");
     let json_slashes = json.replace('/', "\\/");
     let percent: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
     vec![secret.to_owned(), json, json_slashes, percent]

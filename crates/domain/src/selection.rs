@@ -1,40 +1,20 @@
-//! Key selection and failover (SPEC §3): round-robin over a config's usable keys with an atomic
-//! counter from the rotation state, an ordered plan of distinct keys for the retries, and the
-//! reporting of each attempt's outcome back into key health and usage.
+//! Key selection (SPEC §3): round-robin over a config's usable keys with an atomic counter from
+//! the rotation state and an ordered plan of distinct keys for the retries; and the [`Rotator`],
+//! which starts a request's [`Failover`] and applies each decision's key effect and usage
+//! through the ports.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
 use crate::{
-    classify::{Classifier, KeyEffect, Outcome, Verdict},
+    classify::{Classifier, KeyEffect, Outcome},
     clock::Clock,
     error::{Error, Result},
+    failover::{BodyReplay, Decision, Failover, FailoverPolicy, probe_decision},
     model::{ApiKey, ApiKeyId, ConfigSnapshot, KeyHealth, UsageEvent},
     ports::{RotationState, Turn, UsageCounters},
 };
-
-/// How many times a request may be retried with another key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FailoverPolicy {
-    /// Retries after the first attempt (`PROXY_MAX_RETRIES`, 2 by default).
-    pub max_retries: u32,
-}
-
-impl Default for FailoverPolicy {
-    fn default() -> Self {
-        FailoverPolicy { max_retries: 2 }
-    }
-}
-
-impl FailoverPolicy {
-    /// First attempt plus retries.
-    pub fn max_attempts(self) -> usize {
-        usize::try_from(self.max_retries)
-            .unwrap_or(usize::MAX)
-            .saturating_add(1)
-    }
-}
 
 /// The keys one request may try, in order: the round-robin pick first, then the next usable keys
 /// after it, each at most once.
@@ -62,7 +42,7 @@ impl AttemptPlan {
 /// Plans the attempts of one request.
 ///
 /// `candidates` are positions of the enabled keys, `turn.states` their health (aligned), and
-/// `turn.counter` the drawn counter value.
+/// `turn.counter` the drawn counter value; at most `max_attempts` keys are planned.
 ///
 /// # Errors
 /// [`Error::NoUsableKey`] with the earliest end of a cooldown when no candidate is usable.
@@ -70,7 +50,7 @@ pub fn plan_attempts(
     candidates: &[usize],
     turn: &Turn,
     now: DateTime<Utc>,
-    policy: FailoverPolicy,
+    max_attempts: usize,
 ) -> Result<AttemptPlan> {
     let usable: Vec<usize> = candidates
         .iter()
@@ -87,7 +67,7 @@ pub fn plan_attempts(
         return Err(Error::NoUsableKey { retry_at });
     }
     let start = usize::try_from(turn.counter % usable.len() as u64).unwrap_or(0);
-    let attempts = policy.max_attempts().min(usable.len());
+    let attempts = max_attempts.min(usable.len());
     let positions = (0..attempts)
         .map(|k| usable[(start + k) % usable.len()])
         .collect();
@@ -130,9 +110,14 @@ impl Rotator {
         }
     }
 
-    /// The failover policy in force.
+    /// The environment's failover defaults.
     pub fn policy(&self) -> FailoverPolicy {
         self.policy
+    }
+
+    /// The classifier in use.
+    pub fn classifier(&self) -> &Classifier {
+        &self.classifier
     }
 
     /// The clock in use.
@@ -140,12 +125,28 @@ impl Rotator {
         &self.clock
     }
 
-    /// Draws the next turn for the snapshot's config and plans the request's attempts.
+    /// Starts the failover of one request to the snapshot's config: resolves the config's rules,
+    /// draws the next turn and plans the keys to try.
     ///
     /// # Errors
     /// [`Error::NoUsableKey`] when every key is disabled, cooling or failed; an unavailable
     /// rotation state.
-    pub async fn plan(&self, snapshot: &ConfigSnapshot) -> Result<AttemptPlan> {
+    pub async fn begin(&self, snapshot: &ConfigSnapshot, body: BodyReplay) -> Result<Failover> {
+        let rules = self.policy.rules_for(&snapshot.config);
+        let plan = self.plan(snapshot, rules.max_attempts()).await?;
+        Ok(Failover::new(rules, self.classifier, plan, body))
+    }
+
+    /// Draws the next turn for the snapshot's config and plans up to `max_attempts` keys.
+    ///
+    /// # Errors
+    /// [`Error::NoUsableKey`] when every key is disabled, cooling or failed; an unavailable
+    /// rotation state.
+    pub async fn plan(
+        &self,
+        snapshot: &ConfigSnapshot,
+        max_attempts: usize,
+    ) -> Result<AttemptPlan> {
         let candidates: Vec<usize> = (0..snapshot.keys.len())
             .filter(|&i| snapshot.keys[i].is_active)
             .collect();
@@ -159,25 +160,49 @@ impl Rotator {
                 "rotation state answered for the wrong number of keys".into(),
             ));
         }
-        plan_attempts(&candidates, &turn, self.clock.now(), self.policy)
+        plan_attempts(&candidates, &turn, self.clock.now(), max_attempts)
     }
 
-    /// Classifies an attempt's outcome, records it in the key's usage and applies its effect on
-    /// the key's health.
-    ///
-    /// # Errors
-    /// An unavailable rotation state. Callers that must go on regardless call
-    /// [`Rotator::classify`] and [`Rotator::apply`] separately.
-    pub async fn report(&self, key: ApiKeyId, outcome: &Outcome<'_>) -> Result<Verdict> {
-        let verdict = self.classify(key, outcome);
-        self.apply(key, verdict).await?;
-        Ok(verdict)
-    }
-
-    /// Classifies an attempt's outcome and records it in the key's usage (no I/O).
-    pub fn classify(&self, key: ApiKeyId, outcome: &Outcome<'_>) -> Verdict {
+    /// Feeds the attempt just sent with `key` to the request's failover, records it in the key's
+    /// usage and applies the decision's key effect.
+    pub async fn settle(
+        &self,
+        failover: &mut Failover,
+        key: ApiKeyId,
+        outcome: &Outcome<'_>,
+    ) -> Settled {
         let now = self.clock.now();
-        let verdict = self.classifier.classify(outcome, now);
+        let decision = failover.judge(key, outcome, now);
+        self.record(key, outcome, &decision, now);
+        self.enact(key, decision).await
+    }
+
+    /// Feeds the probe that confirms an ambiguous 403 ([`crate::Next::Confirm`]) of `key`.
+    pub async fn settle_confirmation(
+        &self,
+        failover: &mut Failover,
+        key: ApiKeyId,
+        probe: &Outcome<'_>,
+    ) -> Settled {
+        let decision = failover.confirm(probe, self.clock.now());
+        self.enact(key, decision).await
+    }
+
+    /// Judges a key probe on its own (admin test, background recovery) and applies it.
+    pub async fn settle_probe(&self, key: ApiKeyId, probe: &Outcome<'_>) -> Settled {
+        let now = self.clock.now();
+        let decision = probe_decision(&self.classifier, probe, now);
+        self.record(key, probe, &decision, now);
+        self.enact(key, decision).await
+    }
+
+    fn record(
+        &self,
+        key: ApiKeyId,
+        outcome: &Outcome<'_>,
+        decision: &Decision,
+        now: DateTime<Utc>,
+    ) {
         let status = match outcome {
             Outcome::Response(response) => Some(response.status),
             Outcome::ConnectFailed | Outcome::HeadTimeout => None,
@@ -186,19 +211,25 @@ impl Rotator {
             key,
             UsageEvent {
                 status,
-                failed: verdict.is_failure(),
+                failed: decision.verdict.is_failure(),
                 at: now,
             },
         );
-        verdict
     }
 
-    /// Applies a verdict's effect on the key's health.
+    async fn enact(&self, key: ApiKeyId, decision: Decision) -> Settled {
+        Settled {
+            decision,
+            health: self.apply(key, decision.effect).await,
+        }
+    }
+
+    /// Applies a key effect through the rotation state; the key's new health when it changed.
     ///
     /// # Errors
     /// An unavailable rotation state.
-    pub async fn apply(&self, key: ApiKeyId, verdict: Verdict) -> Result<Option<KeyHealth>> {
-        match verdict.key_effect() {
+    pub async fn apply(&self, key: ApiKeyId, effect: KeyEffect) -> Result<Option<KeyHealth>> {
+        match effect {
             KeyEffect::Unchanged => Ok(None),
             KeyEffect::CoolDown(until) => {
                 let until = self.state.cool_down(key, until).await?;
@@ -208,8 +239,23 @@ impl Rotator {
                 self.state.mark_failed(key).await?;
                 Ok(Some(KeyHealth::Failed))
             }
+            KeyEffect::Restore => {
+                self.state.mark_ok(key).await?;
+                Ok(Some(KeyHealth::Ok))
+            }
         }
     }
+}
+
+/// A decision, applied.
+#[derive(Debug)]
+pub struct Settled {
+    /// What the machine decided.
+    pub decision: Decision,
+    /// The key's new health when the decision changed it (to be persisted off the request
+    /// path), or why the rotation state could not apply it: a down rotation state never fails
+    /// the request.
+    pub health: Result<Option<KeyHealth>>,
 }
 
 #[cfg(test)]
@@ -228,8 +274,9 @@ mod tests {
 
     use super::*;
     use crate::{
-        classify::UpstreamResponse,
+        classify::{UpstreamResponse, Verdict},
         clock::ManualClock,
+        failover::Next,
         model::{
             ConfigKind, HttpUrl, KeySecret, KeyUsage, LlmTarget, OutputFormat, ProxyConfig,
             ProxyConfigId,
@@ -255,6 +302,7 @@ mod tests {
                 output_format: OutputFormat::None,
                 key_placement: None,
             }),
+            policy: Default::default(),
             created_at: start(),
             updated_at: start(),
         };
@@ -317,7 +365,7 @@ mod tests {
         let snapshot = snapshot(3);
         let mut counts = HashMap::new();
         for _ in 0..3_000 {
-            let plan = rotator.plan(&snapshot).await.unwrap();
+            let plan = rotator.plan(&snapshot, 3).await.unwrap();
             *counts.entry(first_key(&plan, &snapshot)).or_insert(0) += 1;
         }
         assert_eq!(counts, HashMap::from([(1, 1_000), (2, 1_000), (3, 1_000)]));
@@ -338,14 +386,14 @@ mod tests {
         let rotator = rotator(stateful_rotation(health), clock.clone());
         let snapshot = snapshot(4);
         for _ in 0..10 {
-            let picked = first_key(&rotator.plan(&snapshot).await.unwrap(), &snapshot);
+            let picked = first_key(&rotator.plan(&snapshot, 3).await.unwrap(), &snapshot);
             assert!(picked == 2 || picked == 4, "picked {picked}");
         }
         clock.advance(TimeDelta::seconds(30));
         let mut picked = std::collections::HashSet::new();
         for _ in 0..3 {
             picked.insert(first_key(
-                &rotator.plan(&snapshot).await.unwrap(),
+                &rotator.plan(&snapshot, 3).await.unwrap(),
                 &snapshot,
             ));
         }
@@ -373,7 +421,7 @@ mod tests {
             stateful_rotation(health),
             Arc::new(ManualClock::new(start())),
         );
-        let err = rotator.plan(&snapshot(3)).await.unwrap_err();
+        let err = rotator.plan(&snapshot(3), 3).await.unwrap_err();
         assert!(
             matches!(err, Error::NoUsableKey { retry_at: Some(at) } if at == soon),
             "{err:?}"
@@ -389,7 +437,7 @@ mod tests {
         for key in &mut snapshot.keys {
             Arc::make_mut(key).is_active = false;
         }
-        let err = rotator.plan(&snapshot).await.unwrap_err();
+        let err = rotator.plan(&snapshot, 3).await.unwrap_err();
         assert!(matches!(err, Error::NoUsableKey { retry_at: None }));
     }
 
@@ -401,12 +449,12 @@ mod tests {
         );
         let mut snapshot = snapshot(3);
         assert_eq!(
-            first_key(&rotator.plan(&snapshot).await.unwrap(), &snapshot),
+            first_key(&rotator.plan(&snapshot, 3).await.unwrap(), &snapshot),
             1
         );
         Arc::make_mut(&mut snapshot.keys[1]).is_active = false;
         for _ in 0..20 {
-            let plan = rotator.plan(&snapshot).await.unwrap();
+            let plan = rotator.plan(&snapshot, 3).await.unwrap();
             assert!(plan.keys(&snapshot).all(|k| k.id.0 != 2));
         }
     }
@@ -419,7 +467,7 @@ mod tests {
             states: vec![KeyHealth::Ok, failed, KeyHealth::Ok, failed, KeyHealth::Ok],
         };
         let candidates = [0, 1, 2, 3, 4];
-        let wide = FailoverPolicy { max_retries: 10 };
+        let wide = 11;
         let plan = plan_attempts(&candidates, &turn, start(), wide).unwrap();
         // Usable: positions 0, 2, 4; counter 3 starts at usable[0].
         assert_eq!(plan.positions(), [0, 2, 4]);
@@ -434,14 +482,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(plan.positions(), [2, 4, 0]);
-        let narrow = FailoverPolicy { max_retries: 1 };
+        let narrow = 2;
         let plan = plan_attempts(&candidates, &turn, start(), narrow).unwrap();
         assert_eq!(plan.positions(), [0, 2], "at most max_retries + 1 attempts");
     }
 
     #[tokio::test]
-    async fn report_cools_rate_limited_keys_and_fails_rejected_ones() {
-        let mut state = MockRotationState::new();
+    async fn settle_cools_rate_limited_keys_fails_rejected_ones_and_restores_probed_ones() {
+        let mut state = stateful_rotation(Arc::default());
         let until = start() + TimeDelta::seconds(5);
         state
             .expect_cool_down()
@@ -453,51 +501,66 @@ mod tests {
             .with(eq(ApiKeyId(2)))
             .times(1)
             .returning(|_| Ok(()));
+        state
+            .expect_mark_ok()
+            .with(eq(ApiKeyId(3)))
+            .times(1)
+            .returning(|_| Ok(()));
         let rotator = rotator(state, Arc::new(ManualClock::new(start())));
+        let snapshot = snapshot(3);
+        let mut failover = rotator
+            .begin(&snapshot, BodyReplay::Replayable)
+            .await
+            .unwrap_or_else(|_| panic!("plan"));
         let limited = Outcome::Response(UpstreamResponse {
             status: 429,
             retry_after: Some("5"),
             ..Default::default()
         });
-        let verdict = rotator.report(ApiKeyId(1), &limited).await.unwrap();
-        assert_eq!(verdict, Verdict::RateLimited { until });
+        let settled = rotator.settle(&mut failover, ApiKeyId(1), &limited).await;
+        assert_eq!(settled.decision.verdict, Verdict::RateLimited { until });
+        assert_eq!(settled.decision.next, Next::Retry);
+        assert_eq!(settled.health.unwrap(), Some(KeyHealth::Cooling { until }));
         let rejected = Outcome::Response(UpstreamResponse {
             status: 401,
             ..Default::default()
         });
-        assert_eq!(
-            rotator.report(ApiKeyId(2), &rejected).await.unwrap(),
-            Verdict::KeyRejected
-        );
-        let fault = Outcome::ConnectFailed;
-        assert_eq!(
-            rotator.report(ApiKeyId(3), &fault).await.unwrap(),
-            Verdict::UpstreamFault
-        );
+        let settled = rotator.settle(&mut failover, ApiKeyId(2), &rejected).await;
+        assert_eq!(settled.health.unwrap(), Some(KeyHealth::Failed));
+        let healthy = Outcome::Response(UpstreamResponse {
+            status: 200,
+            ..Default::default()
+        });
+        let settled = rotator.settle_probe(ApiKeyId(3), &healthy).await;
+        assert_eq!(settled.health.unwrap(), Some(KeyHealth::Ok));
     }
 
-    #[test]
-    fn report_records_usage_with_status_and_failure() {
+    #[tokio::test]
+    async fn settle_records_usage_with_status_and_failure() {
         let mut usage = MockUsageCounters::new();
         usage
             .expect_record()
-            .withf(|key, event| *key == ApiKeyId(9) && event.status == Some(503) && event.failed)
+            .withf(|key, event| *key == ApiKeyId(1) && event.status == Some(503) && event.failed)
             .times(1)
             .return_const(());
         let rotator = Rotator::new(
-            Arc::new(MockRotationState::new()),
+            Arc::new(stateful_rotation(Arc::default())),
             Arc::new(usage),
             Arc::new(ManualClock::new(start())),
             Classifier::new(TimeDelta::seconds(60)),
             FailoverPolicy::default(),
         );
+        let snapshot = snapshot(2);
+        let mut failover = rotator
+            .begin(&snapshot, BodyReplay::Replayable)
+            .await
+            .unwrap_or_else(|_| panic!("plan"));
         let outcome = Outcome::Response(UpstreamResponse {
             status: 503,
             ..Default::default()
         });
-        assert_eq!(
-            rotator.classify(ApiKeyId(9), &outcome),
-            Verdict::UpstreamFault
-        );
+        let settled = rotator.settle(&mut failover, ApiKeyId(1), &outcome).await;
+        assert_eq!(settled.decision.verdict, Verdict::UpstreamFault);
+        assert_eq!(settled.health.unwrap(), None);
     }
 }

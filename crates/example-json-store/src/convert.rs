@@ -38,6 +38,13 @@ pub(crate) struct ConfigRecord {
     pub target_base_url: Option<String>,
     pub api_format: Option<String>,
     pub output_format: Option<String>,
+    /// Failover policy (absent in files written before it existed: the defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_on: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_timeout_seconds: Option<u32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -75,6 +82,9 @@ impl ConfigRecord {
             target_base_url: None,
             api_format: None,
             output_format: None,
+            max_retries: None,
+            retry_on: None,
+            response_timeout_seconds: None,
             created_at: at,
             updated_at: at,
         };
@@ -112,6 +122,13 @@ impl ConfigRecord {
         self.target_base_url = base;
         self.api_format = api_format;
         self.output_format = output_format;
+        self.max_retries = spec.policy.max_retries;
+        self.retry_on = spec.policy.retry_on.map(|set| {
+            set.classes()
+                .map(|class| class.as_str().to_owned())
+                .collect()
+        });
+        self.response_timeout_seconds = spec.policy.response_timeout_seconds;
     }
 
     /// The domain config, validated exactly like an admin's input.
@@ -131,6 +148,9 @@ impl ConfigRecord {
             target_base_url: self.target_base_url.clone(),
             api_format: self.api_format.clone(),
             output_format: self.output_format.clone(),
+            max_retries: self.max_retries,
+            retry_on: self.retry_on.clone(),
+            response_timeout_seconds: self.response_timeout_seconds,
         };
         let spec = input.validate().map_err(|errors| {
             Error::Internal(format!(

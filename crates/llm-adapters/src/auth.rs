@@ -170,8 +170,9 @@ pub fn authenticate<'a>(
 }
 
 /// The token of an `Authorization: Bearer <token>` value (scheme case-insensitive, token
-/// trimmed), `None` for other schemes or an empty token.
-pub(crate) fn bearer_token(value: &str) -> Option<&str> {
+/// trimmed), `None` for other schemes or an empty token. The one parser of this header: the
+/// LLM proxy's client keys and the admin API's tokens both use it.
+pub fn bearer_token(value: &str) -> Option<&str> {
     let value = value.trim_start();
     let (scheme, token) = value.split_once([' ', '\t'])?;
     if !scheme.eq_ignore_ascii_case("bearer") {

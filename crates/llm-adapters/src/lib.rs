@@ -42,8 +42,8 @@ pub mod upstream;
 pub mod url;
 
 pub use auth::{
-    BodyApiKey, BodyKeyError, ClientAuth, ClientKey, KeySource, authenticate, client_key,
-    take_body_api_key,
+    BodyApiKey, BodyKeyError, ClientAuth, ClientKey, KeySource, authenticate, bearer_token,
+    client_key, take_body_api_key,
 };
 pub use convert::{
     ClientStream, Conversion, ConvertError, ConvertedRequest, ConvertedResponse, StreamConverter,

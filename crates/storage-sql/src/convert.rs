@@ -10,6 +10,7 @@ use domain::{
     ApiFormat, ApiKey, ApiKeyId, ConfigKind, ConfigName, ConfigType, Entity, Error, GenericTarget,
     HttpMethod, HttpUrl, KeyHealth, KeyLocation, KeyPlacement, KeySecret, KeyUsage, LlmTarget,
     OutputFormat, ProxyConfig, ProxyConfigId, ProxyConfigSpec, Slug,
+    failover::{ConfigPolicy, RetryClass, RetryOn},
 };
 use sea_orm::{
     ActiveValue::{NotSet, Set},
@@ -64,6 +65,7 @@ pub(crate) fn set_config_columns(row: &mut proxy_config::ActiveModel, spec: &Pro
     row.is_active = Set(spec.is_active);
     row.api_key_location = Set(placement.map(|p| p.location.as_str().to_owned()));
     row.api_key_name = Set(placement.map(|p| p.name.to_string()));
+    set_policy_columns(row, spec.policy);
     match &spec.kind {
         ConfigKind::Generic(target) => {
             row.method = Set(Some(target.method.as_str().to_owned()));
@@ -80,6 +82,49 @@ pub(crate) fn set_config_columns(row: &mut proxy_config::ActiveModel, spec: &Pro
             row.output_format = Set(Some(target.output_format.as_str().to_owned()));
         }
     }
+}
+
+/// The failover policy columns; null stands for "the environment's default".
+fn set_policy_columns(row: &mut proxy_config::ActiveModel, policy: ConfigPolicy) {
+    let number = |value: Option<u32>| value.map(|n| i32::try_from(n).unwrap_or(i32::MAX));
+    row.max_retries = Set(number(policy.max_retries));
+    row.retry_on = Set(policy.retry_on.map(|set| {
+        set.classes()
+            .map(RetryClass::as_str)
+            .collect::<Vec<_>>()
+            .join(",")
+    }));
+    row.response_timeout_seconds = Set(number(policy.response_timeout_seconds));
+}
+
+/// Reads the failover policy columns back.
+fn policy_from_row(
+    row: &proxy_config::Model,
+    corrupt: impl Fn(&str, &dyn std::fmt::Display) -> Error,
+) -> Result<ConfigPolicy, Error> {
+    let number = |field: &str, value: Option<i32>| {
+        value
+            .map(u32::try_from)
+            .transpose()
+            .map_err(|e| corrupt(field, &e))
+    };
+    let retry_on = match row.retry_on.as_deref() {
+        None => None,
+        Some(names) => {
+            let classes = names
+                .split(',')
+                .filter(|name| !name.is_empty())
+                .map(str::parse::<RetryClass>)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| corrupt("retry_on", &e))?;
+            Some(RetryOn::of(classes))
+        }
+    };
+    Ok(ConfigPolicy {
+        max_retries: number("max_retries", row.max_retries)?,
+        retry_on,
+        response_timeout_seconds: number("response_timeout_seconds", row.response_timeout_seconds)?,
+    })
 }
 
 /// A new config row; the database assigns the id.
@@ -109,6 +154,7 @@ pub(crate) fn config_from_row(row: proxy_config::Model) -> Result<ProxyConfig, E
         value.ok_or_else(|| corrupt(field, &"is missing"))
     };
 
+    let policy = policy_from_row(&row, corrupt)?;
     let name: ConfigName = row.name.parse().map_err(|e| corrupt("name", &e))?;
     let slug: Slug = row.slug.parse().map_err(|e| corrupt("slug", &e))?;
     let config_type: ConfigType = row
@@ -155,6 +201,7 @@ pub(crate) fn config_from_row(row: proxy_config::Model) -> Result<ProxyConfig, E
         slug,
         is_active: row.is_active,
         kind,
+        policy,
         created_at: row.created_at,
         updated_at: row.updated_at,
     })
@@ -404,6 +451,9 @@ mod tests {
             target_base_url: None,
             api_format: None,
             output_format: None,
+            max_retries: Some(1),
+            retry_on: Some("rate_limited,timeout".into()),
+            response_timeout_seconds: None,
             created_at: at,
             updated_at: at,
         }
@@ -455,10 +505,25 @@ mod tests {
             target_base_url: row.target_base_url.unwrap(),
             api_format: row.api_format.unwrap(),
             output_format: row.output_format.unwrap(),
+            max_retries: row.max_retries.unwrap(),
+            retry_on: row.retry_on.unwrap(),
+            response_timeout_seconds: row.response_timeout_seconds.unwrap(),
             created_at: row.created_at.unwrap(),
             updated_at: row.updated_at.unwrap(),
         };
         assert_eq!(config_from_row(model).unwrap(), config);
+    }
+
+    #[test]
+    fn rows_without_a_policy_follow_the_environment_and_bad_classes_are_corrupt() {
+        let mut row = generic_row();
+        row.max_retries = None;
+        row.retry_on = None;
+        let config = config_from_row(row).unwrap();
+        assert_eq!(config.policy, domain::failover::ConfigPolicy::default());
+        let mut row = generic_row();
+        row.retry_on = Some("rate_limited,sometimes".into());
+        assert!(matches!(config_from_row(row), Err(Error::Internal(_))));
     }
 
     #[test]

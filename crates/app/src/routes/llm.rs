@@ -403,6 +403,9 @@ fn client_error(client: ClientFormat, error: &ApiError) -> HttpResponse {
     if let Some(seconds) = error.retry_after() {
         response.insert_header((header::RETRY_AFTER, seconds.to_string()));
     }
+    if let Some(attempts) = error.attempts() {
+        response.insert_header((crate::errors::ATTEMPTS_HEADER, attempts));
+    }
     response
         .content_type(llm_adapters::ERROR_CONTENT_TYPE)
         .body(body)

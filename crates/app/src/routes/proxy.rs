@@ -115,13 +115,7 @@ async fn generic_proxy(
 
 /// The metric outcome of an upstream error reply.
 pub fn outcome_name(verdict: domain::Verdict) -> &'static str {
-    match verdict {
-        domain::Verdict::Success => "success",
-        domain::Verdict::ClientError => "client_error",
-        domain::Verdict::RateLimited { .. } => "rate_limited",
-        domain::Verdict::KeyRejected => "key_rejected",
-        domain::Verdict::UpstreamFault => "upstream_fault",
-    }
+    verdict.as_str()
 }
 
 /// Splits `/proxy/{slug}/{rest}` into the slug and the raw (still percent-encoded) rest.

@@ -222,6 +222,8 @@ pub struct Received {
 #[derive(Default)]
 struct MockState {
     behaviors: Mutex<HashMap<String, Behavior>>,
+    /// Behaviors by request path, ahead of the per-key ones.
+    path_behaviors: Mutex<HashMap<String, Behavior>>,
     received: Mutex<Vec<Received>>,
     /// When each streamed event was handed to the connection.
     sent_at: Mutex<Vec<std::time::Instant>>,
@@ -292,6 +294,15 @@ impl MockUpstream {
             .insert(key.to_owned(), behavior);
     }
 
+    /// Answers every request to `path` (whatever the key) this way.
+    pub fn on_path(&self, path: &str, behavior: Behavior) {
+        self.state
+            .path_behaviors
+            .lock()
+            .unwrap()
+            .insert(path.to_owned(), behavior);
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.state.received.lock().unwrap().clone()
     }
@@ -353,12 +364,14 @@ async fn mock_handler(
         key: key.clone(),
         body_len,
     });
-    let behavior = state
-        .behaviors
+    let by_path = state
+        .path_behaviors
         .lock()
         .unwrap()
-        .get(&key)
-        .cloned()
+        .get(request.path())
+        .cloned();
+    let behavior = by_path
+        .or_else(|| state.behaviors.lock().unwrap().get(&key).cloned())
         .unwrap_or(Behavior::Ok);
     match behavior {
         Behavior::Ok => HttpResponse::Ok().json(json!({ "key": key, "body_len": body_len })),

@@ -11,6 +11,7 @@ mod admin;
 mod console;
 #[cfg(feature = "enterprise")]
 mod enterprise;
+mod failover;
 mod generic_proxy;
 mod hardening;
 mod helpers;

@@ -9,6 +9,7 @@ import { clientBaseUrl, defaultPlacement } from '../model.js';
 const METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS'];
 const API_FORMATS = ['openai_compatible', 'anthropic_native', 'gemini_native'];
 const OUTPUT_FORMATS = ['none', 'openai', 'anthropic', 'gemini', 'openai_responses'];
+const RETRY_CLASSES = ['rate_limited', 'auth_failed', 'server_error', 'connect_error', 'timeout'];
 
 function slugify(name) {
   return name.toLowerCase().normalize('NFKD').replace(/[^a-z0-9_-]+/g, '-').replace(/^[-_]+|-+$/g, '').slice(0, 100);
@@ -25,6 +26,7 @@ export async function configFormView(context) {
     name: '', slug: '', config_type: 'LLM', is_active: true, method: 'POST', target_url: '',
     target_base_url: '', api_format: 'openai_compatible', output_format: 'none',
     api_key_location: null, api_key_name: null,
+    max_retries: null, retry_on: null, response_timeout_seconds: null,
   };
 
   const inputs = {};
@@ -71,6 +73,23 @@ export async function configFormView(context) {
   const location = h('select', {});
   const keyName = h('input', { type: 'text', value: start.api_key_name || '', autocomplete: 'off', spellcheck: 'false', placeholder: 'x-api-key' });
 
+  // Failover policy: blank numbers and "default" classes follow the server's environment.
+  const optionalNumber = (value, max) => h('input', {
+    type: 'number', min: 0, max, step: 1, inputmode: 'numeric', value: value ?? '', placeholder: t('form.policyDefault'),
+  });
+  const maxRetries = optionalNumber(start.max_retries, 10);
+  const responseTimeout = optionalNumber(start.response_timeout_seconds, 86400);
+  const retryDefault = h('input', { type: 'checkbox', id: 'retry-on-default', checked: !start.retry_on });
+  const retryBoxes = RETRY_CLASSES.map((name) => h('input', {
+    type: 'checkbox', value: name, id: `retry-on-${name}`, checked: Boolean(start.retry_on?.includes(name)),
+  }));
+  const retryOn = h('div', { role: 'group', class: 'retry-on' },
+    h('label', { class: 'check' }, retryDefault, h('span', { text: t('form.retryOnDefault') })),
+    retryBoxes.map((box) => h('label', { class: 'check' }, box, h('span', { text: t(`form.retry.${box.value}`) }))));
+  const syncRetry = () => { for (const box of retryBoxes) box.disabled = retryDefault.checked; };
+  retryDefault.addEventListener('change', syncRetry);
+  syncRetry();
+
   const isLlm = () => typeSelect.value === 'LLM';
 
   // The key location offers "format default" only for LLM configs; its label names the default.
@@ -113,6 +132,9 @@ export async function configFormView(context) {
       field('output_format', outputFormat, { hint: t('form.outputFormatHint'), show: isLlm }),
       field('api_key_location', location),
       field('api_key_name', keyName, { hint: t('form.keyNameHint'), show: () => !isLlm() || location.value !== '' }),
+      field('max_retries', maxRetries, { hint: t('form.maxRetriesHint') }),
+      field('response_timeout_seconds', responseTimeout, { hint: t('form.responseTimeoutHint') }),
+      field('retry_on', retryOn, { hint: t('form.retryOnHint') }),
       field('is_active', activeInput)),
     h('div', { class: 'preview' }, h('span', { class: 'muted', text: `${t('form.clientUrlPreview')}: ` }), preview),
     h('div', { class: 'form-actions' },
@@ -155,6 +177,12 @@ export async function configFormView(context) {
       config_type: typeSelect.value,
       is_active: activeInput.checked,
     };
+    const number = (control) => (control.value.trim() === '' ? null : Number(control.value));
+    Object.assign(input, {
+      max_retries: number(maxRetries),
+      response_timeout_seconds: number(responseTimeout),
+      retry_on: retryDefault.checked ? null : retryBoxes.filter((box) => box.checked).map((box) => box.value),
+    });
     if (isLlm()) {
       Object.assign(input, {
         target_base_url: targetBaseUrl.value.trim(),

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer, ser::SerializeStruct};
 
 use super::{key::ApiKey, wire_enum::wire_enum};
+use crate::failover::ConfigPolicy;
 
 /// Database identifier of a proxy config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -386,6 +387,8 @@ pub struct ProxyConfigSpec {
     pub is_active: bool,
     /// Type and target.
     pub kind: ConfigKind,
+    /// Failover overrides (SPEC §8); unset fields follow the environment.
+    pub policy: ConfigPolicy,
 }
 
 /// A stored proxy config.
@@ -401,6 +404,8 @@ pub struct ProxyConfig {
     pub is_active: bool,
     /// Type and target.
     pub kind: ConfigKind,
+    /// Failover overrides (SPEC §8); unset fields follow the environment.
+    pub policy: ConfigPolicy,
     /// Set by the store on insert.
     pub created_at: DateTime<Utc>,
     /// Set by the store on every write.
@@ -420,6 +425,7 @@ impl ProxyConfig {
             slug,
             is_active,
             kind,
+            policy,
         } = spec;
         ProxyConfig {
             id,
@@ -427,6 +433,7 @@ impl ProxyConfig {
             slug,
             is_active,
             kind,
+            policy,
             created_at,
             updated_at,
         }
@@ -439,6 +446,7 @@ impl ProxyConfig {
             slug: self.slug.clone(),
             is_active: self.is_active,
             kind: self.kind.clone(),
+            policy: self.policy,
         }
     }
 }
@@ -446,7 +454,7 @@ impl ProxyConfig {
 /// The SPEC's flat JSON shape, with the fields of the other type set to null.
 impl Serialize for ProxyConfig {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut out = serializer.serialize_struct("ProxyConfig", 14)?;
+        let mut out = serializer.serialize_struct("ProxyConfig", 17)?;
         out.serialize_field("id", &self.id)?;
         out.serialize_field("name", &self.name)?;
         out.serialize_field("slug", &self.slug)?;
@@ -464,6 +472,12 @@ impl Serialize for ProxyConfig {
         out.serialize_field("target_base_url", &llm.map(|l| &l.target_base_url))?;
         out.serialize_field("api_format", &llm.map(|l| l.api_format))?;
         out.serialize_field("output_format", &llm.map(|l| l.output_format))?;
+        out.serialize_field("max_retries", &self.policy.max_retries)?;
+        out.serialize_field("retry_on", &self.policy.retry_on)?;
+        out.serialize_field(
+            "response_timeout_seconds",
+            &self.policy.response_timeout_seconds,
+        )?;
         out.serialize_field("created_at", &self.created_at)?;
         out.serialize_field("updated_at", &self.updated_at)?;
         out.end()

@@ -34,6 +34,12 @@ pub struct Model {
     pub api_format: Option<String>,
     /// LLM only: the format the clients speak.
     pub output_format: Option<String>,
+    /// Retries after the first attempt; null = `PROXY_MAX_RETRIES`.
+    pub max_retries: Option<i32>,
+    /// Comma-separated failure classes re-sent to another key; null = the default set.
+    pub retry_on: Option<String>,
+    /// Response-head timeout in seconds, 0 = none; null = the environment's default.
+    pub response_timeout_seconds: Option<i32>,
     /// Set by the store on insert.
     pub created_at: DateTimeUtc,
     /// Set by the store on every write.
