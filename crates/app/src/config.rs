@@ -35,6 +35,7 @@ pub const VARIABLES: &[(&str, Option<&str>)] = &[
     ("USAGE_FLUSH_SECONDS", Some("5")),
     ("MAX_BODY_BYTES", Some("20971520")),
     ("CLIENT_BODY_TIMEOUT", Some("30")),
+    ("UPSTREAM_IDLE_SECONDS", Some("15")),
     ("BODY_BUFFER_BUDGET_BYTES", Some("268435456")),
     ("METRICS_TOKEN", None),
     ("PROXY_PUBLIC_BASE_URL", None),
@@ -193,6 +194,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Time a client has to send a buffered request body.
     pub client_body_timeout: Duration,
+    /// How long an idle upstream connection is kept for reuse.
+    pub upstream_idle_timeout: Duration,
     /// Memory all buffered proxy request bodies may hold at once.
     pub body_buffer_budget_bytes: usize,
     /// Bearer token `/metrics` requires, when set.
@@ -486,6 +489,7 @@ impl Settings {
             usage_flush_interval: raw.seconds("USAGE_FLUSH_SECONDS", false)?,
             max_body_bytes,
             client_body_timeout: raw.seconds("CLIENT_BODY_TIMEOUT", false)?,
+            upstream_idle_timeout: raw.seconds("UPSTREAM_IDLE_SECONDS", false)?,
             body_buffer_budget_bytes,
             metrics_token: raw
                 .text("METRICS_TOKEN")
@@ -703,6 +707,7 @@ mod tests {
             ("LLM_RESPONSE_TIMEOUT", "-1"),
             ("MAX_BODY_BYTES", "-1"),
             ("CLIENT_BODY_TIMEOUT", "0"),
+            ("UPSTREAM_IDLE_SECONDS", "0"),
             ("BODY_BUFFER_BUDGET_BYTES", "1024"),
             ("RESET_DB_TABLES", "maybe"),
             ("LOG_FORMAT", "xml"),

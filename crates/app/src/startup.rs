@@ -126,10 +126,12 @@ impl Application {
         let server_settings = settings.clone();
         let mut server = HttpServer::new(move || {
             upstream::spawn_timer_floor();
+            let upstream_client = web::Data::new(UpstreamClient::new(&server_settings));
+            UpstreamClient::spawn_idle_sweep(upstream_client.clone());
             App::new()
                 .app_data(server_state.clone())
                 .app_data(auth.clone())
-                .app_data(web::Data::new(UpstreamClient::new(&server_settings)))
+                .app_data(upstream_client)
                 .app_data(
                     web::JsonConfig::default()
                         .limit(server_settings.max_body_bytes)

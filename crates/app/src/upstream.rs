@@ -6,7 +6,11 @@
 //! or give up with every attempt's failure.
 
 use std::{
+    borrow::Cow,
+    cell::RefCell,
     pin::Pin,
+    rc::Rc,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -25,8 +29,8 @@ use awc::{
 };
 use bytes::Bytes;
 use domain::{
-    ApiKey, BodyReplay, ConfigKind, ConfigSnapshot, Failover, Next, Outcome, Redactor,
-    UpstreamResponse, Verdict,
+    ApiKey, BodyRedactor, BodyReplay, ConfigKind, ConfigSnapshot, Failover, Next, Outcome,
+    Redactor, UpstreamResponse, Verdict,
 };
 use futures_util::Stream;
 
@@ -41,9 +45,21 @@ use crate::{
 /// Largest error body read to classify a failed attempt and to hand it back to the client.
 const ERROR_BODY_LIMIT: usize = 1 << 20;
 
+/// Most upstream connections one worker keeps open or opening at once, over every host (awc
+/// bounds its pool as a whole, not per host); requests past it wait for a connection. Before,
+/// the pool was unbounded and a config pointed at the gateway itself used up every descriptor.
+const MAX_CONNECTIONS_PER_WORKER: usize = 512;
+
 /// One pooled HTTP client per worker thread (awc clients are not `Send`).
 pub struct UpstreamClient {
-    client: awc::Client,
+    client: RefCell<awc::Client>,
+    settings: Rc<ClientSettings>,
+}
+
+/// What a worker's client is built from.
+struct ClientSettings {
+    connect_timeout: Duration,
+    idle: Duration,
 }
 
 impl std::fmt::Debug for UpstreamClient {
@@ -55,22 +71,55 @@ impl std::fmt::Debug for UpstreamClient {
 impl UpstreamClient {
     /// A client with the settings' connect timeout; the head timeout is set per request.
     pub fn new(settings: &Settings) -> Self {
+        let settings = ClientSettings {
+            connect_timeout: settings.connect_timeout,
+            idle: settings.upstream_idle_timeout,
+        };
+        UpstreamClient {
+            client: RefCell::new(settings.build()),
+            settings: Rc::new(settings),
+        }
+    }
+
+    /// The current client (a cheap handle), also for requests outside the failover loop
+    /// (probes).
+    pub fn raw(&self) -> awc::Client {
+        self.client.borrow().clone()
+    }
+
+    /// Closes every idle upstream connection of this worker every `UPSTREAM_IDLE_SECONDS`
+    /// (call once per worker). awc checks a pooled connection only when it reuses one for the
+    /// same host, so a connection the upstream closed stayed in CLOSE-WAIT until the next request
+    /// to that host (measured: minutes). Replacing the client drops its pool once every request
+    /// that holds one of its connections is done, which closes them; the next request to a host
+    /// opens a fresh connection.
+    pub fn spawn_idle_sweep(client: web::Data<UpstreamClient>) {
+        let period = client.settings.idle;
+        actix_web::rt::spawn(async move {
+            let mut sweep = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                sweep.tick().await;
+                let fresh = client.settings.build();
+                client.client.replace(fresh);
+            }
+        });
+    }
+}
+
+impl ClientSettings {
+    fn build(&self) -> awc::Client {
         let connector = awc::Connector::new()
-            .timeout(settings.connect_timeout)
-            .limit(0);
+            .timeout(self.connect_timeout)
+            .conn_keep_alive(self.idle)
+            .limit(MAX_CONNECTIONS_PER_WORKER);
         // Redirects go back to the client: following one would send the upstream key wherever
         // the upstream points (and awc would otherwise follow up to ten).
-        let client = awc::Client::builder()
+        awc::Client::builder()
             .connector(connector)
             .disable_timeout()
             .disable_redirects()
-            .finish();
-        UpstreamClient { client }
-    }
-
-    /// The underlying client, for requests outside the failover loop (probes).
-    pub fn raw(&self) -> &awc::Client {
-        &self.client
+            .finish()
     }
 }
 
@@ -209,7 +258,7 @@ pub async fn send_with_failover(
         config: snapshot.config.slug.as_str().to_owned(),
     };
     let mut prepared: Option<Prepared> = None;
-    let mut last: Option<Answer> = None;
+    let mut last: Option<(Answer, &Arc<ApiKey>)> = None;
     while let Some(key) = failover.next_key(snapshot) {
         if failover.attempts() > 1 {
             state.metrics.retries.get_or_create(&labels).inc();
@@ -242,7 +291,8 @@ pub async fn send_with_failover(
         match decision.next {
             // A confirmation is settled above, so it never stands here.
             Next::Commit | Next::GiveUp | Next::Confirm => {
-                return answer.into_reply(decision.verdict, &failover, &snapshot.config.kind);
+                let relay = Relay::new(state, snapshot, key);
+                return answer.into_reply(decision.verdict, &failover, &relay);
             }
             Next::Retry => {
                 tracing::info!(
@@ -252,13 +302,16 @@ pub async fn send_with_failover(
                     verdict = decision.verdict.as_str(),
                     "upstream attempt failed; trying the next key"
                 );
-                last = Some(answer);
+                last = Some((answer, key));
             }
         }
     }
     // The plan ran out after a retry (a key vanished from the snapshot): the last failure stands.
     match last {
-        Some(answer) => answer.into_reply(Verdict::UpstreamFault, &failover, &snapshot.config.kind),
+        Some((answer, key)) => {
+            let relay = Relay::new(state, snapshot, key);
+            answer.into_reply(Verdict::UpstreamFault, &failover, &relay)
+        }
         None => Err(domain::Error::NoUsableKey { retry_at: None }.into()),
     }
 }
@@ -355,40 +408,135 @@ impl Answer {
         self,
         verdict: Verdict,
         failover: &Failover,
-        kind: &ConfigKind,
+        relay: &Relay<'_>,
     ) -> Result<Reply, ApiError> {
-        let attempts = failover.failures().to_string();
-        match self {
+        let (status, headers, body) = match self {
             Answer::Stream {
                 status,
                 headers,
                 body,
-            } => Ok(Reply::Stream {
-                status,
-                headers,
-                body,
-            }),
+            } => {
+                return Ok(Reply::Stream {
+                    status,
+                    headers,
+                    body,
+                });
+            }
             Answer::Buffered {
                 status,
                 headers,
                 body,
-            } => Ok(relayed_error(status, headers, body, verdict, &attempts)),
-            Answer::Failed {
-                timed_out: true, ..
-            } => Err(ApiError::gateway_timeout(format!(
+            } => (status, headers, body),
+            Answer::Failed { timed_out, message } => {
+                let error = relay.failure(timed_out, &message, failover);
+                relay.log_failure(error.status(), failover);
+                return Err(error);
+            }
+        };
+        relay.log_failure(status, failover);
+        Ok(relay.error_reply(status, headers, &body, verdict, failover))
+    }
+}
+
+/// What an exchange that ends without a success answers, and what it logs.
+struct Relay<'a> {
+    state: &'a AppState,
+    snapshot: &'a ConfigSnapshot,
+    /// The key of the attempt whose answer is relayed.
+    key: &'a ApiKey,
+}
+
+impl<'a> Relay<'a> {
+    fn new(state: &'a AppState, snapshot: &'a ConfigSnapshot, key: &'a ApiKey) -> Self {
+        Relay {
+            state,
+            snapshot,
+            key,
+        }
+    }
+
+    /// The proxy's own 502/504 after the last attempt found no usable answer.
+    fn failure(&self, timed_out: bool, message: &str, failover: &Failover) -> ApiError {
+        let attempts = failover.failures().to_string();
+        if timed_out {
+            ApiError::gateway_timeout(format!(
                 "the upstream did not answer within {} ({}); attempts: {attempts}",
                 failover
                     .rules()
                     .response_timeout()
                     .map_or_else(|| "any time".to_owned(), |t| format!("{} s", t.as_secs())),
-                timeout_setting(kind),
+                timeout_setting(&self.snapshot.config.kind),
             ))
-            .with_attempts(attempts)),
-            Answer::Failed { message, .. } => Err(ApiError::bad_gateway(format!(
-                "{message}; attempts: {attempts}"
-            ))
-            .with_attempts(attempts)),
+            .with_attempts(attempts)
+        } else {
+            ApiError::bad_gateway(format!("{message}; attempts: {attempts}"))
+                .with_attempts(attempts)
         }
+    }
+
+    /// An upstream error answer as the client gets it: every form of the attempt's key and of
+    /// every proxy key masked out of the body and the header values (some upstreams echo the
+    /// key they got), and the attempts header added.
+    fn error_reply(
+        &self,
+        status: StatusCode,
+        mut headers: HeaderMap,
+        body: &Bytes,
+        verdict: Verdict,
+        failover: &Failover,
+    ) -> Reply {
+        let redactor = BodyRedactor::new(
+            std::iter::once(self.key.key_value.expose()).chain(
+                self.state
+                    .settings
+                    .proxy_keys
+                    .iter()
+                    .map(secrecy::ExposeSecret::expose_secret),
+            ),
+        );
+        let body = match redactor.redact(body) {
+            Cow::Borrowed(_) => body.clone(),
+            Cow::Owned(redacted) => Bytes::from(redacted),
+        };
+        let echoed: Vec<HeaderName> = headers
+            .iter()
+            .filter(|(_, value)| matches!(redactor.redact(value.as_bytes()), Cow::Owned(_)))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in echoed {
+            let values: Vec<HeaderValue> = headers
+                .get_all(&name)
+                .filter_map(|value| {
+                    HeaderValue::from_bytes(&redactor.redact(value.as_bytes())).ok()
+                })
+                .collect();
+            headers.remove(&name);
+            for value in values {
+                headers.append(name.clone(), value);
+            }
+        }
+        if let Ok(value) = HeaderValue::from_str(&failover.failures().to_string()) {
+            headers.insert(HeaderName::from_static(ATTEMPTS_HEADER), value);
+        }
+        Reply::Buffered {
+            status,
+            headers,
+            body,
+            verdict,
+        }
+    }
+
+    /// One warn line per failed exchange: config, status, each attempt's class, the last key
+    /// (id and mask, never the value).
+    fn log_failure(&self, status: StatusCode, failover: &Failover) {
+        tracing::warn!(
+            config = %self.snapshot.config.slug,
+            status = status.as_u16(),
+            attempts = %failover.failures(),
+            key_id = %self.key.id,
+            key = %self.key.key_value,
+            "proxied request failed"
+        );
     }
 }
 
@@ -397,25 +545,6 @@ fn timeout_setting(kind: &ConfigKind) -> &'static str {
     match kind {
         ConfigKind::Generic(_) => "the config's response_timeout_seconds, else PROXY_TIMEOUT",
         ConfigKind::Llm(_) => "the config's response_timeout_seconds, else LLM_RESPONSE_TIMEOUT",
-    }
-}
-
-/// Every upstream error answer the client gets passes here, with the attempts header added.
-fn relayed_error(
-    status: StatusCode,
-    mut headers: HeaderMap,
-    body: Bytes,
-    verdict: Verdict,
-    attempts: &str,
-) -> Reply {
-    if let Ok(value) = HeaderValue::from_str(attempts) {
-        headers.insert(HeaderName::from_static(ATTEMPTS_HEADER), value);
-    }
-    Reply::Buffered {
-        status,
-        headers,
-        body,
-        verdict,
     }
 }
 
@@ -450,7 +579,7 @@ async fn send_once(
                 None => std::mem::take(&mut request.headers),
             };
             let mut upstream = client
-                .client
+                .raw()
                 .request(request.method.clone(), target.url.as_str())
                 .no_decompress();
             if let Some(timeout) = timeout {

@@ -517,3 +517,167 @@ async fn a_client_disconnect_cancels_the_upstream_attempt_and_its_retries() {
         "no retry was sent after the client left"
     );
 }
+
+/// Upstreams that echo the key they got (in a JSON message, a URL, a header) must not hand it
+/// to the client: every relayed error body and header is masked.
+#[tokio::test]
+async fn keys_echoed_by_the_upstream_never_reach_the_client() {
+    use crate::helpers::Behavior;
+    const OPENAI_KEY: &str = "sk-echo/openai-0123456789";
+    const GENERIC_KEY: &str = "sk-echo-generic-0123456789";
+    let app = spawn_app_with(&[]).await;
+    let mock = MockUpstream::start().await;
+    mock.on(
+        OPENAI_KEY,
+        Behavior::Status(
+            401,
+            r#"{"error":{"message":"Incorrect API key provided: sk-echo\/openai-0123456789","code":"invalid_api_key"}}"#,
+            vec![],
+        ),
+    );
+    mock.on(
+        GENERIC_KEY,
+        Behavior::Status(
+            400,
+            "bad request for https://api.example/v1?apikey=sk-echo-generic-0123456789&x=1",
+            vec![("x-echo-key", "sk-echo-generic-0123456789")],
+        ),
+    );
+    let llm = app
+        .create_config(
+            &json!({"name": "echo", "slug": "echo", "config_type": "LLM",
+            "target_base_url": mock.base, "api_format": "openai_compatible"}),
+        )
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    app.add_keys(llm, &[OPENAI_KEY]).await;
+    let generic = app
+        .generic_config("echoed", "GET", &mock.base, "query", "apikey")
+        .await;
+    app.add_keys(generic, &[GENERIC_KEY]).await;
+
+    let openai = app
+        .llm(reqwest::Method::POST, "/llm/echo/v1/chat/completions")
+        .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(openai.status(), 401);
+    let text = openai.text().await.unwrap();
+    assert!(!text.contains("openai-0123456789"), "{text}");
+    assert!(text.contains("****"), "masked, not removed: {text}");
+    assert!(
+        serde_json::from_str::<Value>(&text).is_ok(),
+        "still JSON: {text}"
+    );
+
+    let generic = app
+        .proxy(reqwest::Method::GET, "/proxy/echoed/thing")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(generic.status(), 400);
+    let echoed_header = generic.headers()["x-echo-key"].to_str().unwrap().to_owned();
+    assert!(
+        !echoed_header.contains("generic-0123456789"),
+        "{echoed_header}"
+    );
+    let text = generic.text().await.unwrap();
+    assert!(!text.contains("generic-0123456789"), "{text}");
+    assert!(
+        text.contains("&x=1"),
+        "the rest of the body is kept: {text}"
+    );
+}
+
+#[tokio::test]
+async fn bodies_without_a_key_are_relayed_byte_for_byte() {
+    use crate::helpers::Behavior;
+    let app = spawn_app_with(&[]).await;
+    let mock = MockUpstream::start().await;
+    let body =
+        r#"{"error": {"message": "max_tokens is too large", "type": "invalid_request_error"}}"#;
+    mock.on("sk-plain-0123456789", Behavior::Status(400, body, vec![]));
+    let id = app
+        .generic_config("plain", "GET", &mock.base, "header", "X-Api-Key")
+        .await;
+    app.add_keys(id, &["sk-plain-0123456789"]).await;
+    let response = app
+        .proxy(reqwest::Method::GET, "/proxy/plain/x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(response.text().await.unwrap(), body);
+}
+
+/// Connections the upstream closed are released by the idle sweep instead of staying in
+/// CLOSE-WAIT until the next request to the same host.
+#[tokio::test]
+async fn connections_closed_by_the_upstream_do_not_linger_in_close_wait() {
+    let app = spawn_app_with(&[("UPSTREAM_IDLE_SECONDS", "1")]).await;
+    // An upstream that answers keep-alive requests and closes a connection idle for 100 ms.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                while let Ok(Ok(read)) =
+                    tokio::time::timeout(Duration::from_millis(100), socket.read(&mut buffer)).await
+                {
+                    if read == 0 {
+                        break;
+                    }
+                    let _ = socket
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                }
+            });
+        }
+    });
+    let id = app
+        .generic_config(
+            "closing",
+            "GET",
+            &format!("http://127.0.0.1:{upstream_port}"),
+            "header",
+            "X-Api-Key",
+        )
+        .await;
+    app.add_keys(id, &["k1"]).await;
+    for _ in 0..4 {
+        let response = app
+            .proxy(reqwest::Method::GET, "/proxy/closing/x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let close_wait = || {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        let remote = format!(":{upstream_port:04X} ");
+        table
+            .lines()
+            .filter(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                fields.len() > 3
+                    && format!("{} ", fields[2]).ends_with(&remote)
+                    && fields[3] == "08"
+            })
+            .count()
+    };
+    let mut lingering = usize::MAX;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        lingering = close_wait();
+        if lingering == 0 {
+            break;
+        }
+    }
+    assert_eq!(lingering, 0, "sockets to the upstream still in CLOSE-WAIT");
+}
