@@ -11,6 +11,7 @@ pub mod background;
 pub mod cli;
 pub mod config;
 pub mod errors;
+pub mod key_migration;
 pub mod metrics;
 pub mod openapi;
 pub mod probe;
