@@ -9,11 +9,13 @@
 
 mod admin;
 mod console;
+mod encryption;
 #[cfg(feature = "enterprise")]
 mod enterprise;
 mod generic_proxy;
 mod helpers;
 mod hot_path;
+mod keys_command;
 mod llm_proxy;
 mod openai_sdk;
 mod ops;
