@@ -237,6 +237,13 @@ pub async fn run(
         census.plain(),
         census.encrypted
     )?;
+    if census.total == 0 {
+        writeln!(
+            out,
+            "{}: the database holds no keys; if that is unexpected, check DATABASE_PATH or DATABASE_URL",
+            plan.name
+        )?;
+    }
     out.flush()?;
     let total = census.total;
     let mut report_error = None;
