@@ -20,6 +20,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (also what no subcommand does).
     Serve,
+    /// Encrypt, re-encrypt or decrypt the stored upstream keys (ENCRYPTION_KEY).
+    #[command(subcommand)]
+    Keys(crate::key_migration::KeysCommand),
 }
 
 impl Cli {

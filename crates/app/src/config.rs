@@ -11,6 +11,7 @@ use figment::{
     value::Value,
 };
 use secrecy::{ExposeSecret, SecretString};
+use storage_sql::EncryptionKey;
 
 /// Every variable the server reads, with its default (`None`: no default).
 pub const VARIABLES: &[(&str, Option<&str>)] = &[
@@ -57,6 +58,7 @@ pub const VARIABLES: &[(&str, Option<&str>)] = &[
     ("ROTATION_BLOCK_SIZE", Some("1")),
     ("RESET_DB_TABLES", Some("false")),
     ("ENCRYPTION_KEY", None),
+    ("NEW_ENCRYPTION_KEY", None),
     ("CONFIG_FILE", Some("config.toml")),
 ];
 
@@ -208,6 +210,12 @@ pub struct Settings {
     pub cache: CacheBackend,
     /// Drop and recreate the tables at start-up.
     pub reset_db_tables: bool,
+    /// `ENCRYPTION_KEY`: stored key values are encrypted with it; `None` stores them as they
+    /// are. Wiped from memory when dropped, never printed.
+    pub encryption_key: Option<EncryptionKey>,
+    /// `NEW_ENCRYPTION_KEY`: the key `keys rotate-encryption` re-encrypts with; the server
+    /// itself ignores it.
+    pub new_encryption_key: Option<EncryptionKey>,
 }
 
 /// Reads the layered sources from the process environment and the working directory.
@@ -348,6 +356,14 @@ impl Raw<'_> {
         Ok(Some(url))
     }
 
+    /// A 32-byte key written as 64 hex or 44 base64 characters; the error never repeats the
+    /// value.
+    fn encryption_key(&self, name: &'static str) -> Result<Option<EncryptionKey>, ConfigError> {
+        self.text(name)
+            .map(|text| EncryptionKey::parse(text).map_err(|e| invalid(name, e.to_string())))
+            .transpose()
+    }
+
     fn secret(
         &self,
         name: &'static str,
@@ -459,12 +475,6 @@ impl Settings {
             Some(url) => url.as_str().trim_end_matches('/').to_owned(),
             None => format!("http://localhost:{port}"),
         };
-        if raw.text("ENCRYPTION_KEY").is_some() {
-            return Err(invalid(
-                "ENCRYPTION_KEY",
-                "is not supported by this version yet; unset it (keys are stored unencrypted)",
-            ));
-        }
         Ok(Settings {
             host: raw.text("BACKEND_HOST").unwrap_or("0.0.0.0").to_owned(),
             port,
@@ -498,6 +508,8 @@ impl Settings {
             storage: storage_backend(&raw)?,
             cache: cache_backend(&raw)?,
             reset_db_tables: raw.flag("RESET_DB_TABLES")?,
+            encryption_key: raw.encryption_key("ENCRYPTION_KEY")?,
+            new_encryption_key: raw.encryption_key("NEW_ENCRYPTION_KEY")?,
         })
     }
 }
@@ -715,6 +727,8 @@ mod tests {
             ("ROTATION_BLOCK_SIZE", "0"),
             ("ROTATION_BLOCK_SIZE", "10001"),
             ("ROTATION_BLOCK_SIZE", "many"),
+            ("ENCRYPTION_KEY", "secret"),
+            ("NEW_ENCRYPTION_KEY", "00"),
         ];
         for (variable, value) in cases {
             Jail::expect_with(|jail| {
@@ -723,6 +737,39 @@ mod tests {
                 let err = load().unwrap_err();
                 assert_eq!(err.variable, variable, "{value:?}: {err}");
                 assert!(err.to_string().contains(variable));
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn encryption_keys_are_32_random_bytes_and_never_echoed() {
+        let hex = "3f1c9a7be2d4056817ac93e0b5f24d6e81a7c3b9d0e5f2a4c6b8d1e3f5a7c9e2";
+        Jail::expect_with(|jail| {
+            clear_env(jail);
+            jail.set_env("ENCRYPTION_KEY", hex);
+            let settings = load().unwrap();
+            assert!(settings.encryption_key.is_some());
+            assert!(settings.new_encryption_key.is_none());
+            assert!(
+                !format!("{settings:?}").contains(&hex[..8]),
+                "Debug hides it"
+            );
+            Ok(())
+        });
+        for (value, why) in [
+            (&hex[..40], "openssl rand -hex 32"),
+            ("correct horse battery staple", "openssl rand -hex 32"),
+            (&"ab".repeat(32), "too weak"),
+        ] {
+            Jail::expect_with(|jail| {
+                clear_env(jail);
+                jail.set_env("ENCRYPTION_KEY", value);
+                let err = load().unwrap_err();
+                assert_eq!(err.variable, "ENCRYPTION_KEY");
+                let message = err.to_string();
+                assert!(message.contains(why), "{message}");
+                assert!(!message.contains(value), "{message}");
                 Ok(())
             });
         }

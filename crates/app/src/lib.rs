@@ -14,6 +14,7 @@ pub mod disconnect;
 pub mod errors;
 pub mod hop;
 pub mod inbound;
+pub mod key_migration;
 pub mod metrics;
 pub mod openapi;
 pub mod probe;

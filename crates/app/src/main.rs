@@ -7,7 +7,7 @@ use anyhow::Context;
 use app::{
     Application,
     cli::{Cli, Command},
-    config, startup, telemetry, wiring,
+    config, key_migration, startup, telemetry, wiring,
 };
 use clap::Parser;
 
@@ -22,6 +22,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command_or_serve() {
         Command::Serve => serve().await,
+        Command::Keys(command) => keys(command).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -52,5 +53,12 @@ async fn serve() -> anyhow::Result<()> {
         .await
         .context("server failed")?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+async fn keys(command: key_migration::KeysCommand) -> anyhow::Result<()> {
+    let settings = config::load()?;
+    let stop = key_migration::stop_on_ctrl_c();
+    key_migration::run(&command, &settings, stop, &mut std::io::stdout().lock()).await?;
     Ok(())
 }

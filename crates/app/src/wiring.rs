@@ -5,8 +5,12 @@ use std::sync::Arc;
 
 use cache_memory::MemoryCache;
 use domain::{ConfigEvents, Leases, ProxyStore, RotationState, UsageCounters};
+use storage_sql::{KeyCipher, SqlStore};
 
-use crate::config::{CacheBackend, Settings, StorageBackend};
+use crate::{
+    config::{CacheBackend, Settings, StorageBackend},
+    key_migration::{self, StoreKeyMode},
+};
 
 /// The ports for one process.
 pub struct Ports {
@@ -49,6 +53,9 @@ pub enum WiringError {
         /// Why.
         source: domain::Error,
     },
+    /// The stored key values are not in the mode `ENCRYPTION_KEY` asks for.
+    #[error(transparent)]
+    KeyMode(#[from] StoreKeyMode),
 }
 
 /// Connects the configured store and cache.
@@ -72,12 +79,49 @@ pub async fn connect(settings: &Settings) -> Result<Ports, WiringError> {
     })
 }
 
+/// Opens the store with the configured cipher and checks that its rows are in the mode
+/// `ENCRYPTION_KEY` asks for, so a server never serves a half-migrated pool.
 async fn connect_store(settings: &Settings) -> Result<Arc<dyn ProxyStore>, WiringError> {
+    let cipher = settings.encryption_key.as_ref().map(KeyCipher::new);
+    let (store, sql) = open_store(settings, cipher, settings.reset_db_tables).await?;
+    let census = sql
+        .key_census(&sql.key_cipher().into_iter().collect::<Vec<_>>())
+        .await
+        .map_err(|source| WiringError::Open {
+            backend: store_name(settings),
+            source,
+        })?;
+    key_migration::check_key_mode(&census, sql.key_cipher().is_some())?;
+    Ok(store)
+}
+
+/// The SQL store for the key commands: migrated, without a cipher (a rewrite names its own
+/// keys), without the key mode check (fixing the mode is the commands' job), never reset.
+///
+/// # Errors
+/// A backend that was not compiled in, or that cannot be opened.
+pub async fn open_sql_store(settings: &Settings) -> Result<SqlStore, WiringError> {
+    Ok(open_store(settings, None, false).await?.1)
+}
+
+fn store_name(settings: &Settings) -> &'static str {
+    match settings.storage {
+        StorageBackend::Sqlite { .. } => "SQLite",
+        StorageBackend::Mysql { .. } => "MySQL",
+    }
+}
+
+async fn open_store(
+    settings: &Settings,
+    key_cipher: Option<KeyCipher>,
+    reset_tables: bool,
+) -> Result<(Arc<dyn ProxyStore>, SqlStore), WiringError> {
     match &settings.storage {
         #[cfg(feature = "lightweight")]
         StorageBackend::Sqlite { path } => {
             let options = storage_sqlite::SqliteOptions {
-                reset_tables: settings.reset_db_tables,
+                reset_tables,
+                key_cipher,
                 ..storage_sqlite::SqliteOptions::file(path.clone())
             };
             let store = storage_sqlite::SqliteStore::connect(options)
@@ -86,7 +130,8 @@ async fn connect_store(settings: &Settings) -> Result<Arc<dyn ProxyStore>, Wirin
                     backend: "SQLite",
                     source,
                 })?;
-            Ok(Arc::new(store))
+            let sql = store.sql_store().clone();
+            Ok((Arc::new(store), sql))
         }
         #[cfg(not(feature = "lightweight"))]
         StorageBackend::Sqlite { .. } => Err(WiringError::NotCompiled {
@@ -98,7 +143,8 @@ async fn connect_store(settings: &Settings) -> Result<Arc<dyn ProxyStore>, Wirin
         #[cfg(feature = "enterprise")]
         StorageBackend::Mysql { url } => {
             let options = storage_mysql::MysqlOptions {
-                reset_tables: settings.reset_db_tables,
+                reset_tables,
+                key_cipher,
                 ..storage_mysql::MysqlOptions::new(url.expose())
             };
             let store = storage_mysql::MysqlStore::connect(options)
@@ -107,7 +153,8 @@ async fn connect_store(settings: &Settings) -> Result<Arc<dyn ProxyStore>, Wirin
                     backend: "MySQL",
                     source,
                 })?;
-            Ok(Arc::new(store))
+            let sql = store.sql_store().clone();
+            Ok((Arc::new(store), sql))
         }
         #[cfg(not(feature = "enterprise"))]
         StorageBackend::Mysql { .. } => Err(WiringError::NotCompiled {

@@ -16,7 +16,7 @@ use sea_orm::{
         mysql::{MySqlConnectOptions, MySqlPoolOptions},
     },
 };
-use storage_sql::SqlStore;
+use storage_sql::{KeyCipher, SqlStore};
 
 /// How to open a [`MysqlStore`].
 #[derive(Clone, PartialEq, Eq)]
@@ -30,6 +30,8 @@ pub struct MysqlOptions {
     /// How long to wait for a connection, when opening and whenever the pool is exhausted,
     /// before failing with `Unavailable`.
     pub connect_timeout: Duration,
+    /// Encrypt key values with this cipher (`ENCRYPTION_KEY`); `None` stores them as they are.
+    pub key_cipher: Option<KeyCipher>,
 }
 
 impl MysqlOptions {
@@ -45,6 +47,7 @@ impl MysqlOptions {
             reset_tables: false,
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            key_cipher: None,
         }
     }
 }
@@ -56,6 +59,7 @@ impl fmt::Debug for MysqlOptions {
             .field("reset_tables", &self.reset_tables)
             .field("max_connections", &self.max_connections)
             .field("connect_timeout", &self.connect_timeout)
+            .field("key_cipher", &self.key_cipher)
             .finish()
     }
 }
@@ -92,7 +96,9 @@ impl MysqlStore {
             .await
             .map_err(|err| connect_error(err, options.connect_timeout))?;
         let db = SqlxMySqlConnector::from_sqlx_mysql_pool(pool);
-        let inner = SqlStore::open(db, options.reset_tables).await?;
+        let inner = SqlStore::open(db, options.reset_tables)
+            .await?
+            .with_key_cipher(options.key_cipher);
         Ok(MysqlStore { inner })
     }
 

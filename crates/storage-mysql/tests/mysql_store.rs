@@ -234,3 +234,59 @@ async fn a_malformed_url_is_unavailable_and_options_never_print_the_url() {
         Err(Error::Unavailable { .. })
     ));
 }
+
+/// A fresh, empty database next to the test one, opened with `options` (its URL is set here):
+/// the key encryption suite counts every row of `api_keys`, and the encrypting contract run
+/// keeps its 70 000-key imports off the tables the other tests share.
+async fn scratch_store(url: &str, suffix: &str, options: MysqlOptions) -> MysqlStore {
+    let admin = connect(url).await;
+    let (scratch_url, scratch) = sibling_url(url, suffix);
+    let db = admin.sql_store().connection();
+    db.execute_unprepared(&format!("DROP DATABASE IF EXISTS `{scratch}`"))
+        .await
+        .unwrap();
+    db.execute_unprepared(&format!(
+        "CREATE DATABASE `{scratch}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+    ))
+    .await
+    .unwrap();
+    MysqlStore::connect(MysqlOptions {
+        url: scratch_url,
+        ..options
+    })
+    .await
+    .expect("the scratch database opens")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypting_store_meets_the_store_contract() {
+    let Some(url) = test_url() else { return };
+    let options = MysqlOptions {
+        key_cipher: Some(storage_sql::encryption_suite::test_cipher('3')),
+        ..MysqlOptions::new(&url)
+    };
+    let store = scratch_store(&url, "encrypting_contract", options).await;
+    contract::proxy_store(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_writes_hide_values_and_still_find_duplicates() {
+    let Some(url) = test_url() else { return };
+    let store = scratch_store(&url, "encrypted_writes", MysqlOptions::new(&url)).await;
+    storage_sql::encryption_suite::encrypted_writes_hide_values_and_still_find_duplicates(
+        store.sql_store(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rewrites_survive_interruption_and_are_idempotent() {
+    let Some(url) = test_url() else { return };
+    let store = scratch_store(&url, "key_rewrites", MysqlOptions::new(&url)).await;
+    storage_sql::encryption_suite::rewrites_survive_interruption_and_are_idempotent(
+        store.sql_store(),
+        1_050,
+        100,
+    )
+    .await;
+}

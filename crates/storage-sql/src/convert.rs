@@ -18,22 +18,60 @@ use sea_orm::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::entity::{api_key, proxy_config};
+use crate::{
+    cipher::{CipherError, KeyCipher, StoredForm, stored_form},
+    entity::{api_key, proxy_config},
+};
 
-/// The fingerprint stored in `api_keys.key_hash`: the lower-case hex SHA-256 of the value.
-///
-/// Duplicate detection relies only on this function, so once values are stored encrypted a
-/// keyed hash (HMAC with the encryption key) can replace it here, with a migration rewriting
-/// the column.
-pub fn key_fingerprint(value: &KeySecret) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(value.expose().as_bytes());
-    let mut hex = String::with_capacity(digest.len() * 2);
-    for byte in digest {
-        hex.push(char::from(HEX[usize::from(byte >> 4)]));
-        hex.push(char::from(HEX[usize::from(byte & 0x0f)]));
+/// The two columns a key value is stored as: `key_value` (encrypted when a cipher is
+/// configured) and `key_hash` (its fingerprint, unique per config).
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    /// What `api_keys.key_value` holds: the plain value, or `v1:<key id>:<ciphertext>`.
+    pub key_value: String,
+    /// What `api_keys.key_hash` holds: lower-case hex, 64 characters.
+    pub key_hash: String,
+}
+
+impl std::fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("key_hash", &self.key_hash)
+            .finish_non_exhaustive()
     }
-    hex
+}
+
+/// The one place a key value becomes its stored columns, for every writer of `api_keys` (the
+/// repository, the encryption commands, importers).
+///
+/// With a cipher, the value is AES-256-GCM encrypted under a fresh nonce and the hash is the
+/// cipher's HMAC-SHA256 fingerprint; without one, the value is stored as it is and the hash is
+/// its plain SHA-256. Duplicate detection compares only hashes, so it works either way, and a
+/// store must hold its keys in one mode at a time (the server refuses a mixed store).
+///
+/// # Errors
+/// [`Error::Internal`] when the operating system gives no random nonce.
+pub fn stored_key(value: &KeySecret, cipher: Option<&KeyCipher>) -> Result<StoredKey, Error> {
+    stored_columns(value.expose(), cipher).map_err(|_| {
+        Error::Internal("a key value could not be encrypted: no random nonce".to_owned())
+    })
+}
+
+/// [`stored_key`] over a plain value already known to be valid.
+pub(crate) fn stored_columns(
+    plain: &str,
+    cipher: Option<&KeyCipher>,
+) -> Result<StoredKey, CipherError> {
+    Ok(match cipher {
+        Some(cipher) => StoredKey {
+            key_value: cipher.encrypt(plain)?,
+            key_hash: cipher.fingerprint(plain),
+        },
+        None => StoredKey {
+            key_value: plain.to_owned(),
+            key_hash: hex::encode(Sha256::digest(plain.as_bytes())),
+        },
+    })
 }
 
 /// The current time at the precision both backends store (microseconds), so what a write
@@ -210,11 +248,6 @@ pub(crate) fn config_from_row(row: proxy_config::Model) -> Result<ProxyConfig, E
 // ---------------------------------------------------------------------------------------------
 // Keys
 
-/// The value written to `api_keys.key_value`.
-pub(crate) fn stored_key_value(value: &KeySecret) -> String {
-    value.expose().to_owned()
-}
-
 /// The `health` and `cooldown_until` columns of a health.
 pub(crate) fn health_columns(health: KeyHealth) -> (&'static str, Option<DateTime<Utc>>) {
     (health.as_str(), health.cooldown_until().map(stored_time))
@@ -223,7 +256,7 @@ pub(crate) fn health_columns(health: KeyHealth) -> (&'static str, Option<DateTim
 /// A new, healthy, unused key row; the database assigns the id.
 pub(crate) fn new_key_row(
     config: ProxyConfigId,
-    value: &KeySecret,
+    stored: StoredKey,
     is_active: bool,
     at: DateTime<Utc>,
 ) -> api_key::ActiveModel {
@@ -231,8 +264,8 @@ pub(crate) fn new_key_row(
     api_key::ActiveModel {
         id: NotSet,
         proxy_config_id: Set(config.0),
-        key_value: Set(stored_key_value(value)),
-        key_hash: Set(key_fingerprint(value)),
+        key_value: Set(stored.key_value),
+        key_hash: Set(stored.key_hash),
         is_active: Set(is_active),
         health: Set(health.to_owned()),
         cooldown_until: Set(cooldown_until),
@@ -245,13 +278,35 @@ pub(crate) fn new_key_row(
     }
 }
 
-/// Reads a key row back into the domain, rejecting anything the domain would not accept.
-pub(crate) fn key_from_row(row: api_key::Model) -> Result<ApiKey, Error> {
+/// Reads a key row back into the domain, decrypting its value with `cipher`, and rejecting
+/// anything the domain would not accept.
+///
+/// A value in the wrong mode (plain text while a cipher is configured, a ciphertext without
+/// one or under another key) is refused as corrupt rather than sent upstream as it is.
+pub(crate) fn key_from_row(
+    row: api_key::Model,
+    cipher: Option<&KeyCipher>,
+) -> Result<ApiKey, Error> {
     let id = row.id;
     let corrupt = |field: &str, why: &dyn std::fmt::Display| {
         Error::Internal(format!("stored api key {id} has an invalid {field}: {why}"))
     };
-    let key_value = KeySecret::parse(&row.key_value).map_err(|e| corrupt("key_value", &e))?;
+    let key_value = match (cipher, stored_form(&row.key_value)) {
+        (None, StoredForm::Plain) => KeySecret::parse(&row.key_value),
+        (None, StoredForm::Encrypted { .. }) => {
+            return Err(corrupt(
+                "key_value",
+                &"is encrypted but no encryption key is configured",
+            ));
+        }
+        (Some(cipher), _) => {
+            let plain = cipher
+                .decrypt(&row.key_value)
+                .map_err(|e| corrupt("key_value", &e))?;
+            KeySecret::parse(&plain)
+        }
+    }
+    .map_err(|e| corrupt("key_value", &e))?;
     let health = match (row.health.as_str(), row.cooldown_until) {
         ("ok", _) => KeyHealth::Ok,
         ("failed", _) => KeyHealth::Failed,
@@ -478,13 +533,67 @@ mod tests {
         }
     }
 
+    fn cipher(hex_key: &str) -> KeyCipher {
+        KeyCipher::new(&crate::EncryptionKey::parse(hex_key).unwrap())
+    }
+
+    const KEY_A: &str = "3f1c9a7be2d4056817ac93e0b5f24d6e81a7c3b9d0e5f2a4c6b8d1e3f5a7c9e2";
+    const KEY_B: &str = "4f1c9a7be2d4056817ac93e0b5f24d6e81a7c3b9d0e5f2a4c6b8d1e3f5a7c9e2";
+
     #[test]
-    fn key_fingerprint_is_hex_sha256() {
+    fn without_a_cipher_the_value_is_kept_and_the_hash_is_hex_sha256() {
         let value = KeySecret::parse("abc").unwrap();
+        let stored = stored_key(&value, None).unwrap();
+        assert_eq!(stored.key_value, "abc");
         assert_eq!(
-            key_fingerprint(&value),
+            stored.key_hash,
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn with_a_cipher_the_value_is_encrypted_and_the_hash_keyed() {
+        let cipher = cipher(KEY_A);
+        let value = KeySecret::parse("sk-secret-value-1234567890").unwrap();
+        let stored = stored_key(&value, Some(&cipher)).unwrap();
+        let again = stored_key(&value, Some(&cipher)).unwrap();
+        assert!(!stored.key_value.contains("sk-secret"));
+        assert_ne!(stored.key_value, again.key_value, "fresh nonce");
+        assert_eq!(stored.key_hash, again.key_hash, "duplicates still match");
+        assert_ne!(stored.key_hash, stored_key(&value, None).unwrap().key_hash);
+        assert!(!format!("{stored:?}").contains(&stored.key_value));
+
+        let mut row = key_row();
+        row.key_value = stored.key_value;
+        let key = key_from_row(row, Some(&cipher)).unwrap();
+        assert_eq!(key.key_value.expose(), "sk-secret-value-1234567890");
+    }
+
+    #[test]
+    fn a_value_in_the_wrong_mode_is_refused_never_passed_on() {
+        let (a, b) = (cipher(KEY_A), cipher(KEY_B));
+        let value = KeySecret::parse("sk-secret-value-1234567890").unwrap();
+        let sealed = stored_key(&value, Some(&a)).unwrap().key_value;
+        let cases = [
+            (sealed.clone(), None, "no encryption key"),
+            (sealed, Some(&b), "another encryption key"),
+            (
+                "sk-secret-value-1234567890".to_owned(),
+                Some(&a),
+                "not encrypted",
+            ),
+        ];
+        for (stored, cipher, why) in cases {
+            let mut row = key_row();
+            row.key_value = stored;
+            match key_from_row(row, cipher) {
+                Err(Error::Internal(message)) => {
+                    assert!(message.contains(why), "{message}");
+                    assert!(!message.contains("sk-secret"), "{message}");
+                }
+                other => panic!("expected internal error, got {other:?}"),
+            }
+        }
     }
 
     #[test]
@@ -549,16 +658,16 @@ mod tests {
     fn corrupt_key_rows_are_internal_errors_without_the_key() {
         let mut row = key_row();
         row.health = "cooling".into();
-        assert!(matches!(key_from_row(row), Err(Error::Internal(_))));
+        assert!(matches!(key_from_row(row, None), Err(Error::Internal(_))));
         let mut row = key_row();
         row.request_count = -1;
-        assert!(matches!(key_from_row(row), Err(Error::Internal(_))));
+        assert!(matches!(key_from_row(row, None), Err(Error::Internal(_))));
         let mut row = key_row();
         row.last_status = Some(70_000);
-        assert!(matches!(key_from_row(row), Err(Error::Internal(_))));
+        assert!(matches!(key_from_row(row, None), Err(Error::Internal(_))));
         let mut row = key_row();
         row.key_value = "has space sk-secret".into();
-        match key_from_row(row) {
+        match key_from_row(row, None) {
             Err(Error::Internal(message)) => assert!(!message.contains("sk-secret"), "{message}"),
             other => panic!("expected internal error, got {other:?}"),
         }
@@ -570,7 +679,7 @@ mod tests {
         let until = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
         row.health = "cooling".into();
         row.cooldown_until = Some(until);
-        let key = key_from_row(row).unwrap();
+        let key = key_from_row(row, None).unwrap();
         assert_eq!(key.health, KeyHealth::Cooling { until });
         assert_eq!(key.usage.request_count, 4);
         assert_eq!(key.usage.last_status, Some(200));

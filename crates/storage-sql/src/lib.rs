@@ -7,17 +7,29 @@
 //! the port with [`forward_proxy_store!`]. This crate enables no database driver itself: each
 //! adapter turns on the one it needs, so a lightweight build carries no MySQL driver.
 //!
+//! With a [`KeyCipher`] (from `ENCRYPTION_KEY`), key values are encrypted on every write and
+//! decrypted on every read, so the snapshot a proxy caches holds plain values and a proxied
+//! request never decrypts; [`stored_key`] is the one place a value becomes its stored columns.
+//! [`SqlStore::key_census`] and [`SqlStore::rewrite_key_values`] back the start-up check and
+//! the `keys encrypt|decrypt|rotate-encryption` commands.
+//!
 //! Rows that the domain would reject (corrupt data) become `Error::Internal`, never a panic;
 //! database errors never leak driver text into a domain error's message.
 
+pub mod cipher;
 mod convert;
+#[cfg(feature = "encryption-tests")]
+pub mod encryption_suite;
 pub mod entity;
 mod forward;
 pub mod migration;
 mod repository;
+mod rewrite;
 
-pub use convert::{db_error, key_fingerprint};
+pub use cipher::{EncryptionKey, EncryptionKeyError, KeyCipher};
+pub use convert::{StoredKey, db_error, stored_key};
 pub use repository::SqlStore;
+pub use rewrite::{KeyCensus, KeyRewrite, RewriteError, RewriteProgress};
 
 #[doc(hidden)]
 pub mod __private {

@@ -25,9 +25,10 @@ use sea_orm::{
 };
 
 use crate::{
+    KeyCipher,
     convert::{self, Violation},
     entity::{api_key, proxy_config},
-    key_fingerprint, migration,
+    migration, stored_key,
 };
 
 /// Most bound parameters one statement may carry: under SQLite's 32 766 and MySQL's 65 535.
@@ -42,11 +43,13 @@ const USAGE_PARAMETERS_PER_KEY: usize = 11;
 
 /// The `ProxyStore` over a sea-orm connection whose schema [`SqlStore::open`] brought up to date.
 ///
-/// Cloning is cheap and shares the connection pool.
+/// Cloning is cheap and shares the connection pool. With a [`KeyCipher`] it stores key values
+/// encrypted and reads them back decrypted.
 #[derive(Debug, Clone)]
 pub struct SqlStore {
-    db: DatabaseConnection,
-    backend: DbBackend,
+    pub(crate) db: DatabaseConnection,
+    pub(crate) backend: DbBackend,
+    cipher: Option<KeyCipher>,
 }
 
 impl SqlStore {
@@ -71,7 +74,25 @@ impl SqlStore {
                 ),
             }
         })?;
-        Ok(SqlStore { db, backend })
+        Ok(SqlStore {
+            db,
+            backend,
+            cipher: None,
+        })
+    }
+
+    /// Encrypts key values with `cipher` from now on (`None`: stores them as they are).
+    ///
+    /// Rows already stored are not touched: [`SqlStore::key_census`] tells whether they match,
+    /// and [`SqlStore::rewrite_key_values`] migrates them.
+    pub fn with_key_cipher(mut self, cipher: Option<KeyCipher>) -> Self {
+        self.cipher = cipher;
+        self
+    }
+
+    /// The cipher key values are stored with, if any.
+    pub fn key_cipher(&self) -> Option<&KeyCipher> {
+        self.cipher.as_ref()
     }
 
     /// The underlying connection pool.
@@ -91,12 +112,16 @@ impl SqlStore {
             .map_err(|err| convert::db_error(backend, &err))
     }
 
-    fn error(&self, err: DbErr) -> Error {
+    pub(crate) fn error(&self, err: DbErr) -> Error {
         convert::db_error(self.backend, &err)
     }
 
+    fn key_from_row(&self, row: api_key::Model) -> Result<ApiKey> {
+        convert::key_from_row(row, self.cipher.as_ref())
+    }
+
     /// Starts a transaction that will write.
-    async fn begin_write(&self) -> Result<DatabaseTransaction> {
+    pub(crate) async fn begin_write(&self) -> Result<DatabaseTransaction> {
         let options = TransactionOptions {
             sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
             ..TransactionOptions::default()
@@ -107,7 +132,7 @@ impl SqlStore {
             .map_err(|err| self.error(err))
     }
 
-    async fn commit(&self, txn: DatabaseTransaction) -> Result<()> {
+    pub(crate) async fn commit(&self, txn: DatabaseTransaction) -> Result<()> {
         txn.commit().await.map_err(|err| self.error(err))
     }
 
@@ -187,7 +212,7 @@ impl SqlStore {
             .await
             .map_err(|err| self.error(err))?
             .into_iter()
-            .map(convert::key_from_row)
+            .map(|row| self.key_from_row(row))
             .collect()
     }
 
@@ -238,11 +263,12 @@ impl SqlStore {
             Column::UpdatedAt,
         ]);
         for key in keys {
+            let stored = stored_key(key, self.cipher.as_ref())?;
             insert
                 .values([
                     Expr::val(config.0),
-                    Expr::val(convert::stored_key_value(key)),
-                    Expr::val(key_fingerprint(key)),
+                    Expr::val(stored.key_value),
+                    Expr::val(stored.key_hash),
                     Expr::val(is_active),
                     Expr::val(at),
                     Expr::val(at),
@@ -337,8 +363,9 @@ fn insert_chunks(keys: &[KeySecret]) -> Vec<&[KeySecret]> {
     let mut chunks = Vec::new();
     let (mut start, mut bytes) = (0, 0);
     for (i, key) in keys.iter().enumerate() {
-        // Value, fingerprint and the fixed-size columns, with room for the SQL text.
-        let row_bytes = key.expose().len() + 64 + 64;
+        // Value (encrypted or not), fingerprint and the fixed-size columns, with room for the
+        // SQL text.
+        let row_bytes = KeyCipher::encrypted_len(key.expose().len()) + 64 + 64;
         if i > start && (i - start >= max_rows || bytes + row_bytes > MAX_INSERT_BYTES) {
             chunks.push(&keys[start..i]);
             start = i;
@@ -443,7 +470,7 @@ impl ProxyStore for SqlStore {
     }
 
     async fn get_key(&self, id: ApiKeyId) -> Result<ApiKey> {
-        convert::key_from_row(self.find_key(&self.db, id).await?)
+        self.key_from_row(self.find_key(&self.db, id).await?)
     }
 
     async fn add_key(
@@ -452,9 +479,10 @@ impl ProxyStore for SqlStore {
         key: KeySecret,
         is_active: bool,
     ) -> Result<ApiKey> {
-        let row = convert::new_key_row(config, &key, is_active, convert::now());
+        let stored = stored_key(&key, self.cipher.as_ref())?;
+        let row = convert::new_key_row(config, stored, is_active, convert::now());
         match row.insert(&self.db).await {
-            Ok(model) => convert::key_from_row(model),
+            Ok(model) => self.key_from_row(model),
             Err(err) => Err(match convert::violation(&err) {
                 Some(Violation::Unique) => convert::conflict(Entity::ApiKey, "key_value"),
                 Some(Violation::ForeignKey) => Error::config_not_found(config),
@@ -511,12 +539,12 @@ impl ProxyStore for SqlStore {
         row.updated_at = Set(updated_at);
         let model = row.update(&txn).await.map_err(|err| self.error(err))?;
         self.commit(txn).await?;
-        convert::key_from_row(model)
+        self.key_from_row(model)
     }
 
     async fn delete_key(&self, id: ApiKeyId) -> Result<ApiKey> {
         let txn = self.begin_write().await?;
-        let key = convert::key_from_row(self.key_for_update(&txn, id).await?)?;
+        let key = self.key_from_row(self.key_for_update(&txn, id).await?)?;
         api_key::Entity::delete_by_id(id.0)
             .exec(&txn)
             .await
@@ -626,7 +654,12 @@ mod tests {
         let keys = keys(2_000, 4_000);
         let chunks = insert_chunks(&keys);
         assert!(chunks.len() > 1);
-        assert!(chunks.iter().all(|c| c.len() * 4_128 <= MAX_INSERT_BYTES));
+        let row_bytes = KeyCipher::encrypted_len(4_000) + 128;
+        assert!(
+            chunks
+                .iter()
+                .all(|c| c.len() * row_bytes <= MAX_INSERT_BYTES)
+        );
         assert_eq!(chunks.iter().map(|c| c.len()).sum::<usize>(), 2_000);
         assert!(insert_chunks(&[]).is_empty());
     }

@@ -2,7 +2,8 @@
 //! [`SqliteOptions`].
 //!
 //! This crate owns only what is particular to SQLite: the file (its parent directory is
-//! created), write-ahead logging, the busy timeout, foreign keys and the pool shape. Schema,
+//! created), write-ahead logging, the busy timeout, foreign keys, `secure_delete` and the pool
+//! shape. Schema,
 //! queries and error mapping are `storage-sql`'s, shared with the MySQL adapter.
 //!
 //! **Concurrency:** WAL lets readers run beside the one writer; every write transaction starts
@@ -23,7 +24,7 @@ use sea_orm::{
         sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
     },
 };
-use storage_sql::SqlStore;
+use storage_sql::{KeyCipher, SqlStore};
 
 /// Where the database lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +76,8 @@ pub struct SqliteOptions {
     /// How long a statement waits for another connection's write lock before failing with
     /// `Unavailable`; waiting for a free pooled connection is allowed five seconds more.
     pub busy_timeout: Duration,
+    /// Encrypt key values with this cipher (`ENCRYPTION_KEY`); `None` stores them as they are.
+    pub key_cipher: Option<KeyCipher>,
 }
 
 impl SqliteOptions {
@@ -100,6 +103,7 @@ impl SqliteOptions {
             reset_tables: false,
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             busy_timeout: Self::DEFAULT_BUSY_TIMEOUT,
+            key_cipher: None,
         }
     }
 }
@@ -113,8 +117,9 @@ pub struct SqliteStore {
 storage_sql::forward_proxy_store!(SqliteStore => inner);
 
 impl SqliteStore {
-    /// Opens (creating when missing) the database, turns on WAL, foreign keys and the busy
-    /// timeout on every connection, and brings the schema up to date (after dropping the tables
+    /// Opens (creating when missing) the database, turns on WAL, foreign keys, the busy timeout
+    /// and `secure_delete` (deleted and rewritten values are overwritten in the file, so a
+    /// deleted key or a key encrypted since leaves no copy behind) on every connection, and brings the schema up to date (after dropping the tables
     /// when `reset_tables` is set).
     ///
     /// # Errors
@@ -123,6 +128,7 @@ impl SqliteStore {
     pub async fn connect(options: SqliteOptions) -> Result<SqliteStore> {
         let mut connect = SqliteConnectOptions::new()
             .foreign_keys(true)
+            .pragma("secure_delete", "ON")
             .busy_timeout(options.busy_timeout)
             .disable_statement_logging();
         let mut pool = SqlitePoolOptions::new()
@@ -143,6 +149,7 @@ impl SqliteStore {
                 connect = SqliteConnectOptions::from_str("sqlite::memory:")
                     .map_err(|_| Error::Internal("in-memory SQLite options rejected".to_owned()))?
                     .foreign_keys(true)
+                    .pragma("secure_delete", "ON")
                     .busy_timeout(options.busy_timeout)
                     .disable_statement_logging();
                 pool = pool
@@ -157,7 +164,9 @@ impl SqliteStore {
             storage_sql::db_error(DbBackend::Sqlite, &err)
         })?;
         let db = SqlxSqliteConnector::from_sqlx_sqlite_pool(pool);
-        let inner = SqlStore::open(db, options.reset_tables).await?;
+        let inner = SqlStore::open(db, options.reset_tables)
+            .await?
+            .with_key_cipher(options.key_cipher);
         Ok(SqliteStore { inner })
     }
 

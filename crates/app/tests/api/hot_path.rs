@@ -1,5 +1,5 @@
-//! The proxy hot path reads the snapshot cache only: no store call per proxied request, and an
-//! admin write is seen by the very next request.
+//! The proxy hot path reads the snapshot cache only: no store call (and, with `ENCRYPTION_KEY`,
+//! no decryption) per proxied request, and an admin write is seen by the very next request.
 
 use std::sync::{
     Arc,
@@ -95,8 +95,22 @@ impl ProxyStore for CountingStore {
 
 #[tokio::test]
 async fn proxied_requests_read_the_snapshot_cache_not_the_store() {
+    proxied_requests_load_one_snapshot_per_change(&[]).await;
+}
+
+/// With `ENCRYPTION_KEY` the store decrypts a config's keys when it loads the snapshot, so one
+/// load per change also means one decryption per change, never one per request.
+#[tokio::test]
+async fn with_encrypted_keys_a_snapshot_load_decrypts_once_for_every_request() {
+    proxied_requests_load_one_snapshot_per_change(&[("ENCRYPTION_KEY", crate::encryption::KEY_A)])
+        .await;
+}
+
+async fn proxied_requests_load_one_snapshot_per_change(extra: &[(&str, &str)]) {
     let data = tempfile::tempdir().unwrap();
-    let settings = test_settings(data.path(), &[("USAGE_FLUSH_SECONDS", "3600")]);
+    let mut variables = vec![("USAGE_FLUSH_SECONDS", "3600")];
+    variables.extend_from_slice(extra);
+    let settings = test_settings(data.path(), &variables);
     let mut ports = wiring::connect(&settings).await.unwrap();
     let loads = Arc::new(AtomicUsize::new(0));
     ports.store = Arc::new(CountingStore {

@@ -9,6 +9,7 @@
 
 mod admin;
 mod console;
+mod encryption;
 #[cfg(feature = "enterprise")]
 mod enterprise;
 mod failover;
@@ -16,6 +17,7 @@ mod generic_proxy;
 mod hardening;
 mod helpers;
 mod hot_path;
+mod keys_command;
 mod llm_proxy;
 mod openai_sdk;
 mod ops;

@@ -1,6 +1,6 @@
 //! The `api_keys` table: the key pool of every config, with health and usage.
 //!
-//! `key_hash` is the fingerprint of the value (see [`crate::key_fingerprint`]); the unique index
+//! `key_hash` is the fingerprint of the value (see [`crate::stored_key`]: plain SHA-256, or an HMAC keyed from `ENCRYPTION_KEY`); the unique index
 //! on `(proxy_config_id, key_hash)` keeps a key once per config even when `key_value` is stored
 //! encrypted.
 
@@ -15,7 +15,7 @@ pub struct Model {
     pub id: i64,
     /// The owning config; deleting it deletes the key.
     pub proxy_config_id: i64,
-    /// The key value.
+    /// The key value, or its ciphertext `v1:<key id>:<base64>` when encryption is on.
     pub key_value: String,
     /// Hex fingerprint of the value, unique per config.
     pub key_hash: String,
