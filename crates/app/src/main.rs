@@ -7,7 +7,7 @@ use anyhow::Context;
 use app::{
     Application,
     cli::{Cli, Command},
-    config, startup, telemetry, wiring,
+    config, import_original, startup, telemetry, wiring,
 };
 use clap::Parser;
 
@@ -22,6 +22,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command_or_serve() {
         Command::Serve => serve().await,
+        Command::ImportOriginal { source } => import_original(&source).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -33,6 +34,19 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `import-original`: prints the report on standard output.
+async fn import_original(source: &str) -> anyhow::Result<()> {
+    let settings = config::load()?;
+    let report = import_original::run(&settings, source)
+        .await
+        .context("import-original failed")?;
+    #[allow(clippy::print_stdout, reason = "the report is the command's output")]
+    {
+        print!("{report}");
+    }
+    Ok(())
 }
 
 async fn serve() -> anyhow::Result<()> {

@@ -69,6 +69,8 @@ fn generic_spec(suffix: &str) -> ProxyConfigSpec {
         target_url: Some("https://api.example.com/v2/items".into()),
         api_key_location: Some("query".into()),
         api_key_name: Some("apikey".into()),
+        // Kept exactly, trailing space included.
+        api_key_prefix: Some("token ".into()),
         ..Default::default()
     }
     .validate()
@@ -84,7 +86,8 @@ fn llm_spec(suffix: &str) -> ProxyConfigSpec {
         api_format: Some("anthropic_native".into()),
         output_format: Some("openai".into()),
         api_key_location: Some("header".into()),
-        api_key_name: Some("x-api-key".into()),
+        // Gets the default `Bearer ` prefix, which the store must keep.
+        api_key_name: Some("Authorization".into()),
         ..Default::default()
     }
     .validate()

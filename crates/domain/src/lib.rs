@@ -17,6 +17,7 @@ pub mod command;
 pub mod contract;
 pub mod error;
 pub mod model;
+pub mod original;
 pub mod ports;
 pub mod security;
 pub mod selection;
@@ -33,6 +34,10 @@ pub use model::{
     GenericTarget, HttpMethod, HttpUrl, KeyHealth, KeyLocation, KeyPlacement, KeySecret, KeyUsage,
     LlmTarget, OutputFormat, ProxyConfig, ProxyConfigId, ProxyConfigSpec, Slug, UsageDelta,
     UsageEvent,
+};
+pub use original::{
+    ImportPlan, ImportReport, OriginalConfigRow, OriginalData, OriginalKeyRow, OriginalTable,
+    OriginalTables, PlannedConfig, PlannedKey, RefusedRow, plan_import,
 };
 pub use ports::{
     ChangeStream, ConfigEvents, ConfigNotice, InsertedKeys, Leases, ProxyStore, RotationState,

@@ -7,6 +7,9 @@
 //! the port with [`forward_proxy_store!`]. This crate enables no database driver itself: each
 //! adapter turns on the one it needs, so a lightweight build carries no MySQL driver.
 //!
+//! [`original`] reads a database of the original Go backend and imports it, or upgrades it in
+//! place; [`SqlStore::open`] refuses such a database with a message naming the command.
+//!
 //! Rows that the domain would reject (corrupt data) become `Error::Internal`, never a panic;
 //! database errors never leak driver text into a domain error's message.
 
@@ -14,6 +17,7 @@ mod convert;
 pub mod entity;
 mod forward;
 pub mod migration;
+pub mod original;
 mod repository;
 
 pub use convert::{db_error, key_fingerprint};

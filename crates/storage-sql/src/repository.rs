@@ -45,8 +45,8 @@ const USAGE_PARAMETERS_PER_KEY: usize = 11;
 /// Cloning is cheap and shares the connection pool.
 #[derive(Debug, Clone)]
 pub struct SqlStore {
-    db: DatabaseConnection,
-    backend: DbBackend,
+    pub(crate) db: DatabaseConnection,
+    pub(crate) backend: DbBackend,
 }
 
 impl SqlStore {
@@ -56,22 +56,41 @@ impl SqlStore {
     ///
     /// # Errors
     /// [`Error::Unavailable`] when the database cannot be reached; [`Error::Internal`] when the
-    /// schema cannot be created, for example because tables of another schema are in the way
-    /// (start once with `RESET_DB_TABLES=true` to recreate them, which deletes their rows).
+    /// database holds the original backend's tables (the message names `import-original`), or
+    /// when the schema cannot be created, for example because tables of another schema are in
+    /// the way (start once with `RESET_DB_TABLES=true` to recreate them, which deletes their
+    /// rows).
     pub async fn open(db: DatabaseConnection, reset_tables: bool) -> Result<Self> {
         let backend = db.get_database_backend();
-        migration::migrate(&db, reset_tables).await.map_err(|err| {
-            match convert::db_error(backend, &err) {
-                unavailable @ Error::Unavailable { .. } => unavailable,
-                _ => Error::Internal(
-                    "the database schema could not be created or upgraded; if the database holds \
-                     tables of an older or foreign schema, start once with RESET_DB_TABLES=true \
-                     to recreate them (this deletes their rows)"
-                        .to_owned(),
-                ),
+        let unavailable_or = |err: DbErr, otherwise: &str| match convert::db_error(backend, &err) {
+            unavailable @ Error::Unavailable { .. } => unavailable,
+            _ => Error::Internal(otherwise.to_owned()),
+        };
+        if !reset_tables {
+            let original = crate::original::find_original_tables(&db)
+                .await
+                .map_err(|err| unavailable_or(err, "the database schema could not be read"))?;
+            if original == Some(domain::OriginalTables::InPlace) {
+                return Err(Error::Internal(
+                    crate::original::ORIGINAL_DATABASE_MESSAGE.to_owned(),
+                ));
             }
+        }
+        migration::migrate(&db, reset_tables).await.map_err(|err| {
+            unavailable_or(
+                err,
+                "the database schema could not be created or upgraded; if the database holds \
+                 tables of an older or foreign schema, start once with RESET_DB_TABLES=true \
+                 to recreate them (this deletes their rows)",
+            )
         })?;
-        Ok(SqlStore { db, backend })
+        Ok(SqlStore::wrap(db))
+    }
+
+    /// Wraps a connection whose schema is known to be current.
+    pub(crate) fn wrap(db: DatabaseConnection) -> Self {
+        let backend = db.get_database_backend();
+        SqlStore { db, backend }
     }
 
     /// The underlying connection pool.
@@ -91,12 +110,12 @@ impl SqlStore {
             .map_err(|err| convert::db_error(backend, &err))
     }
 
-    fn error(&self, err: DbErr) -> Error {
+    pub(crate) fn error(&self, err: DbErr) -> Error {
         convert::db_error(self.backend, &err)
     }
 
     /// Starts a transaction that will write.
-    async fn begin_write(&self) -> Result<DatabaseTransaction> {
+    pub(crate) async fn begin_write(&self) -> Result<DatabaseTransaction> {
         let options = TransactionOptions {
             sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
             ..TransactionOptions::default()
@@ -107,7 +126,7 @@ impl SqlStore {
             .map_err(|err| self.error(err))
     }
 
-    async fn commit(&self, txn: DatabaseTransaction) -> Result<()> {
+    pub(crate) async fn commit(&self, txn: DatabaseTransaction) -> Result<()> {
         txn.commit().await.map_err(|err| self.error(err))
     }
 

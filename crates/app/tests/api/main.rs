@@ -9,6 +9,7 @@
 
 mod admin;
 mod console;
+mod cors;
 #[cfg(feature = "enterprise")]
 mod enterprise;
 mod generic_proxy;
@@ -17,6 +18,7 @@ mod hot_path;
 mod llm_proxy;
 mod openai_sdk;
 mod ops;
+mod original;
 mod recovery;
 #[cfg(feature = "enterprise")]
 mod relay;

@@ -95,7 +95,10 @@ fn help_prints_usage_and_does_not_start_a_server() {
         .unwrap();
     assert!(output.status.success());
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("Usage:") && stdout.contains("serve"), "{stdout}");
+    assert!(
+        stdout.contains("Usage:") && stdout.contains("serve"),
+        "{stdout}"
+    );
 }
 
 #[test]

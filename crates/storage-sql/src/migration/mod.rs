@@ -5,6 +5,7 @@
 //! drops exactly the tables this store owns and nothing else in the database.
 
 mod m20250601_000001_create_tables;
+mod m20260601_000002_add_api_key_prefix;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
 use sea_orm_migration::{
@@ -22,7 +23,10 @@ pub struct Migrator;
 #[sea_orm_migration::async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20250601_000001_create_tables::Migration)]
+        vec![
+            Box::new(m20250601_000001_create_tables::Migration),
+            Box::new(m20260601_000002_add_api_key_prefix::Migration),
+        ]
     }
 
     fn migration_table_name() -> DynIden {
