@@ -881,7 +881,7 @@ mod tests {
                 };
                 assert_eq!(
                     url.expose(),
-                    "mysql://appdb:p%40ss:w0rd@db.internal:3307/rotator"
+                    "mysql://appdb:p%40ss%3Aw0rd@db.internal:3307/rotator"
                 );
                 Ok(())
             });
