@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::{
     command::ProxyConfigInput,
-    model::{ApiKeyId, KeySecret, ProxyConfigId, ProxyConfigSpec},
+    model::{ApiKeyId, KeySecret, ProxyConfigId, ProxyConfigSpec, Slug},
 };
 
 /// A row of the original's `proxy_configs`, every column as the original may have left it.
@@ -216,9 +216,22 @@ pub fn plan_import(data: &OriginalData) -> ImportPlan {
     let mut plan = ImportPlan::default();
     let mut index_by_id: HashMap<i64, usize> = HashMap::new();
     let mut refused_configs: HashSet<i64> = HashSet::new();
+    let mut id_of_slug: HashMap<Slug, i64> = HashMap::new();
     for row in &data.configs {
         match config_input(row).validate() {
+            // The original compared slugs byte for byte; two that differ only in case would
+            // become one config here, merging their keys.
+            Ok(spec) if id_of_slug.contains_key(&spec.slug) => {
+                refused_configs.insert(row.id);
+                let first = id_of_slug.get(&spec.slug).copied().unwrap_or_default();
+                plan.refused.push(refuse(
+                    OriginalTable::ProxyConfigs,
+                    row.id,
+                    format!("its slug differs from config {first}'s only in case"),
+                ));
+            }
             Ok(spec) => {
+                id_of_slug.insert(spec.slug.clone(), row.id);
                 index_by_id.insert(row.id, plan.configs.len());
                 plan.configs.push(PlannedConfig {
                     original_id: ProxyConfigId(row.id),
@@ -393,6 +406,27 @@ mod tests {
         assert_eq!(plan.refused[4].reason, "its config 7 does not exist");
         assert!(!plan.refused[5].reason.contains("has space"));
         assert_eq!(plan.configs[0].keys.len(), 1);
+    }
+
+    #[test]
+    fn slugs_that_differ_only_in_case_are_one_config_and_the_second_is_refused() {
+        let data = OriginalData {
+            configs: vec![llm_row(1, "My.Api"), llm_row(2, "my.api")],
+            keys: vec![key(1, 2, "sk-two")],
+        };
+        let plan = plan_import(&data);
+        assert_eq!(plan.configs.len(), 1);
+        assert_eq!(
+            refused_ids(&plan),
+            [
+                (OriginalTable::ProxyConfigs, 2),
+                (OriginalTable::ApiKeys, 1)
+            ]
+        );
+        assert_eq!(
+            plan.refused[0].reason,
+            "its slug differs from config 1's only in case"
+        );
     }
 
     #[test]

@@ -268,3 +268,60 @@ async fn generic_and_llm_configs_send_the_configured_key_prefix() {
     let call = upstream.received().into_iter().last().unwrap();
     assert_eq!(call.headers["authorization"], "Bearer sk-compat");
 }
+
+/// Runs the built binary in `dir` with a clean environment and waits (at most 60 s) for it.
+fn run_binary(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_app"))
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("BACKEND_HOST", "127.0.0.1")
+        .env("BACKEND_PORT", "0")
+        .env("ADMIN_PASSWORD", "binary-test-password")
+        .env("GLOBAL_PROXY_KEYS", PROXY_KEY)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("{args:?} did not exit");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test]
+async fn the_binary_names_the_command_and_runs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let database = dir.path().join("data/api_key_rotator.db");
+    write_original(&database, "https://up.example").await;
+
+    let refused = run_binary(dir.path(), &[]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains("api-key-rotator import-original"),
+        "{stderr}"
+    );
+
+    for expected in [
+        "configs: 4 imported",
+        "configs: 0 imported, 4 already present",
+    ] {
+        let imported = run_binary(dir.path(), &["import-original", "data/api_key_rotator.db"]);
+        let stdout = String::from_utf8_lossy(&imported.stdout);
+        assert!(
+            imported.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&imported.stderr)
+        );
+        assert!(summary(&stdout).starts_with(expected), "{stdout}");
+    }
+}
