@@ -54,6 +54,8 @@ impl std::fmt::Debug for AdminAuth {
 /// A freshly issued token.
 #[derive(Debug, Serialize)]
 pub struct IssuedToken {
+    /// Always `true`: the original backend's login answer had it and its clients check it.
+    pub success: bool,
     /// The JWT.
     pub access_token: String,
     /// Always `bearer`.
@@ -138,6 +140,7 @@ impl AdminAuth {
                 },
             )?;
         Ok(IssuedToken {
+            success: true,
             access_token,
             token_type: "bearer",
             expires_in: self.ttl.as_secs(),

@@ -23,6 +23,14 @@ pub enum Command {
     /// Encrypt, re-encrypt or decrypt the stored upstream keys (ENCRYPTION_KEY).
     #[command(subcommand)]
     Keys(crate::key_migration::KeysCommand),
+    /// Import the configs and keys of the original Go backend's database into the configured
+    /// store (DATABASE_PATH / DATABASE_URL); given the configured database itself, upgrade it in
+    /// place, keeping the original tables under backup names. Safe to run again.
+    ImportOriginal {
+        /// The original database: a SQLite file path, a mysql:// URL or the original's Go DSN
+        /// (user:pass@tcp(host:3306)/db).
+        source: String,
+    },
 }
 
 impl Cli {
@@ -62,6 +70,16 @@ mod tests {
             assert_ne!(error.kind(), ErrorKind::DisplayHelp, "{args:?}");
             assert_eq!(error.exit_code(), 2, "{args:?}");
         }
+    }
+
+    #[test]
+    fn import_original_takes_one_source() {
+        let cli = Cli::try_parse_from(["api-key-rotator", "import-original", "./old.db"]).unwrap();
+        assert!(
+            matches!(cli.command_or_serve(), Command::ImportOriginal { source } if source == "./old.db")
+        );
+        let missing = Cli::try_parse_from(["api-key-rotator", "import-original"]).unwrap_err();
+        assert_eq!(missing.exit_code(), 2);
     }
 
     #[test]

@@ -13,6 +13,8 @@ use figment::{
 use secrecy::{ExposeSecret, SecretString};
 use storage_sql::EncryptionKey;
 
+use crate::cors::{AllowedOrigins, CorsPolicy};
+
 /// Every variable the server reads, with its default (`None`: no default).
 pub const VARIABLES: &[(&str, Option<&str>)] = &[
     ("BACKEND_HOST", Some("0.0.0.0")),
@@ -44,14 +46,18 @@ pub const VARIABLES: &[(&str, Option<&str>)] = &[
     ("DATABASE_PATH", Some("./data/api_key_rotator.db")),
     ("DATABASE_URL", None),
     ("DB_HOST", None),
-    ("DB_PORT", Some("3306")),
-    ("DB_USER", Some("root")),
+    ("MYSQL_HOST", None),
+    ("MYSQL_DB_HOST", None),
+    // No defaults in the table for the next three: setting any of them selects MySQL/Redis, as
+    // in the original backend, so the code must see whether they were set.
+    ("DB_PORT", None),
+    ("DB_USER", None),
     ("DB_PASSWORD", None),
     ("DB_NAME", Some("api_key_rotator")),
     ("CACHE_TYPE", None),
     ("REDIS_URL", None),
     ("REDIS_HOST", None),
-    ("REDIS_PORT", Some("6379")),
+    ("REDIS_PORT", None),
     ("REDIS_PASSWORD", None),
     ("REDIS_DB", Some("0")),
     ("REDIS_NAMESPACE", Some("akr")),
@@ -60,6 +66,8 @@ pub const VARIABLES: &[(&str, Option<&str>)] = &[
     ("ENCRYPTION_KEY", None),
     ("NEW_ENCRYPTION_KEY", None),
     ("CONFIG_FILE", Some("config.toml")),
+    ("CORS_ALLOWED_ORIGINS", Some("*")),
+    ("CORS_ADMIN_ALLOWED_ORIGINS", None),
 ];
 
 /// A configuration value that cannot be used; the message names the variable.
@@ -118,6 +126,11 @@ pub const MAX_ROTATION_BLOCK_SIZE: u32 = 10_000;
 pub struct SecretUrl(String);
 
 impl SecretUrl {
+    /// Wraps a URL that may hold a password.
+    pub(crate) fn new(url: &url::Url) -> Self {
+        SecretUrl(url.to_string())
+    }
+
     /// The URL with its password, for the driver only.
     pub fn expose(&self) -> &str {
         &self.0
@@ -216,6 +229,8 @@ pub struct Settings {
     /// `NEW_ENCRYPTION_KEY`: the key `keys rotate-encryption` re-encrypts with; the server
     /// itself ignores it.
     pub new_encryption_key: Option<EncryptionKey>,
+    /// Which browser origins may call the proxies and the admin API.
+    pub cors: CorsPolicy,
 }
 
 /// Reads the layered sources from the process environment and the working directory.
@@ -318,6 +333,11 @@ impl Raw<'_> {
     fn limit(&self, name: &'static str) -> Result<Option<Duration>, ConfigError> {
         let limit = self.seconds(name, true)?;
         Ok((!limit.is_zero()).then_some(limit))
+    }
+
+    /// A comma-separated origin list; unset or blank is same-origin only.
+    fn origins(&self, name: &'static str) -> Result<AllowedOrigins, ConfigError> {
+        AllowedOrigins::parse(self.text(name).unwrap_or_default()).map_err(|why| invalid(name, why))
     }
 
     fn flag(&self, name: &'static str) -> Result<bool, ConfigError> {
@@ -510,12 +530,20 @@ impl Settings {
             reset_db_tables: raw.flag("RESET_DB_TABLES")?,
             encryption_key: raw.encryption_key("ENCRYPTION_KEY")?,
             new_encryption_key: raw.encryption_key("NEW_ENCRYPTION_KEY")?,
+            cors: CorsPolicy {
+                proxy: raw.origins("CORS_ALLOWED_ORIGINS")?,
+                admin: raw.origins("CORS_ADMIN_ALLOWED_ORIGINS")?,
+            },
         })
     }
 }
 
-/// `DB_TYPE` when set; otherwise MySQL when `DATABASE_URL` is a MySQL URL or `DB_HOST` is set,
-/// as in the original backend; otherwise SQLite.
+/// The variables whose presence selects MySQL when `DB_TYPE` is unset, as in the original
+/// backend.
+const MYSQL_SELECTORS: [&str; 4] = ["DB_HOST", "DB_USER", "MYSQL_HOST", "MYSQL_DB_HOST"];
+
+/// `DB_TYPE` when set; otherwise MySQL when `DATABASE_URL` is a MySQL URL or Go DSN, or when one
+/// of [`MYSQL_SELECTORS`] is set, as in the original backend; otherwise SQLite.
 fn storage_backend(raw: &Raw<'_>) -> Result<StorageBackend, ConfigError> {
     let explicit = match raw.text("DB_TYPE").map(str::to_ascii_lowercase).as_deref() {
         None => None,
@@ -528,11 +556,15 @@ fn storage_backend(raw: &Raw<'_>) -> Result<StorageBackend, ConfigError> {
             ));
         }
     };
-    let database_url = raw.url("DATABASE_URL", &["mysql", "mariadb", "sqlite"])?;
+    let database_url = match raw.text("DATABASE_URL") {
+        None => None,
+        Some(text) => Some(parse_database_url(text)?),
+    };
     let url_is_mysql = database_url
         .as_ref()
         .is_some_and(|u| u.scheme() != "sqlite");
-    let use_mysql = explicit.unwrap_or(url_is_mysql || raw.text("DB_HOST").is_some());
+    let selected = MYSQL_SELECTORS.iter().any(|name| raw.text(name).is_some());
+    let use_mysql = explicit.unwrap_or(url_is_mysql || selected);
     if !use_mysql {
         let path = match &database_url {
             Some(url) if url.scheme() == "sqlite" => PathBuf::from(url.path()),
@@ -546,8 +578,11 @@ fn storage_backend(raw: &Raw<'_>) -> Result<StorageBackend, ConfigError> {
     let url = match database_url.filter(|u| u.scheme() != "sqlite") {
         Some(url) => url,
         None => {
-            let host = raw.text("DB_HOST").unwrap_or("127.0.0.1");
-            let port: u16 = raw.required("DB_PORT", "a port number")?;
+            let host = ["DB_HOST", "MYSQL_HOST", "MYSQL_DB_HOST"]
+                .iter()
+                .find_map(|name| raw.text(name))
+                .unwrap_or("127.0.0.1");
+            let port: u16 = raw.parse("DB_PORT", "a port number")?.unwrap_or(3306);
             let mut url = url::Url::parse(&format!("mysql://{host}:{port}/"))
                 .map_err(|_| invalid("DB_HOST", format!("must be a host name, got {host:?}")))?;
             let _ = url.set_username(raw.text("DB_USER").unwrap_or("root"));
@@ -561,8 +596,100 @@ fn storage_backend(raw: &Raw<'_>) -> Result<StorageBackend, ConfigError> {
     })
 }
 
-/// `CACHE_TYPE` when set; otherwise Redis when `REDIS_URL` or `REDIS_HOST` is set, as in the
-/// original backend; otherwise in-process.
+/// A `DATABASE_URL`: a `mysql://`, `mariadb://` or `sqlite://` URL, or the original backend's
+/// Go-style DSN (`user:pass@tcp(host:port)/db?charset=utf8mb4&parseTime=True&loc=Local`, with or
+/// without a `mysql://` in front), which becomes the equivalent `mysql://` URL.
+pub(crate) fn parse_database_url(text: &str) -> Result<url::Url, ConfigError> {
+    if let Some(dsn) = GoDsn::parse(text) {
+        return dsn.into_url().map_err(|why| invalid("DATABASE_URL", why));
+    }
+    let url = url::Url::parse(text).map_err(|_| {
+        invalid(
+            "DATABASE_URL",
+            "must be a URL like mysql://user:password@host:3306/database or a Go DSN like \
+             user:password@tcp(host:3306)/database, got a malformed value",
+        )
+    })?;
+    if !matches!(url.scheme(), "mysql" | "mariadb" | "sqlite") {
+        return Err(invalid(
+            "DATABASE_URL",
+            "must use the mysql, mariadb or sqlite scheme",
+        ));
+    }
+    if url.scheme() != "sqlite" && url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("DATABASE_URL", "must name a host"));
+    }
+    Ok(url)
+}
+
+/// The parts of a Go MySQL driver DSN, `[user[:password]@][tcp[(host[:port])]]/database[?params]`.
+/// Its parameters (`charset`, `parseTime`, `loc`, ...) are Go driver settings that this server
+/// fixes itself (utf8mb4, UTC timestamps), so they are dropped.
+#[derive(Debug, PartialEq, Eq)]
+struct GoDsn<'a> {
+    user: &'a str,
+    password: Option<&'a str>,
+    address: &'a str,
+    database: &'a str,
+}
+
+impl<'a> GoDsn<'a> {
+    /// The DSN's parts, `None` when `text` is not in the Go form (it is then read as a URL).
+    fn parse(text: &'a str) -> Option<Self> {
+        let text = text.strip_prefix("mysql://").unwrap_or(text);
+        // The password may contain '@': the Go driver splits at the last one.
+        let (credentials, rest) = text.rsplit_once('@')?;
+        let (address, path) = if let Some(rest) = rest.strip_prefix("tcp(") {
+            let (address, path) = rest.split_once(')')?;
+            (address, path)
+        } else if rest.starts_with('/') {
+            ("", rest)
+        } else {
+            return None;
+        };
+        let database = path.strip_prefix('/')?;
+        let database = database.split_once('?').map_or(database, |(db, _)| db);
+        let (user, password) = match credentials.split_once(':') {
+            Some((user, password)) => (user, Some(password)),
+            None => (credentials, None),
+        };
+        Some(GoDsn {
+            user,
+            password,
+            address,
+            database,
+        })
+    }
+
+    fn into_url(self) -> Result<url::Url, &'static str> {
+        let address = if self.address.is_empty() {
+            "127.0.0.1:3306"
+        } else {
+            self.address
+        };
+        let with_port = if address
+            .rsplit_once(':')
+            .is_some_and(|(_, port)| port.parse::<u16>().is_ok())
+        {
+            address.to_owned()
+        } else {
+            format!("{address}:3306")
+        };
+        let mut url = url::Url::parse(&format!("mysql://{with_port}/"))
+            .map_err(|_| "holds a Go DSN whose tcp(host:port) address is malformed")?;
+        if self.database.is_empty() {
+            return Err("holds a Go DSN without a database name after the '/'");
+        }
+        url.set_username(self.user)
+            .and_then(|()| url.set_password(self.password))
+            .map_err(|()| "holds a Go DSN whose user or password cannot be used")?;
+        url.set_path(self.database);
+        Ok(url)
+    }
+}
+
+/// `CACHE_TYPE` when set; otherwise Redis when `REDIS_URL`, `REDIS_HOST` or `REDIS_PORT` is
+/// set, as in the original backend; otherwise in-process.
 fn cache_backend(raw: &Raw<'_>) -> Result<CacheBackend, ConfigError> {
     let explicit = match raw
         .text("CACHE_TYPE")
@@ -593,7 +720,9 @@ fn cache_backend(raw: &Raw<'_>) -> Result<CacheBackend, ConfigError> {
             ),
         ));
     }
-    let use_redis = explicit.unwrap_or(redis_url.is_some() || raw.text("REDIS_HOST").is_some());
+    let use_redis = explicit.unwrap_or(
+        redis_url.is_some() || raw.text("REDIS_HOST").is_some() || raw.text("REDIS_PORT").is_some(),
+    );
     if !use_redis {
         return Ok(CacheBackend::Memory);
     }
@@ -601,7 +730,7 @@ fn cache_backend(raw: &Raw<'_>) -> Result<CacheBackend, ConfigError> {
         Some(url) => url,
         None => {
             let host = raw.text("REDIS_HOST").unwrap_or("127.0.0.1");
-            let port: u16 = raw.required("REDIS_PORT", "a port number")?;
+            let port: u16 = raw.parse("REDIS_PORT", "a port number")?.unwrap_or(6379);
             let db: u32 = raw.required("REDIS_DB", "a database number")?;
             let mut url = url::Url::parse(&format!("redis://{host}:{port}/{db}"))
                 .map_err(|_| invalid("REDIS_HOST", format!("must be a host name, got {host:?}")))?;
@@ -652,6 +781,7 @@ mod tests {
             assert_eq!(settings.max_retries, 2);
             assert_eq!(settings.key_cooldown, Duration::from_secs(60));
             assert_eq!(settings.proxy_public_base_url, "http://localhost:8000");
+            assert_eq!(settings.cors, CorsPolicy::default());
             Ok(())
         });
     }
@@ -729,6 +859,8 @@ mod tests {
             ("ROTATION_BLOCK_SIZE", "many"),
             ("ENCRYPTION_KEY", "secret"),
             ("NEW_ENCRYPTION_KEY", "00"),
+            ("CORS_ALLOWED_ORIGINS", "chat.example.com"),
+            ("CORS_ADMIN_ALLOWED_ORIGINS", "https://x.example/path"),
         ];
         for (variable, value) in cases {
             Jail::expect_with(|jail| {
@@ -834,6 +966,80 @@ mod tests {
                 },
                 "DB_TYPE wins"
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_originals_go_dsn_selects_mysql_in_its_full_form() {
+        for dsn in [
+            "appdb:p@ss:w0rd@tcp(db.internal:3307)/rotator?charset=utf8mb4&parseTime=True&loc=Local",
+            "mysql://appdb:p@ss:w0rd@tcp(db.internal:3307)/rotator?charset=utf8mb4&parseTime=True&loc=Local",
+        ] {
+            Jail::expect_with(|jail| {
+                clear_env(jail);
+                jail.set_env("DATABASE_URL", dsn);
+                let settings = load().unwrap();
+                let StorageBackend::Mysql { url } = &settings.storage else {
+                    panic!("expected mysql for {dsn}")
+                };
+                assert_eq!(
+                    url.expose(),
+                    "mysql://appdb:p%40ss%3Aw0rd@db.internal:3307/rotator"
+                );
+                Ok(())
+            });
+        }
+        Jail::expect_with(|jail| {
+            clear_env(jail);
+            jail.set_env("DATABASE_URL", "root@tcp(localhost)/akr?parseTime=True");
+            let StorageBackend::Mysql { url } = load().unwrap().storage else {
+                panic!("expected mysql")
+            };
+            assert_eq!(url.expose(), "mysql://root@localhost:3306/akr");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            clear_env(jail);
+            jail.set_env("DATABASE_URL", "root@tcp(localhost:3306)/");
+            assert_eq!(load().unwrap_err().variable, "DATABASE_URL");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn any_variable_the_original_checked_selects_mysql_or_redis() {
+        for (variable, value, host) in [
+            ("DB_USER", "appdb", "127.0.0.1"),
+            ("MYSQL_HOST", "mysql.internal", "mysql.internal"),
+            ("MYSQL_DB_HOST", "db2.internal", "db2.internal"),
+        ] {
+            Jail::expect_with(|jail| {
+                clear_env(jail);
+                jail.set_env(variable, value);
+                let StorageBackend::Mysql { url } = load().unwrap().storage else {
+                    panic!("{variable} alone selects mysql")
+                };
+                let parsed = url::Url::parse(url.expose()).unwrap();
+                assert_eq!(parsed.host_str(), Some(host), "{variable}");
+                assert_eq!(parsed.port(), Some(3306));
+                Ok(())
+            });
+        }
+        Jail::expect_with(|jail| {
+            clear_env(jail);
+            jail.set_env("REDIS_PORT", "6380");
+            let CacheBackend::Redis { url, .. } = load().unwrap().cache else {
+                panic!("REDIS_PORT alone selects redis")
+            };
+            assert_eq!(url.expose(), "redis://127.0.0.1:6380/0");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            clear_env(jail);
+            let settings = load().unwrap();
+            assert!(matches!(settings.storage, StorageBackend::Sqlite { .. }));
+            assert_eq!(settings.cache, CacheBackend::Memory);
             Ok(())
         });
     }

@@ -7,7 +7,7 @@ use anyhow::Context;
 use app::{
     Application,
     cli::{Cli, Command},
-    config, key_migration, startup, telemetry, wiring,
+    config, import_original, key_migration, startup, telemetry, wiring,
 };
 use clap::Parser;
 
@@ -23,6 +23,7 @@ async fn main() -> ExitCode {
     let outcome = match cli.command_or_serve() {
         Command::Serve => serve().await,
         Command::Keys(command) => keys(command).await,
+        Command::ImportOriginal { source } => import_original(&source).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -34,6 +35,19 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `import-original`: prints the report on standard output.
+async fn import_original(source: &str) -> anyhow::Result<()> {
+    let settings = config::load()?;
+    let report = import_original::run(&settings, source)
+        .await
+        .context("import-original failed")?;
+    #[allow(clippy::print_stdout, reason = "the report is the command's output")]
+    {
+        print!("{report}");
+    }
+    Ok(())
 }
 
 async fn serve() -> anyhow::Result<()> {

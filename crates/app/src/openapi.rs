@@ -143,6 +143,9 @@ pub struct LoginRequest {
 /// An admin token.
 #[derive(Serialize, ToSchema)]
 pub struct Token {
+    /// Always `true`; the original backend's console reads it.
+    #[schema(examples(true))]
+    pub success: bool,
     /// The JWT to send as `Authorization: Bearer <access_token>`.
     #[schema(examples("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZG1pbiJ9.c2lnbmF0dXJl"))]
     pub access_token: String,
@@ -277,7 +280,8 @@ pub struct ProxyConfigInput {
     /// Unique display name, 1 to 100 characters.
     #[schema(examples("OpenAI"))]
     pub name: String,
-    /// Unique URL name `[a-z0-9][a-z0-9_-]{0,99}`, case-insensitive, stored lower case.
+    /// Unique URL name `[a-z0-9][a-z0-9._-]{0,99}`, accepted in any case, stored lower case;
+    /// the proxy routes match it case-insensitively.
     #[schema(examples("openai"))]
     pub slug: String,
     /// `GENERIC` or `LLM`, any case.
@@ -289,9 +293,15 @@ pub struct ProxyConfigInput {
     /// for LLM. Comes with `api_key_name`.
     #[schema(examples("header"))]
     pub api_key_location: Option<String>,
-    /// The header or query parameter that carries the upstream key.
+    /// The header or query parameter that carries the upstream key. For LLM, a blank name
+    /// with `api_key_location` means the format's own place (as if neither were sent).
     #[schema(examples("Authorization"))]
     pub api_key_name: Option<String>,
+    /// Sent before the key, exactly as given (mind the trailing space: `Bearer `, `token `).
+    /// When omitted: `Bearer ` for an LLM config whose key header is `Authorization`, nothing
+    /// otherwise; `""` sends the key alone.
+    #[schema(examples("Bearer "), max_length = 64)]
+    pub api_key_prefix: Option<String>,
     /// GENERIC: the one accepted method.
     #[schema(examples("GET"))]
     pub method: Option<String>,
@@ -341,6 +351,9 @@ pub struct ProxyConfig {
     /// Header or parameter name, when set.
     #[schema(required = true)]
     pub api_key_name: Option<String>,
+    /// Sent before the key (`Bearer `, or `""` for none), when a placement is set.
+    #[schema(required = true)]
+    pub api_key_prefix: Option<String>,
     /// GENERIC only.
     #[schema(required = true)]
     pub method: Option<HttpMethod>,
@@ -666,6 +679,7 @@ mod tests {
             properties(&document, "BatchImportReport")
         );
         let token = crate::auth::IssuedToken {
+            success: true,
             access_token: "t".into(),
             token_type: "bearer",
             expires_in: 1,
@@ -695,7 +709,7 @@ mod tests {
         let input: domain::ProxyConfigInput = serde_json::from_value(example).unwrap();
         input.validate().unwrap();
         let domain_fields: BTreeSet<String> = properties(&document, "ProxyConfigInput");
-        assert!(domain_fields.contains("output_format") && domain_fields.len() == 14);
+        assert!(domain_fields.contains("output_format") && domain_fields.len() == 15);
     }
 
     #[actix_web::test]

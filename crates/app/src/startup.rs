@@ -138,7 +138,7 @@ impl Application {
                         .error_handler(errors::json_error),
                 )
                 .app_data(web::PathConfig::default().error_handler(errors::path_error))
-                .configure(routes::configure)
+                .configure(|config| routes::configure_with_cors(config, &server_settings.cors))
                 .default_service(web::to(routes::not_found))
         })
         .on_connect(crate::disconnect::watch_connection)

@@ -4,7 +4,10 @@
 use std::sync::Arc;
 
 use cache_memory::MemoryCache;
-use domain::{ConfigEvents, Leases, ProxyStore, RotationState, UsageCounters};
+use domain::{
+    ConfigEvents, ImportReport, Leases, OriginalData, OriginalTables, ProxyStore, RotationState,
+    UsageCounters,
+};
 use storage_sql::{KeyCipher, SqlStore};
 
 use crate::{
@@ -163,6 +166,141 @@ async fn open_store(
             feature: "enterprise",
             fallback: "DB_TYPE=sqlite",
         }),
+    }
+}
+
+/// Reads the original backend's rows from `source` for `import-original`, and where they were
+/// found (the original tables, or the backup of an in-place upgrade).
+///
+/// # Errors
+/// A backend that was not compiled in, or a source that cannot be read.
+pub async fn read_original(
+    source: &StorageBackend,
+) -> Result<(OriginalTables, OriginalData), WiringError> {
+    match source {
+        #[cfg(feature = "lightweight")]
+        StorageBackend::Sqlite { path } => {
+            storage_sqlite::read_original(path)
+                .await
+                .map_err(|source| WiringError::Open {
+                    backend: "the original SQLite database",
+                    source,
+                })
+        }
+        #[cfg(not(feature = "lightweight"))]
+        StorageBackend::Sqlite { .. } => Err(WiringError::NotCompiled {
+            backend: "SQLite",
+            why: "a SQLite path as the import source",
+            feature: "lightweight",
+            fallback: "a mysql:// source",
+        }),
+        #[cfg(feature = "enterprise")]
+        StorageBackend::Mysql { url } => {
+            storage_mysql::read_original(url.expose())
+                .await
+                .map_err(|source| WiringError::Open {
+                    backend: "the original MySQL database",
+                    source,
+                })
+        }
+        #[cfg(not(feature = "enterprise"))]
+        StorageBackend::Mysql { .. } => Err(WiringError::NotCompiled {
+            backend: "MySQL",
+            why: "a MySQL URL as the import source",
+            feature: "enterprise",
+            fallback: "a SQLite path",
+        }),
+    }
+}
+
+/// Imports the original backend's rows into the configured store.
+///
+/// # Errors
+/// A backend that was not compiled in, or a store that cannot be opened or written.
+pub async fn import_original(
+    settings: &Settings,
+    data: &OriginalData,
+) -> Result<ImportReport, WiringError> {
+    let import_error = |backend| move |source| WiringError::Open { backend, source };
+    match &settings.storage {
+        #[cfg(feature = "lightweight")]
+        StorageBackend::Sqlite { path } => {
+            let options = storage_sqlite::SqliteOptions::file(path.clone());
+            let store = storage_sqlite::SqliteStore::connect(options)
+                .await
+                .map_err(import_error("SQLite"))?;
+            let report = store.sql_store().import_original(data).await;
+            let closed = store.close().await;
+            let report = report.map_err(import_error("SQLite"))?;
+            closed.map_err(import_error("SQLite"))?;
+            Ok(report)
+        }
+        #[cfg(feature = "enterprise")]
+        StorageBackend::Mysql { url } => {
+            let options = storage_mysql::MysqlOptions::new(url.expose());
+            let store = storage_mysql::MysqlStore::connect(options)
+                .await
+                .map_err(import_error("MySQL"))?;
+            let report = store.sql_store().import_original(data).await;
+            let _ = store.close().await;
+            report.map_err(import_error("MySQL"))
+        }
+        #[allow(
+            unreachable_patterns,
+            reason = "reached only in a build without one edition"
+        )]
+        _ => Err(not_compiled(&settings.storage)),
+    }
+}
+
+/// Upgrades the configured store, which the original backend wrote, in place.
+///
+/// # Errors
+/// A backend that was not compiled in, or a store that cannot be opened or upgraded.
+pub async fn upgrade_original(settings: &Settings) -> Result<ImportReport, WiringError> {
+    let upgrade_error = |backend| move |source| WiringError::Open { backend, source };
+    match &settings.storage {
+        #[cfg(feature = "lightweight")]
+        StorageBackend::Sqlite { path } => {
+            let options = storage_sqlite::SqliteOptions::file(path.clone());
+            let (store, report) = storage_sqlite::SqliteStore::upgrade_original(options)
+                .await
+                .map_err(upgrade_error("SQLite"))?;
+            store.close().await.map_err(upgrade_error("SQLite"))?;
+            Ok(report)
+        }
+        #[cfg(feature = "enterprise")]
+        StorageBackend::Mysql { url } => {
+            let options = storage_mysql::MysqlOptions::new(url.expose());
+            let (store, report) = storage_mysql::MysqlStore::upgrade_original(options)
+                .await
+                .map_err(upgrade_error("MySQL"))?;
+            let _ = store.close().await;
+            Ok(report)
+        }
+        #[allow(
+            unreachable_patterns,
+            reason = "reached only in a build without one edition"
+        )]
+        _ => Err(not_compiled(&settings.storage)),
+    }
+}
+
+/// The error for a configured store whose edition this binary lacks.
+fn not_compiled(storage: &StorageBackend) -> WiringError {
+    match storage {
+        StorageBackend::Sqlite { .. } => WiringError::NotCompiled {
+            backend: "SQLite",
+            why: "DB_TYPE=sqlite or no MySQL settings",
+            feature: "lightweight",
+            fallback: "DB_TYPE=mysql",
+        },
+        StorageBackend::Mysql { .. } => WiringError::NotCompiled {
+            backend: "MySQL",
+            why: "DB_TYPE=mysql, DATABASE_URL or DB_HOST",
+            feature: "enterprise",
+            fallback: "DB_TYPE=sqlite",
+        },
     }
 }
 

@@ -84,6 +84,8 @@ test('a GENERIC config is created with only its fields shown', async () => {
   await page.fill('#field-target_url', env.mockUrl);
   await page.selectOption('#field-api_key_location', 'header');
   await page.fill('#field-api_key_name', 'x-api-key');
+  assert.ok(await page.locator('#field-api_key_prefix').isVisible(), 'a GENERIC key placement offers a prefix');
+  assert.equal(await page.inputValue('#field-api_key_prefix'), '', 'no prefix unless one is typed');
   assert.match(await page.textContent('#client-url-preview'), /\/proxy\/e2e-generic$/);
   await shot(page, '03-config-form-generic');
   await page.click('.save');
@@ -109,7 +111,9 @@ test('an LLM config is created, with fields that follow the format', async () =>
   assert.match(await page.locator('#field-api_key_location option').first().textContent(), /x-api-key/);
   await page.selectOption('#field-api_key_location', 'header');
   assert.ok(await page.locator('#field-api_key_name').isVisible(), 'an explicit location asks for its name');
+  assert.ok(await page.locator('#field-api_key_prefix').isVisible(), 'and offers a prefix');
   await page.selectOption('#field-api_key_location', '');
+  assert.equal(await page.locator('#field-api_key_prefix').isVisible(), false, 'no prefix with the format default');
   await page.selectOption('#field-api_format', 'openai_compatible');
   assert.ok(await page.isChecked('#retry-on-default'), 'the failover policy starts at the defaults');
   assert.ok(await page.isDisabled('#retry-on-timeout'));

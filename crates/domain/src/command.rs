@@ -125,6 +125,9 @@ pub struct ProxyConfigInput {
     pub api_key_location: Option<String>,
     /// Header or query parameter name.
     pub api_key_name: Option<String>,
+    /// Sent before the key, exactly as given (`Bearer `); when absent, `Bearer ` for an LLM
+    /// config whose key header is `Authorization`, nothing otherwise.
+    pub api_key_prefix: Option<String>,
     /// GENERIC: the accepted method.
     pub method: Option<String>,
     /// GENERIC: the target URL.
@@ -159,7 +162,7 @@ impl ProxyConfigInput {
             self.config_type.as_deref(),
             str::parse::<ConfigType>,
         );
-        let placement = self.key_placement(&mut errors, config_type == Some(ConfigType::Generic));
+        let placement = self.key_placement(&mut errors, config_type);
         let kind = match config_type {
             Some(ConfigType::Generic) => self.generic_target(&mut errors, placement),
             Some(ConfigType::Llm) => self.llm_target(&mut errors, placement),
@@ -211,12 +214,15 @@ impl ProxyConfigInput {
         }
     }
 
-    /// Location and name must come together; GENERIC configs must have both.
+    /// Location and name must come together; GENERIC configs must have both. An LLM config
+    /// with a location but a blank name (what the original backend's console sent) uses its
+    /// format's own place, as if neither were set.
     fn key_placement(
         &self,
         errors: &mut ValidationErrors,
-        required: bool,
+        config_type: Option<ConfigType>,
     ) -> Option<Option<KeyPlacement>> {
+        let required = config_type == Some(ConfigType::Generic);
         let location = errors.optional(
             "api_key_location",
             self.api_key_location.as_deref(),
@@ -228,10 +234,21 @@ impl ProxyConfigInput {
             .map(str::trim)
             .filter(|s| !s.is_empty());
         match (location, name) {
-            (Some(location), Some(name)) => errors
-                .parsed("api_key_name", KeyPlacement::new(location, name))
-                .map(Some),
-            (None, None) if !required => Some(None),
+            (Some(location), Some(name)) => {
+                let placement = errors.parsed("api_key_name", KeyPlacement::new(location, name))?;
+                let prefix = match self.api_key_prefix.as_deref() {
+                    Some(prefix) => prefix,
+                    None => KeyPlacement::default_prefix(
+                        config_type.unwrap_or(ConfigType::Generic),
+                        location,
+                        name,
+                    ),
+                };
+                errors
+                    .parsed("api_key_prefix", placement.with_prefix(prefix))
+                    .map(Some)
+            }
+            (None, None) | (Some(_), None) if !required => Some(None),
             (None, None) => {
                 errors.add("api_key_location", "is required for GENERIC configs");
                 errors.add("api_key_name", "is required for GENERIC configs");
@@ -492,17 +509,90 @@ mod tests {
         assert_eq!(target.key_placement, None);
     }
 
-    #[test]
-    fn key_location_and_name_must_come_together() {
-        let input = ProxyConfigInput {
+    fn llm_input() -> ProxyConfigInput {
+        ProxyConfigInput {
             name: Some("Gemini".into()),
             slug: Some("gemini".into()),
             config_type: Some("LLM".into()),
             target_base_url: Some("https://generativelanguage.googleapis.com".into()),
-            api_key_location: Some("query".into()),
             ..Default::default()
+        }
+    }
+
+    fn placement_of(spec: ProxyConfigSpec) -> Option<KeyPlacement> {
+        spec.kind.key_placement().cloned()
+    }
+
+    #[test]
+    fn key_location_and_name_must_come_together() {
+        let input = ProxyConfigInput {
+            api_key_name: Some("key".into()),
+            ..llm_input()
         };
-        assert_eq!(fields(&input.validate().unwrap_err()), ["api_key_name"]);
+        assert_eq!(fields(&input.validate().unwrap_err()), ["api_key_location"]);
+        let generic = ProxyConfigInput {
+            config_type: Some("generic".into()),
+            method: Some("GET".into()),
+            target_url: Some("https://api.example.com".into()),
+            api_key_location: Some("header".into()),
+            api_key_name: Some(" ".into()),
+            ..llm_input()
+        };
+        assert_eq!(fields(&generic.validate().unwrap_err()), ["api_key_name"]);
+    }
+
+    #[test]
+    fn llm_header_location_with_a_blank_name_means_the_formats_own_place() {
+        // What the original backend's console sent for an LLM config.
+        let input = ProxyConfigInput {
+            api_key_location: Some("header".into()),
+            api_key_name: Some(String::new()),
+            ..llm_input()
+        };
+        assert_eq!(placement_of(input.validate().unwrap()), None);
+    }
+
+    #[test]
+    fn llm_authorization_header_defaults_to_a_bearer_prefix() {
+        let input = ProxyConfigInput {
+            api_key_location: Some("header".into()),
+            api_key_name: Some("Authorization".into()),
+            ..llm_input()
+        };
+        let placement = placement_of(input.clone().validate().unwrap()).unwrap();
+        assert_eq!(&*placement.prefix, "Bearer ");
+        let raw = ProxyConfigInput {
+            api_key_prefix: Some(String::new()),
+            ..input
+        };
+        assert_eq!(&*placement_of(raw.validate().unwrap()).unwrap().prefix, "");
+    }
+
+    #[test]
+    fn generic_configs_take_an_explicit_prefix_and_default_to_none() {
+        let input = ProxyConfigInput {
+            config_type: Some("GENERIC".into()),
+            method: Some("GET".into()),
+            target_url: Some("https://api.github.com".into()),
+            api_key_location: Some("header".into()),
+            api_key_name: Some("Authorization".into()),
+            ..llm_input()
+        };
+        let placement = placement_of(input.clone().validate().unwrap()).unwrap();
+        assert_eq!(&*placement.prefix, "");
+        let token = ProxyConfigInput {
+            api_key_prefix: Some("token ".into()),
+            ..input.clone()
+        };
+        assert_eq!(
+            &*placement_of(token.validate().unwrap()).unwrap().prefix,
+            "token "
+        );
+        let bad = ProxyConfigInput {
+            api_key_prefix: Some("Bearer\n".into()),
+            ..input
+        };
+        assert_eq!(fields(&bad.validate().unwrap_err()), ["api_key_prefix"]);
     }
 
     #[test]

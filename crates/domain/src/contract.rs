@@ -72,6 +72,8 @@ fn generic_spec(suffix: &str) -> ProxyConfigSpec {
         max_retries: Some(4),
         retry_on: Some(vec!["connect_error".into(), "timeout".into()]),
         response_timeout_seconds: Some(0),
+        // Kept exactly, trailing space included.
+        api_key_prefix: Some("token ".into()),
         ..Default::default()
     }
     .validate()
@@ -87,7 +89,8 @@ fn llm_spec(suffix: &str) -> ProxyConfigSpec {
         api_format: Some("anthropic_native".into()),
         output_format: Some("openai".into()),
         api_key_location: Some("header".into()),
-        api_key_name: Some("x-api-key".into()),
+        // Gets the default `Bearer ` prefix, which the store must keep.
+        api_key_name: Some("Authorization".into()),
         ..Default::default()
     }
     .validate()

@@ -18,6 +18,7 @@ pub mod contract;
 pub mod error;
 pub mod failover;
 pub mod model;
+pub mod original;
 pub mod ports;
 pub mod security;
 pub mod selection;
@@ -38,6 +39,10 @@ pub use model::{
     GenericTarget, HttpMethod, HttpUrl, KeyHealth, KeyLocation, KeyPlacement, KeySecret, KeyUsage,
     LlmTarget, OutputFormat, ProxyConfig, ProxyConfigId, ProxyConfigSpec, Slug, UsageDelta,
     UsageEvent,
+};
+pub use original::{
+    ImportPlan, ImportReport, OriginalConfigRow, OriginalData, OriginalKeyRow, OriginalTable,
+    OriginalTables, PlannedConfig, PlannedKey, RefusedRow, plan_import,
 };
 pub use ports::{
     ChangeStream, ConfigEvents, ConfigNotice, InsertedKeys, Leases, ProxyStore, RotationState,

@@ -33,6 +33,9 @@ pub(crate) struct ConfigRecord {
     pub is_active: bool,
     pub api_key_location: Option<String>,
     pub api_key_name: Option<String>,
+    /// Absent in files written before prefixes existed: the placement's default then applies.
+    #[serde(default)]
+    pub api_key_prefix: Option<String>,
     pub method: Option<String>,
     pub target_url: Option<String>,
     pub target_base_url: Option<String>,
@@ -77,6 +80,7 @@ impl ConfigRecord {
             is_active: true,
             api_key_location: None,
             api_key_name: None,
+            api_key_prefix: None,
             method: None,
             target_url: None,
             target_base_url: None,
@@ -101,6 +105,7 @@ impl ConfigRecord {
         self.is_active = spec.is_active;
         self.api_key_location = placement.map(|p| p.location.as_str().to_owned());
         self.api_key_name = placement.map(|p| p.name.to_string());
+        self.api_key_prefix = placement.map(|p| p.prefix.to_string());
         let (method, target_url, base, api_format, output_format) = match &spec.kind {
             ConfigKind::Generic(g) => (
                 Some(g.method.as_str().to_owned()),
@@ -143,6 +148,7 @@ impl ConfigRecord {
             is_active: Some(self.is_active),
             api_key_location: self.api_key_location.clone(),
             api_key_name: self.api_key_name.clone(),
+            api_key_prefix: self.api_key_prefix.clone(),
             method: self.method.clone(),
             target_url: self.target_url.clone(),
             target_base_url: self.target_base_url.clone(),

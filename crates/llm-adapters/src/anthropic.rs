@@ -1,5 +1,5 @@
-//! Anthropic Messages' wire rules: clients authenticate with `x-api-key` (the SDK's way) or
-//! `Authorization: Bearer`, upstream keys go in `x-api-key` together with `anthropic-version`
+//! Anthropic Messages' wire rules: clients authenticate with `x-api-key` (the SDK's way),
+//! `x-anthropic-api-key` (accepted by the original backend) or `Authorization: Bearer`, upstream keys go in `x-api-key` together with `anthropic-version`
 //! when the client sent none, a key is probed with `GET v1/models`, a request streams when its
 //! body has `"stream": true`, and the proxy's own errors use Anthropic's
 //! `{"type":"error","error":{...}}` shape, in bodies and as an `event: error` stream event.
@@ -12,10 +12,14 @@ use serde::Serialize;
 use crate::{ClientKey, KeyInjection, KeySource, ProxyError, auth, json, sse::SseEncoder};
 
 /// The headers Anthropic clients send the key in.
-pub const CLIENT_CREDENTIAL_HEADERS: &[&str] = &["x-api-key", "authorization"];
+pub const CLIENT_CREDENTIAL_HEADERS: &[&str] = &["x-api-key", ORIGINAL_KEY_HEADER, "authorization"];
 
 /// The header the key travels in.
 pub const API_KEY_HEADER: &str = "x-api-key";
+
+/// The header the original backend also accepted from Anthropic clients; kept so its clients
+/// switch without a change.
+pub const ORIGINAL_KEY_HEADER: &str = "x-anthropic-api-key";
 
 /// The API version header Anthropic requires on every request.
 pub const VERSION_HEADER: &str = "anthropic-version";
@@ -26,14 +30,18 @@ pub const DEFAULT_VERSION: &str = "2023-06-01";
 /// The action of the key probe (the base URL is the host, without `/v1`).
 pub const PROBE_ACTION: &str = "v1/models";
 
-/// The key from `x-api-key`, else from `Authorization: Bearer`.
+/// The key from `x-api-key`, else `x-anthropic-api-key`, else `Authorization: Bearer`.
 pub fn client_key<'a>(headers: impl Fn(&str) -> Option<&'a str>) -> Option<ClientKey<'a>> {
-    headers(API_KEY_HEADER)
-        .and_then(auth::non_empty)
-        .map(|key| ClientKey {
-            key: Cow::Borrowed(key),
-            source: KeySource::XApiKey,
-        })
+    let from = |name: &str, source: KeySource| {
+        headers(name)
+            .and_then(auth::non_empty)
+            .map(|key| ClientKey {
+                key: Cow::Borrowed(key),
+                source,
+            })
+    };
+    from(API_KEY_HEADER, KeySource::XApiKey)
+        .or_else(|| from(ORIGINAL_KEY_HEADER, KeySource::XAnthropicApiKey))
         .or_else(|| auth::bearer_key(&headers))
 }
 
@@ -147,6 +155,23 @@ mod tests {
         );
         let blank = [("x-api-key", "  "), ("authorization", "Bearer b")];
         assert_eq!(client_key(lookup(&blank)).unwrap().key, "b");
+    }
+
+    #[test]
+    fn the_originals_x_anthropic_api_key_header_is_accepted() {
+        let headers = [
+            ("x-anthropic-api-key", "proxy-ant"),
+            ("authorization", "Bearer other"),
+        ];
+        let key = client_key(lookup(&headers)).unwrap();
+        assert_eq!(
+            (key.key.as_ref(), key.source),
+            ("proxy-ant", KeySource::XAnthropicApiKey)
+        );
+        assert_eq!(
+            KeySource::XAnthropicApiKey.header_name(),
+            Some("x-anthropic-api-key")
+        );
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub enum KeySource {
     AuthorizationBearer,
     /// `x-api-key: <key>` (Anthropic).
     XApiKey,
+    /// `x-anthropic-api-key: <key>` (Anthropic clients of the original backend).
+    XAnthropicApiKey,
     /// `x-goog-api-key: <key>` (Gemini).
     XGoogApiKey,
     /// `?key=<key>` (Gemini).
@@ -34,6 +36,7 @@ impl KeySource {
         match self {
             KeySource::AuthorizationBearer => Some("authorization"),
             KeySource::XApiKey => Some("x-api-key"),
+            KeySource::XAnthropicApiKey => Some(anthropic::ORIGINAL_KEY_HEADER),
             KeySource::XGoogApiKey => Some("x-goog-api-key"),
             KeySource::QueryKey | KeySource::BodyApiKey => None,
         }
@@ -44,6 +47,7 @@ impl KeySource {
         match self {
             KeySource::AuthorizationBearer => "authorization_bearer",
             KeySource::XApiKey => "x_api_key",
+            KeySource::XAnthropicApiKey => "x_anthropic_api_key",
             KeySource::XGoogApiKey => "x_goog_api_key",
             KeySource::QueryKey => "query_key",
             KeySource::BodyApiKey => "body_api_key",

@@ -32,6 +32,7 @@ const HOP_BY_HOP: &[&str] = &[
 const ANY_FORMAT_CREDENTIALS: &[&str] = &[
     "authorization",
     "x-api-key",
+    anthropic::ORIGINAL_KEY_HEADER,
     "x-goog-api-key",
     PROXY_KEY_HEADER,
 ];

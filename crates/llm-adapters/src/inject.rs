@@ -1,8 +1,9 @@
 //! Injection of the upstream key into the outgoing request: the upstream format's own way
 //! (OpenAI `Authorization: Bearer`, Anthropic `x-api-key` plus `anthropic-version`, Gemini
-//! `x-goog-api-key`) unless the config's [`KeyPlacement`] overrides it (a header with the raw
-//! key, or a percent-encoded query parameter). The result is a small owned list of edits the
-//! server applies; no allocation beyond the `Bearer` value.
+//! `x-goog-api-key`) unless the config's [`KeyPlacement`] overrides it (a header or a
+//! percent-encoded query parameter, with the placement's prefix such as `Bearer ` before the
+//! key). The result is a small owned list of edits the server applies; no allocation beyond a
+//! prefixed value.
 
 use std::borrow::Cow;
 
@@ -33,15 +34,15 @@ impl std::fmt::Debug for HeaderEdit<'_> {
 pub struct QueryParam<'a> {
     /// Parameter name, as configured.
     pub name: &'a str,
-    /// The raw (not yet percent-encoded) value: the key.
-    pub value: &'a str,
+    /// The raw (not yet percent-encoded) value: the key, after its prefix if any.
+    pub value: Cow<'a, str>,
 }
 
 impl std::fmt::Debug for QueryParam<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QueryParam")
             .field("name", &self.name)
-            .field("value", &domain::mask_secret(self.value))
+            .field("value", &domain::mask_secret(&self.value))
             .finish()
     }
 }
@@ -61,10 +62,13 @@ impl<'a> KeyInjection<'a> {
     }
 
     /// An injection that adds one query parameter.
-    pub fn query_param(name: &'a str, value: &'a str) -> Self {
+    pub fn query_param(name: &'a str, value: impl Into<Cow<'a, str>>) -> Self {
         KeyInjection {
             headers: [None, None],
-            query: Some(QueryParam { name, value }),
+            query: Some(QueryParam {
+                name,
+                value: value.into(),
+            }),
         }
     }
 
@@ -103,15 +107,19 @@ impl<'a> KeyInjection<'a> {
             None => Cow::Borrowed(query),
             Some(param) => {
                 let without = query::remove_query_param(query, param.name);
-                Cow::Owned(query::append_query_param(&without, param.name, param.value))
+                Cow::Owned(query::append_query_param(
+                    &without,
+                    param.name,
+                    &param.value,
+                ))
             }
         }
     }
 }
 
 /// How to send `key` to an upstream speaking `upstream`: the format's own way, or `placement`
-/// when the config overrides it (a header gets the raw key, a query parameter the key
-/// percent-encoded by [`KeyInjection::apply_to_query`]). For Anthropic upstreams
+/// when the config overrides it (a header gets the placement's prefix and the key, a query
+/// parameter the same, percent-encoded by [`KeyInjection::apply_to_query`]). For Anthropic upstreams
 /// `anthropic-version: 2023-06-01` is added when the client request has none, whatever the
 /// placement. `client_headers` looks a client request header up by lower-case name.
 pub fn inject_key<'a, 'h>(
@@ -136,13 +144,19 @@ pub fn inject_key<'a, 'h>(
     }
 }
 
-/// How to send `key` at an explicit placement: the raw key in the named header, or the named
-/// query parameter (percent-encoded by [`KeyInjection::apply_to_query`]). This is the whole
-/// rule of the GENERIC proxy; [`inject_key`] uses it for LLM overrides.
+/// How to send `key` at an explicit placement: the placement's prefix (`Bearer `, `token `,
+/// often none) and the key in the named header, or in the named query parameter
+/// (percent-encoded by [`KeyInjection::apply_to_query`]). This is the whole rule of the GENERIC
+/// proxy; [`inject_key`] uses it for LLM overrides.
 pub fn inject_at<'a>(placement: &'a KeyPlacement, key: &'a str) -> KeyInjection<'a> {
+    let value: Cow<'a, str> = if placement.prefix.is_empty() {
+        Cow::Borrowed(key)
+    } else {
+        Cow::Owned(format!("{}{key}", placement.prefix))
+    };
     match placement.location {
-        KeyLocation::Header => KeyInjection::header(&placement.name, key),
-        KeyLocation::Query => KeyInjection::query_param(&placement.name, key),
+        KeyLocation::Header => KeyInjection::header(&placement.name, value),
+        KeyLocation::Query => KeyInjection::query_param(&placement.name, value),
     }
 }
 
@@ -269,6 +283,48 @@ mod tests {
             injection.apply_to_query("page=2&access_token=client"),
             "page=2&access_token=t%201"
         );
+    }
+
+    #[test]
+    fn generic_header_prefix_goes_before_the_key() {
+        let placement = KeyPlacement::new(KeyLocation::Header, "Authorization")
+            .unwrap()
+            .with_prefix("token ")
+            .unwrap();
+        assert_eq!(
+            headers(&inject_at(&placement, "ghp_1")),
+            pairs(&[("Authorization", "token ghp_1")])
+        );
+    }
+
+    #[test]
+    fn llm_authorization_override_sends_bearer_as_the_original_did() {
+        let input = domain::ProxyConfigInput {
+            name: Some("OpenAI".into()),
+            slug: Some("openai".into()),
+            config_type: Some("llm".into()),
+            target_base_url: Some("https://api.openai.com/v1".into()),
+            api_key_location: Some("header".into()),
+            api_key_name: Some("Authorization".into()),
+            ..Default::default()
+        };
+        let spec = input.validate().unwrap();
+        let placement = spec.kind.key_placement();
+        let injection = inject_key(ApiFormat::OpenaiCompatible, placement, "sk-up", lookup(&[]));
+        assert_eq!(
+            headers(&injection),
+            pairs(&[("Authorization", "Bearer sk-up")])
+        );
+    }
+
+    #[test]
+    fn query_prefix_is_percent_encoded_with_the_key() {
+        let placement = KeyPlacement::new(KeyLocation::Query, "auth")
+            .unwrap()
+            .with_prefix("Key ")
+            .unwrap();
+        let injection = inject_at(&placement, "k1");
+        assert_eq!(injection.apply_to_query(""), "auth=Key%20k1");
     }
 
     #[test]

@@ -8,9 +8,9 @@
 
 use std::{fmt, str::FromStr, time::Duration};
 
-use domain::{Error, Result};
+use domain::{Error, ImportReport, OriginalData, OriginalTables, Result};
 use sea_orm::{
-    DbBackend, DbErr, RuntimeErr, SqlxMySqlConnector,
+    DatabaseConnection, DbBackend, DbErr, RuntimeErr, SqlxMySqlConnector,
     sqlx::{
         self, ConnectOptions as _,
         mysql::{MySqlConnectOptions, MySqlPoolOptions},
@@ -81,25 +81,25 @@ impl MysqlStore {
     /// refuses the credentials or the database; [`Error::Internal`] when the schema cannot be
     /// created.
     pub async fn connect(options: MysqlOptions) -> Result<MysqlStore> {
-        let connect = MySqlConnectOptions::from_str(&options.url)
-            .map_err(|_| {
-                Error::database(
-                    "the MySQL URL is malformed; expected mysql://user:password@host:port/database",
-                )
-            })?
-            .charset("utf8mb4")
-            .disable_statement_logging();
-        let pool = MySqlPoolOptions::new()
-            .max_connections(options.max_connections.max(2))
-            .acquire_timeout(options.connect_timeout)
-            .connect_with(connect)
-            .await
-            .map_err(|err| connect_error(err, options.connect_timeout))?;
-        let db = SqlxMySqlConnector::from_sqlx_mysql_pool(pool);
+        let db = open_pool(&options).await?;
         let inner = SqlStore::open(db, options.reset_tables)
             .await?
             .with_key_cipher(options.key_cipher);
         Ok(MysqlStore { inner })
+    }
+
+    /// Upgrades, in place, a database the original backend wrote: its tables are kept under
+    /// backup names, this store's are created and the rows imported (see
+    /// `storage_sql::original`; MySQL commits DDL by itself, so a failed import is undone by
+    /// dropping the new tables and renaming the original ones back).
+    ///
+    /// # Errors
+    /// As [`MysqlStore::connect`]; [`Error::Internal`] when the database holds no original
+    /// tables.
+    pub async fn upgrade_original(options: MysqlOptions) -> Result<(MysqlStore, ImportReport)> {
+        let db = open_pool(&options).await?;
+        let (inner, report) = SqlStore::upgrade_original(db, options.key_cipher).await?;
+        Ok((MysqlStore { inner }, report))
     }
 
     /// The shared SQL store this adapter wraps.
@@ -114,6 +114,44 @@ impl MysqlStore {
     pub async fn close(self) -> Result<()> {
         self.inner.close().await
     }
+}
+
+/// A `utf8mb4` connection pool to `options`' database; no schema work.
+async fn open_pool(options: &MysqlOptions) -> Result<DatabaseConnection> {
+    let connect = MySqlConnectOptions::from_str(&options.url)
+        .map_err(|_| {
+            Error::database(
+                "the MySQL URL is malformed; expected mysql://user:password@host:port/database",
+            )
+        })?
+        .charset("utf8mb4")
+        .disable_statement_logging();
+    let pool = MySqlPoolOptions::new()
+        .max_connections(options.max_connections.max(2))
+        .acquire_timeout(options.connect_timeout)
+        .connect_with(connect)
+        .await
+        .map_err(|err| connect_error(err, options.connect_timeout))?;
+    Ok(SqlxMySqlConnector::from_sqlx_mysql_pool(pool))
+}
+
+/// Reads every config and key of a database the original backend wrote (or one upgraded in
+/// place, from its backup tables), for `import-original`, and where they were found.
+///
+/// # Errors
+/// [`Error::Unavailable`] when the database cannot be reached; [`Error::Internal`] when it holds
+/// no tables of the original backend.
+pub async fn read_original(url: &str) -> Result<(OriginalTables, OriginalData)> {
+    let db = open_pool(&MysqlOptions::new(url)).await?;
+    let tables = storage_sql::original::find_original_tables(&db)
+        .await
+        .map_err(|err| storage_sql::db_error(DbBackend::MySql, &err))?
+        .ok_or_else(|| {
+            Error::Internal("this MySQL database holds no tables of the original backend".into())
+        })?;
+    let data = storage_sql::original::read_original(&db, tables).await;
+    let _ = db.close().await;
+    Ok((tables, data?))
 }
 
 fn connect_error(err: sqlx::Error, timeout: Duration) -> Error {

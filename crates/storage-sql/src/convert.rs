@@ -104,6 +104,7 @@ pub(crate) fn set_config_columns(row: &mut proxy_config::ActiveModel, spec: &Pro
     row.api_key_location = Set(placement.map(|p| p.location.as_str().to_owned()));
     row.api_key_name = Set(placement.map(|p| p.name.to_string()));
     set_policy_columns(row, spec.policy);
+    row.api_key_prefix = Set(placement.map(|p| p.prefix.to_string()));
     match &spec.kind {
         ConfigKind::Generic(target) => {
             row.method = Set(Some(target.method.as_str().to_owned()));
@@ -205,7 +206,18 @@ pub(crate) fn config_from_row(row: proxy_config::Model) -> Result<ProxyConfig, E
             let location: KeyLocation = location
                 .parse()
                 .map_err(|e| corrupt("api_key_location", &e))?;
-            Some(KeyPlacement::new(location, &name).map_err(|e| corrupt("api_key_name", &e))?)
+            let placement =
+                KeyPlacement::new(location, &name).map_err(|e| corrupt("api_key_name", &e))?;
+            // Rows written before the column existed hold NULL: they get the default a new
+            // config of the same shape would get.
+            let prefix = row.api_key_prefix.unwrap_or_else(|| {
+                KeyPlacement::default_prefix(config_type, location, &name).to_owned()
+            });
+            Some(
+                placement
+                    .with_prefix(&prefix)
+                    .map_err(|e| corrupt("api_key_prefix", &e))?,
+            )
         }
         (None, Some(_)) => return Err(corrupt("api_key_location", &"is missing")),
         (Some(_), None) => return Err(corrupt("api_key_name", &"is missing")),
@@ -501,6 +513,7 @@ mod tests {
             is_active: true,
             api_key_location: Some("query".into()),
             api_key_name: Some("apikey".into()),
+            api_key_prefix: Some(String::new()),
             method: Some("POST".into()),
             target_url: Some("https://api.example.com/v2".into()),
             target_base_url: None,
@@ -609,6 +622,7 @@ mod tests {
             is_active: row.is_active.unwrap(),
             api_key_location: row.api_key_location.unwrap(),
             api_key_name: row.api_key_name.unwrap(),
+            api_key_prefix: row.api_key_prefix.unwrap(),
             method: row.method.unwrap(),
             target_url: row.target_url.unwrap(),
             target_base_url: row.target_base_url.unwrap(),
@@ -633,6 +647,25 @@ mod tests {
         let mut row = generic_row();
         row.retry_on = Some("rate_limited,sometimes".into());
         assert!(matches!(config_from_row(row), Err(Error::Internal(_))));
+    }
+
+    #[test]
+    fn rows_from_before_the_prefix_column_get_the_default_prefix() {
+        let mut row = generic_row();
+        row.config_type = "LLM".into();
+        row.method = None;
+        row.target_url = None;
+        row.target_base_url = Some("https://api.openai.com/v1".into());
+        row.api_format = Some("openai_compatible".into());
+        row.output_format = Some("none".into());
+        row.api_key_location = Some("header".into());
+        row.api_key_name = Some("Authorization".into());
+        row.api_key_prefix = None;
+        let config = config_from_row(row.clone()).unwrap();
+        assert_eq!(&*config.kind.key_placement().unwrap().prefix, "Bearer ");
+        row.api_key_prefix = Some(String::new());
+        let config = config_from_row(row).unwrap();
+        assert_eq!(&*config.kind.key_placement().unwrap().prefix, "");
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! request never decrypts; [`stored_key`] is the one place a value becomes its stored columns.
 //! [`SqlStore::key_census`] and [`SqlStore::rewrite_key_values`] back the start-up check and
 //! the `keys encrypt|decrypt|rotate-encryption` commands.
+//! [`original`] reads a database of the original Go backend and imports it, or upgrades it in
+//! place; [`SqlStore::open`] refuses such a database with a message naming the command.
 //!
 //! Rows that the domain would reject (corrupt data) become `Error::Internal`, never a panic;
 //! database errors never leak driver text into a domain error's message.
@@ -23,6 +25,7 @@ pub mod encryption_suite;
 pub mod entity;
 mod forward;
 pub mod migration;
+pub mod original;
 mod repository;
 mod rewrite;
 

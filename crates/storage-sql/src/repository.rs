@@ -59,26 +59,45 @@ impl SqlStore {
     ///
     /// # Errors
     /// [`Error::Unavailable`] when the database cannot be reached; [`Error::Internal`] when the
-    /// schema cannot be created, for example because tables of another schema are in the way
-    /// (start once with `RESET_DB_TABLES=true` to recreate them, which deletes their rows).
+    /// database holds the original backend's tables (the message names `import-original`), or
+    /// when the schema cannot be created, for example because tables of another schema are in
+    /// the way (start once with `RESET_DB_TABLES=true` to recreate them, which deletes their
+    /// rows).
     pub async fn open(db: DatabaseConnection, reset_tables: bool) -> Result<Self> {
         let backend = db.get_database_backend();
-        migration::migrate(&db, reset_tables).await.map_err(|err| {
-            match convert::db_error(backend, &err) {
-                unavailable @ Error::Unavailable { .. } => unavailable,
-                _ => Error::Internal(
-                    "the database schema could not be created or upgraded; if the database holds \
-                     tables of an older or foreign schema, start once with RESET_DB_TABLES=true \
-                     to recreate them (this deletes their rows)"
-                        .to_owned(),
-                ),
+        let unavailable_or = |err: DbErr, otherwise: &str| match convert::db_error(backend, &err) {
+            unavailable @ Error::Unavailable { .. } => unavailable,
+            _ => Error::Internal(otherwise.to_owned()),
+        };
+        if !reset_tables {
+            let original = crate::original::find_original_tables(&db)
+                .await
+                .map_err(|err| unavailable_or(err, "the database schema could not be read"))?;
+            if original == Some(domain::OriginalTables::InPlace) {
+                return Err(Error::Internal(
+                    crate::original::ORIGINAL_DATABASE_MESSAGE.to_owned(),
+                ));
             }
+        }
+        migration::migrate(&db, reset_tables).await.map_err(|err| {
+            unavailable_or(
+                err,
+                "the database schema could not be created or upgraded; if the database holds \
+                 tables of an older or foreign schema, start once with RESET_DB_TABLES=true \
+                 to recreate them (this deletes their rows)",
+            )
         })?;
-        Ok(SqlStore {
+        Ok(SqlStore::wrap(db))
+    }
+
+    /// Wraps a connection whose schema is known to be current.
+    pub(crate) fn wrap(db: DatabaseConnection) -> Self {
+        let backend = db.get_database_backend();
+        SqlStore {
             db,
             backend,
             cipher: None,
-        })
+        }
     }
 
     /// Encrypts key values with `cipher` from now on (`None`: stores them as they are).

@@ -16,9 +16,9 @@ use std::{
     time::Duration,
 };
 
-use domain::{Error, Result};
+use domain::{Error, ImportReport, OriginalData, OriginalTables, Result};
 use sea_orm::{
-    DbBackend, DbErr, RuntimeErr, SqlxSqliteConnector,
+    DatabaseConnection, DbBackend, DbErr, RuntimeErr, SqlxSqliteConnector,
     sqlx::{
         ConnectOptions as _,
         sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
@@ -124,50 +124,26 @@ impl SqliteStore {
     ///
     /// # Errors
     /// [`Error::Unavailable`] when the directory or the file cannot be created or opened;
-    /// [`Error::Internal`] when the schema cannot be created.
+    /// [`Error::Internal`] when the schema cannot be created, or when the file holds the
+    /// original backend's tables (see [`SqliteStore::upgrade_original`]).
     pub async fn connect(options: SqliteOptions) -> Result<SqliteStore> {
-        let mut connect = SqliteConnectOptions::new()
-            .foreign_keys(true)
-            .pragma("secure_delete", "ON")
-            .busy_timeout(options.busy_timeout)
-            .disable_statement_logging();
-        let mut pool = SqlitePoolOptions::new()
-            .max_connections(options.max_connections.max(1))
-            .acquire_timeout(options.busy_timeout.saturating_add(Duration::from_secs(5)))
-            .test_before_acquire(false);
-        match &options.path {
-            SqlitePath::File(path) => {
-                create_parent_directory(path)?;
-                connect = connect
-                    .filename(path)
-                    .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Normal);
-            }
-            SqlitePath::InMemory => {
-                // One connection that is never recycled: the database lives as long as it does.
-                connect = SqliteConnectOptions::from_str("sqlite::memory:")
-                    .map_err(|_| Error::Internal("in-memory SQLite options rejected".to_owned()))?
-                    .foreign_keys(true)
-                    .pragma("secure_delete", "ON")
-                    .busy_timeout(options.busy_timeout)
-                    .disable_statement_logging();
-                pool = pool
-                    .max_connections(1)
-                    .min_connections(1)
-                    .idle_timeout(None)
-                    .max_lifetime(None);
-            }
-        }
-        let pool = pool.connect_with(connect).await.map_err(|err| {
-            let err = DbErr::Conn(RuntimeErr::SqlxError(err.into()));
-            storage_sql::db_error(DbBackend::Sqlite, &err)
-        })?;
-        let db = SqlxSqliteConnector::from_sqlx_sqlite_pool(pool);
+        let db = open_pool(&options).await?;
         let inner = SqlStore::open(db, options.reset_tables)
             .await?
             .with_key_cipher(options.key_cipher);
         Ok(SqliteStore { inner })
+    }
+
+    /// Opens a database file the original backend wrote and upgrades it in place, in one
+    /// transaction: its tables are kept under backup names, this store's are created and the
+    /// rows imported (see `storage_sql::original`).
+    ///
+    /// # Errors
+    /// As [`SqliteStore::connect`]; [`Error::Internal`] when the file holds no original tables.
+    pub async fn upgrade_original(options: SqliteOptions) -> Result<(SqliteStore, ImportReport)> {
+        let db = open_pool(&options).await?;
+        let (inner, report) = SqlStore::upgrade_original(db, options.key_cipher).await?;
+        Ok((SqliteStore { inner }, report))
     }
 
     /// The shared SQL store this adapter wraps.
@@ -182,6 +158,90 @@ impl SqliteStore {
     pub async fn close(self) -> Result<()> {
         self.inner.close().await
     }
+}
+
+/// The connection pool of `options`' database: WAL, foreign keys and the busy timeout on every
+/// connection; no schema work.
+async fn open_pool(options: &SqliteOptions) -> Result<DatabaseConnection> {
+    let mut connect = SqliteConnectOptions::new()
+        .foreign_keys(true)
+        .pragma("secure_delete", "ON")
+        .busy_timeout(options.busy_timeout)
+        .disable_statement_logging();
+    let mut pool = SqlitePoolOptions::new()
+        .max_connections(options.max_connections.max(1))
+        .acquire_timeout(options.busy_timeout.saturating_add(Duration::from_secs(5)))
+        .test_before_acquire(false);
+    match &options.path {
+        SqlitePath::File(path) => {
+            create_parent_directory(path)?;
+            connect = connect
+                .filename(path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal);
+        }
+        SqlitePath::InMemory => {
+            // One connection that is never recycled: the database lives as long as it does.
+            connect = SqliteConnectOptions::from_str("sqlite::memory:")
+                .map_err(|_| Error::Internal("in-memory SQLite options rejected".to_owned()))?
+                .foreign_keys(true)
+                .pragma("secure_delete", "ON")
+                .busy_timeout(options.busy_timeout)
+                .disable_statement_logging();
+            pool = pool
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
+        }
+    }
+    let pool = pool.connect_with(connect).await.map_err(|err| {
+        let err = DbErr::Conn(RuntimeErr::SqlxError(err.into()));
+        storage_sql::db_error(DbBackend::Sqlite, &err)
+    })?;
+    Ok(SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
+}
+
+/// Reads every config and key of a database file the original backend wrote (or one upgraded
+/// in place, from its backup tables), for `import-original`, and where they were found. The file is opened read-only and
+/// must exist.
+///
+/// # Errors
+/// [`Error::Unavailable`] when the file cannot be opened; [`Error::Internal`] when it holds no
+/// tables of the original backend.
+pub async fn read_original(path: &Path) -> Result<(OriginalTables, OriginalData)> {
+    if !path.is_file() {
+        return Err(Error::database(format!(
+            "{} is not a file; give the path of the original backend's SQLite database",
+            path.display()
+        )));
+    }
+    let connect = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .disable_statement_logging();
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(connect)
+        .await
+        .map_err(|err| {
+            let err = DbErr::Conn(RuntimeErr::SqlxError(err.into()));
+            storage_sql::db_error(DbBackend::Sqlite, &err)
+        })?;
+    let db = SqlxSqliteConnector::from_sqlx_sqlite_pool(pool);
+    let tables = storage_sql::original::find_original_tables(&db)
+        .await
+        .map_err(|err| storage_sql::db_error(DbBackend::Sqlite, &err))?
+        .ok_or_else(|| {
+            Error::Internal(format!(
+                "{} holds no tables of the original backend",
+                path.display()
+            ))
+        })?;
+    let data = storage_sql::original::read_original(&db, tables).await;
+    let _ = db.close().await;
+    Ok((tables, data?))
 }
 
 fn create_parent_directory(path: &Path) -> Result<()> {

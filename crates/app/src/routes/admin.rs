@@ -14,9 +14,9 @@ use crate::{
     upstream::UpstreamClient,
 };
 
-/// The admin routes under `prefix`. Admin answers are never cached and never sniffed: they
-/// carry tokens and key lists.
-pub fn scope(prefix: &str) -> impl HttpServiceFactory + use<> {
+/// The admin routes under `prefix`, answering cross-origin requests as `cors` says. Admin
+/// answers are never cached and never sniffed: they carry tokens and key lists.
+pub fn scope(prefix: &str, cors: super::ProxyCors) -> impl HttpServiceFactory + use<> {
     web::scope(prefix)
         .wrap(
             actix_web::middleware::DefaultHeaders::new()
@@ -54,6 +54,7 @@ pub fn scope(prefix: &str) -> impl HttpServiceFactory + use<> {
                 .route(web::delete().to(delete_key)),
         )
         .service(resource("/keys/{key_id}/test", "POST").route(web::post().to(test_key)))
+        .wrap(cors)
 }
 
 /// A resource whose other methods answer 405 with `Allow: allow` (the methods it routes).

@@ -28,8 +28,12 @@ use crate::{
 };
 
 /// Mounts the LLM proxy.
-pub fn configure(config: &mut web::ServiceConfig) {
-    config.service(web::scope("/llm").default_service(web::to(llm_proxy)));
+pub fn configure(config: &mut web::ServiceConfig, cors: crate::routes::ProxyCors) {
+    config.service(
+        web::scope("/llm")
+            .wrap(cors)
+            .default_service(web::to(llm_proxy)),
+    );
 }
 
 async fn llm_proxy(

@@ -27,8 +27,12 @@ use crate::{
 pub const REPLAY_BUFFER_BYTES: u64 = 1 << 20;
 
 /// Mounts the generic proxy.
-pub fn configure(config: &mut web::ServiceConfig) {
-    config.service(web::scope("/proxy").default_service(web::to(generic_proxy)));
+pub fn configure(config: &mut web::ServiceConfig, cors: crate::routes::ProxyCors) {
+    config.service(
+        web::scope("/proxy")
+            .wrap(cors)
+            .default_service(web::to(generic_proxy)),
+    );
 }
 
 async fn generic_proxy(

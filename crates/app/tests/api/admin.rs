@@ -318,7 +318,7 @@ async fn key_routes_mask_values_and_count_batches() {
 }
 
 #[tokio::test]
-async fn the_original_api_admin_prefix_also_works() {
+async fn the_api_admin_alias_of_reverse_proxied_deployments_also_works() {
     let app = spawn_app().await;
     let response = app
         .client

@@ -62,10 +62,14 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
+    spawn_app_in(tempfile::tempdir().unwrap(), extra).await
+}
+
+/// A server whose database is `data/test.db` (which a test may have prepared).
+pub async fn spawn_app_in(data: tempfile::TempDir, extra: &[(&str, &str)]) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         app::telemetry::init("debug", false);
     }
-    let data = tempfile::tempdir().unwrap();
     let settings = test_settings(data.path(), extra);
     let application = Application::build(settings).await.expect("server builds");
     let address = format!("http://127.0.0.1:{}", application.port());

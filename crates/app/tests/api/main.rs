@@ -9,6 +9,7 @@
 
 mod admin;
 mod console;
+mod cors;
 mod encryption;
 #[cfg(feature = "enterprise")]
 mod enterprise;
@@ -21,6 +22,7 @@ mod keys_command;
 mod llm_proxy;
 mod openai_sdk;
 mod ops;
+mod original;
 mod recovery;
 #[cfg(feature = "enterprise")]
 mod relay;

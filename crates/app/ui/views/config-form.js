@@ -12,7 +12,7 @@ const OUTPUT_FORMATS = ['none', 'openai', 'anthropic', 'gemini', 'openai_respons
 const RETRY_CLASSES = ['rate_limited', 'auth_failed', 'server_error', 'connect_error', 'timeout'];
 
 function slugify(name) {
-  return name.toLowerCase().normalize('NFKD').replace(/[^a-z0-9_-]+/g, '-').replace(/^[-_]+|-+$/g, '').slice(0, 100);
+  return name.toLowerCase().normalize('NFKD').replace(/[^a-z0-9._-]+/g, '-').replace(/^[-_.]+|-+$/g, '').slice(0, 100);
 }
 
 /** Renders the config form; `context.params[0]` is the id when editing. */
@@ -25,7 +25,7 @@ export async function configFormView(context) {
   const start = existing || {
     name: '', slug: '', config_type: 'LLM', is_active: true, method: 'POST', target_url: '',
     target_base_url: '', api_format: 'openai_compatible', output_format: 'none',
-    api_key_location: null, api_key_name: null,
+    api_key_location: null, api_key_name: null, api_key_prefix: null,
     max_retries: null, retry_on: null, response_timeout_seconds: null,
   };
 
@@ -72,6 +72,8 @@ export async function configFormView(context) {
   const outputFormat = select(OUTPUT_FORMATS.map((f) => [f, f === 'none' ? t('form.outputNone') : f]), start.output_format || 'none');
   const location = h('select', {});
   const keyName = h('input', { type: 'text', value: start.api_key_name || '', autocomplete: 'off', spellcheck: 'false', placeholder: 'x-api-key' });
+  // Not trimmed: the trailing space of `Bearer ` is part of the prefix.
+  const keyPrefix = h('input', { type: 'text', value: start.api_key_prefix || '', maxlength: 64, autocomplete: 'off', spellcheck: 'false', placeholder: 'Bearer ' });
 
   // Failover policy: blank numbers and "default" classes follow the server's environment.
   const optionalNumber = (value, max) => h('input', {
@@ -132,6 +134,7 @@ export async function configFormView(context) {
       field('output_format', outputFormat, { hint: t('form.outputFormatHint'), show: isLlm }),
       field('api_key_location', location),
       field('api_key_name', keyName, { hint: t('form.keyNameHint'), show: () => !isLlm() || location.value !== '' }),
+      field('api_key_prefix', keyPrefix, { hint: t('form.keyPrefixHint'), show: () => !isLlm() || location.value !== '' }),
       field('max_retries', maxRetries, { hint: t('form.maxRetriesHint') }),
       field('response_timeout_seconds', responseTimeout, { hint: t('form.responseTimeoutHint') }),
       field('retry_on', retryOn, { hint: t('form.retryOnHint') }),
@@ -198,6 +201,9 @@ export async function configFormView(context) {
         api_key_name: keyName.value.trim(),
       });
     }
+    // A new config with an empty prefix gets the server's default (`Bearer ` for an LLM
+    // `Authorization` header); an edit sends what the field holds, so a prefix can be removed.
+    if (input.api_key_location && (editing || keyPrefix.value !== '')) input.api_key_prefix = keyPrefix.value;
     return input;
   }
 

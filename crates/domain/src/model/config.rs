@@ -61,10 +61,12 @@ impl fmt::Display for ConfigName {
     }
 }
 
-/// The URL-safe name of a config in proxy paths: `[a-z0-9][a-z0-9_-]{0,99}`.
+/// The URL-safe name of a config in proxy paths: `[a-z0-9][a-z0-9._-]{0,99}`.
 ///
-/// Input is accepted in any case and stored in lower case, which makes uniqueness
-/// case-insensitive.
+/// Input is accepted in any case and stored in lower case, which makes uniqueness and the
+/// proxy routes' matching case-insensitive: a client of the original backend that calls
+/// `/llm/My.Api/...` reaches the config it created as `My.Api`. Dots are allowed because the
+/// original stored them; a slug cannot start with one, so it is never a dot segment.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct Slug(Box<str>);
@@ -97,8 +99,10 @@ impl FromStr for Slug {
             }
             Some(_) => {}
         }
-        if chars.any(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')) {
-            return Err("may contain only letters, digits, '_' and '-'");
+        if chars.any(|c| {
+            !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.'))
+        }) {
+            return Err("may contain only letters, digits, '_', '-' and '.'");
         }
         if slug.len() > MAX_SLUG_CHARS {
             return Err("must be at most 100 characters");
@@ -242,13 +246,19 @@ wire_enum! {
     }
 }
 
-/// Where and under which name the upstream key is injected.
+/// Longest accepted key prefix, in characters.
+pub const MAX_KEY_PREFIX_CHARS: usize = 64;
+
+/// Where and under which name the upstream key is injected, and the text sent before it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct KeyPlacement {
     /// Header or query parameter.
     pub location: KeyLocation,
     /// The header or parameter name, validated for its location.
     pub name: Box<str>,
+    /// Sent right before the key (`Bearer ` gives `Authorization: Bearer <key>`); empty sends
+    /// the key alone.
+    pub prefix: Box<str>,
 }
 
 impl KeyPlacement {
@@ -285,7 +295,42 @@ impl KeyPlacement {
         Ok(KeyPlacement {
             location,
             name: name.into(),
+            prefix: "".into(),
         })
+    }
+
+    /// The same placement with `prefix` sent before the key, kept exactly as given (a trailing
+    /// space is part of it: `Bearer `).
+    ///
+    /// # Errors
+    /// A short reason, phrased for the `api_key_prefix` field: longer than 64 characters, or
+    /// holding anything but printable ASCII and spaces (a header value cannot carry the rest).
+    pub fn with_prefix(mut self, prefix: &str) -> Result<Self, &'static str> {
+        if prefix.len() > MAX_KEY_PREFIX_CHARS {
+            return Err("must be at most 64 characters");
+        }
+        if !prefix.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
+            return Err("may contain only printable ASCII characters and spaces");
+        }
+        self.prefix = prefix.into();
+        Ok(self)
+    }
+
+    /// The prefix a config gets when its admin sets none: `Bearer ` for an LLM config whose
+    /// key header is `Authorization` (as the original backend sent it, and as every
+    /// `Authorization`-keyed LLM API expects), nothing otherwise.
+    pub fn default_prefix(
+        config_type: ConfigType,
+        location: KeyLocation,
+        name: &str,
+    ) -> &'static str {
+        let bearer_header =
+            location == KeyLocation::Header && name.trim().eq_ignore_ascii_case("authorization");
+        if config_type == ConfigType::Llm && bearer_header {
+            "Bearer "
+        } else {
+            ""
+        }
     }
 }
 
@@ -454,7 +499,7 @@ impl ProxyConfig {
 /// The SPEC's flat JSON shape, with the fields of the other type set to null.
 impl Serialize for ProxyConfig {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut out = serializer.serialize_struct("ProxyConfig", 17)?;
+        let mut out = serializer.serialize_struct("ProxyConfig", 18)?;
         out.serialize_field("id", &self.id)?;
         out.serialize_field("name", &self.name)?;
         out.serialize_field("slug", &self.slug)?;
@@ -463,6 +508,7 @@ impl Serialize for ProxyConfig {
         let placement = self.kind.key_placement();
         out.serialize_field("api_key_location", &placement.map(|p| p.location))?;
         out.serialize_field("api_key_name", &placement.map(|p| &*p.name))?;
+        out.serialize_field("api_key_prefix", &placement.map(|p| &*p.prefix))?;
         let (method, target_url, llm) = match &self.kind {
             ConfigKind::Generic(g) => (Some(g.method), Some(&g.target_url), None),
             ConfigKind::Llm(l) => (None, None, Some(l)),
@@ -507,6 +553,41 @@ mod tests {
         assert!("has space".parse::<Slug>().is_err());
         assert!("a".repeat(100).parse::<Slug>().is_ok());
         assert!("a".repeat(101).parse::<Slug>().is_err());
+    }
+
+    #[test]
+    fn slug_accepts_the_dots_and_upper_case_the_original_stored() {
+        assert_eq!("My.API-v1".parse::<Slug>().unwrap().as_str(), "my.api-v1");
+        assert!(".hidden".parse::<Slug>().is_err());
+        assert!("a/b".parse::<Slug>().is_err());
+    }
+
+    #[test]
+    fn key_prefix_is_kept_exactly_and_checked() {
+        let placement = KeyPlacement::new(KeyLocation::Header, "Authorization")
+            .unwrap()
+            .with_prefix("token ")
+            .unwrap();
+        assert_eq!(&*placement.prefix, "token ");
+        let plain = KeyPlacement::new(KeyLocation::Header, "X-Key").unwrap();
+        assert_eq!(&*plain.prefix, "");
+        assert!(plain.clone().with_prefix("Bearer\r\n").is_err());
+        assert!(plain.with_prefix(&"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn only_llm_authorization_headers_default_to_bearer() {
+        let llm =
+            KeyPlacement::default_prefix(ConfigType::Llm, KeyLocation::Header, "authorization");
+        assert_eq!(llm, "Bearer ");
+        let generic =
+            KeyPlacement::default_prefix(ConfigType::Generic, KeyLocation::Header, "Authorization");
+        assert_eq!(generic, "");
+        let other = KeyPlacement::default_prefix(ConfigType::Llm, KeyLocation::Header, "api-key");
+        assert_eq!(other, "");
+        let query =
+            KeyPlacement::default_prefix(ConfigType::Llm, KeyLocation::Query, "authorization");
+        assert_eq!(query, "");
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub struct Model {
     pub api_key_location: Option<String>,
     /// The header or query parameter name; null together with `api_key_location`.
     pub api_key_name: Option<String>,
+    /// Sent before the key (`Bearer `); null on rows written before the column existed, which
+    /// read as the default prefix of their placement.
+    pub api_key_prefix: Option<String>,
     /// GENERIC only: the one accepted HTTP method.
     pub method: Option<String>,
     /// GENERIC only: the target URL.

@@ -5,6 +5,7 @@
 //! drops exactly the tables this store owns and nothing else in the database.
 
 mod m20250601_000001_create_tables;
+mod m20260601_000002_add_api_key_prefix;
 mod m20261206_000002_config_failover_policy;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![
             Box::new(m20250601_000001_create_tables::Migration),
+            Box::new(m20260601_000002_add_api_key_prefix::Migration),
             Box::new(m20261206_000002_config_failover_policy::Migration),
         ]
     }
