@@ -29,8 +29,8 @@ use awc::{
 };
 use bytes::Bytes;
 use domain::{
-    ApiKey, BodyRedactor, BodyReplay, ConfigKind, ConfigSnapshot, Failover, Next, Outcome,
-    Redactor, UpstreamResponse, Verdict,
+    ApiKey, BodyRedactor, BodyReplay, ConfigKind, ConfigSnapshot, Decision, Failover, Next,
+    Outcome, Redactor, UpstreamResponse, Verdict,
 };
 use futures_util::Stream;
 
@@ -278,16 +278,10 @@ pub async fn send_with_failover(
             .settle(&mut failover, key.id, &answer.outcome())
             .await;
         state.record_health(key, &settled.health);
-        let mut decision = settled.decision;
-        if decision.next == Next::Confirm {
-            let probe = crate::probe::send_probe(state, client, &snapshot.config, key).await;
-            let confirmed = state
-                .rotator
-                .settle_confirmation(&mut failover, key.id, &probe.outcome())
-                .await;
-            state.record_health(key, &confirmed.health);
-            decision = confirmed.decision;
-        }
+        let decision = match settled.decision.next {
+            Next::Confirm => confirm(state, client, snapshot, key, &mut failover).await,
+            _ => settled.decision,
+        };
         match decision.next {
             // A confirmation is settled above, so it never stands here.
             Next::Commit | Next::GiveUp | Next::Confirm => {
@@ -314,6 +308,24 @@ pub async fn send_with_failover(
         }
         None => Err(domain::Error::NoUsableKey { retry_at: None }.into()),
     }
+}
+
+/// Probes a key whose 403 was ambiguous and feeds the probe to the failover, which decides
+/// whether the 403 was about the key (it fails, the request moves on) or about the request.
+async fn confirm(
+    state: &AppState,
+    client: &UpstreamClient,
+    snapshot: &ConfigSnapshot,
+    key: &ApiKey,
+    failover: &mut Failover,
+) -> Decision {
+    let probe = crate::probe::send_probe(state, client, &snapshot.config, key).await;
+    let confirmed = state
+        .rotator
+        .settle_confirmation(failover, key.id, &probe.outcome())
+        .await;
+    state.record_health(key, &confirmed.health);
+    confirmed.decision
 }
 
 /// What one attempt brought back, read as far as the failover needs.
