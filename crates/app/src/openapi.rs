@@ -59,6 +59,7 @@ use utoipa::{
         BatchKeysInput,
         BatchImportReport,
         ApiKey,
+        KeyPage,
         DeletedCount,
         ProbeReport,
         ErrorBody,
@@ -398,6 +399,16 @@ pub struct ApiKey {
     /// Last change (RFC 3339).
     #[schema(format = DateTime)]
     pub updated_at: String,
+}
+
+/// `GET /admin/proxy-configs/{id}/keys`: one page of a pool.
+#[derive(Serialize, ToSchema)]
+pub struct KeyPage {
+    /// The keys of this page, ordered by id.
+    pub items: Vec<ApiKey>,
+    /// Pass it as `cursor` for the next page; `null` when no key follows.
+    #[schema(required = true, examples("4711"))]
+    pub next_cursor: Option<String>,
 }
 
 /// `DELETE /admin/proxy-configs/{id}/keys`.

@@ -16,6 +16,7 @@ pub mod command;
 #[cfg(feature = "contract-tests")]
 pub mod contract;
 pub mod error;
+pub mod key_page;
 pub mod model;
 pub mod ports;
 pub mod security;
@@ -28,6 +29,10 @@ pub use command::{
     BatchImportReport, BatchKeysInput, FieldError, NewKeyInput, ProxyConfigInput, ValidationErrors,
 };
 pub use error::{Dependency, Entity, Error, Result};
+pub use key_page::{
+    HealthState, KeyCount, KeyCursor, KeyListInput, KeyPage, KeyPageQuery, KeyQueryError, KeyRange,
+    MalformedCursor, PageLimit,
+};
 pub use model::{
     ApiFormat, ApiKey, ApiKeyId, ConfigChange, ConfigKind, ConfigName, ConfigSnapshot, ConfigType,
     GenericTarget, HttpMethod, HttpUrl, KeyHealth, KeyLocation, KeyPlacement, KeySecret, KeyUsage,

@@ -22,5 +22,6 @@ pub use repository::SqlStore;
 #[doc(hidden)]
 pub mod __private {
     pub use async_trait::async_trait;
+    pub use chrono;
     pub use domain;
 }

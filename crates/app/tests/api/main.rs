@@ -15,6 +15,7 @@ mod generic_proxy;
 mod hardening;
 mod helpers;
 mod hot_path;
+mod key_pages;
 mod llm_proxy;
 mod openai_sdk;
 mod ops;
