@@ -7,7 +7,9 @@ use crate::{
     clock::{Clock, SystemClock},
     command::{BatchImportReport, BatchKeysInput, NewKeyInput, ProxyConfigInput},
     error::Result,
-    key_page::{HealthState, KeyCursor, KeyPage, KeyPageQuery, KeyRange, MAX_SCANNED_KEYS},
+    key_page::{
+        HealthState, KeyCursor, KeyPage, KeyPageQuery, KeyRange, KeyTally, MAX_SCANNED_KEYS,
+    },
     model::{ApiKey, ApiKeyId, ConfigChange, KeyHealth, ProxyConfig, ProxyConfigId, Slug},
     ports::{ConfigEvents, ProxyStore, RotationState},
 };
@@ -203,6 +205,16 @@ impl AdminService {
                 });
             }
         }
+    }
+
+    /// Every config's keys counted by switch and stored health, from one grouped store query
+    /// whatever the pools hold. Configs without keys are left out.
+    ///
+    /// # Errors
+    /// An unavailable store.
+    pub async fn key_tallies(&self) -> Result<std::collections::BTreeMap<ProxyConfigId, KeyTally>> {
+        let counts = self.store.count_keys(self.clock.now()).await?;
+        Ok(KeyTally::per_config(&counts))
     }
 
     /// One key, with live health.

@@ -273,6 +273,45 @@ pub struct KeyCount {
     pub count: u64,
 }
 
+/// A config's keys counted the way the console and the metrics show them: switched-off keys as
+/// `disabled` whatever their health, switched-on keys by health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KeyTally {
+    /// Every key.
+    pub total: u64,
+    /// Switched on and in rotation.
+    pub ok: u64,
+    /// Switched on and cooling down.
+    pub cooling: u64,
+    /// Switched on and failed.
+    pub failed: u64,
+    /// Switched off.
+    pub disabled: u64,
+}
+
+impl KeyTally {
+    /// Adds one [`KeyCount`].
+    pub fn add(&mut self, count: &KeyCount) {
+        self.total += count.count;
+        let slot = match count.health {
+            _ if !count.is_active => &mut self.disabled,
+            HealthState::Ok => &mut self.ok,
+            HealthState::Cooling => &mut self.cooling,
+            HealthState::Failed => &mut self.failed,
+        };
+        *slot += count.count;
+    }
+
+    /// One tally per config that has keys, ordered by config id.
+    pub fn per_config(counts: &[KeyCount]) -> std::collections::BTreeMap<ProxyConfigId, KeyTally> {
+        let mut tallies = std::collections::BTreeMap::<ProxyConfigId, KeyTally>::new();
+        for count in counts {
+            tallies.entry(count.config).or_default().add(count);
+        }
+        tallies
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -380,5 +419,33 @@ mod tests {
         assert_eq!(HealthState::of(ended, now), HealthState::Ok);
         assert_eq!(HealthState::of(running, now), HealthState::Cooling);
         assert_eq!(HealthState::of(KeyHealth::Failed, now), HealthState::Failed);
+    }
+
+    #[test]
+    fn a_tally_counts_switched_off_keys_as_disabled_whatever_their_health() {
+        let count = |config, health, is_active, count| KeyCount {
+            config: ProxyConfigId(config),
+            health,
+            is_active,
+            count,
+        };
+        let tallies = KeyTally::per_config(&[
+            count(1, HealthState::Ok, true, 5),
+            count(1, HealthState::Failed, false, 2),
+            count(1, HealthState::Ok, false, 1),
+            count(1, HealthState::Cooling, true, 3),
+            count(2, HealthState::Failed, true, 4),
+        ]);
+        assert_eq!(
+            tallies[&ProxyConfigId(1)],
+            KeyTally {
+                total: 11,
+                ok: 5,
+                cooling: 3,
+                failed: 0,
+                disabled: 3
+            }
+        );
+        assert_eq!(tallies[&ProxyConfigId(2)].failed, 4);
     }
 }

@@ -46,6 +46,7 @@ pub fn scope(prefix: &str) -> Scope {
             "/proxy-configs/{id}/keys/batch",
             web::post().to(import_keys),
         )
+        .route("/key-counts", web::get().to(key_counts))
         .service(
             web::resource("/keys/{key_id}")
                 .route(web::patch().to(set_key_status))
@@ -330,6 +331,39 @@ async fn list_keys(
 struct KeyPageBody {
     items: Vec<domain::ApiKey>,
     next_cursor: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/admin/key-counts",
+    tag = "keys",
+    summary = "Count every config's keys",
+    description = "How many keys each config has: in all, switched off (`disabled`), and switched on by health. Counted by the database in one grouped query, whatever the pools hold; the health is the stored one, written as soon as a key's live health changes. Configs without keys are left out.",
+    responses(
+        (status = 200, description = "Counts per config, ordered by config id", body = crate::openapi::KeyCounts),
+        (status = 401, description = "Missing, invalid or expired admin token (`unauthorized`)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The database or cache is unreachable (`dependency_unavailable`)", body = crate::openapi::ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
+async fn key_counts(_: Admin, state: State) -> Result<HttpResponse, ApiError> {
+    let items: Vec<_> = state
+        .admin
+        .key_tallies()
+        .await?
+        .into_iter()
+        .map(|(config, tally)| {
+            json!({
+                "proxy_config_id": config,
+                "total": tally.total,
+                "ok": tally.ok,
+                "cooling": tally.cooling,
+                "failed": tally.failed,
+                "disabled": tally.disabled,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "items": items })))
 }
 
 #[utoipa::path(

@@ -2,10 +2,7 @@
 //! `/metrics` (Prometheus text format, behind `METRICS_TOKEN` when it is set). A scrape costs
 //! one store query per config list and one grouped count, never a read of the key pools.
 
-use std::collections::HashMap;
-
 use actix_web::{HttpRequest, HttpResponse, get, http::header, web};
-use domain::{HealthState, ProxyConfigId};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -80,36 +77,23 @@ fn authorize_scrape(request: &HttpRequest, token: &SecretString) -> Result<(), A
 /// health is the stored one, which the server writes as soon as a key's health changes live;
 /// a key switched off counts as `disabled` whatever its health.
 async fn keys_by_health(state: &AppState) -> Vec<(String, &'static str, i64)> {
-    let (configs, counts) = tokio::join!(
-        state.store.list_configs(),
-        state.store.count_keys(chrono::Utc::now())
-    );
-    let (Ok(configs), Ok(counts)) = (configs, counts) else {
+    let (configs, tallies) = tokio::join!(state.admin.list_configs(), state.admin.key_tallies());
+    let (Ok(configs), Ok(tallies)) = (configs, tallies) else {
         return Vec::new();
     };
-    let mut by_config: HashMap<ProxyConfigId, [i64; 4]> = HashMap::with_capacity(configs.len());
-    for count in counts {
-        let slot = match count.health {
-            _ if !count.is_active => 3,
-            HealthState::Ok => 0,
-            HealthState::Cooling => 1,
-            HealthState::Failed => 2,
-        };
-        by_config.entry(count.config).or_default()[slot] +=
-            i64::try_from(count.count).unwrap_or(i64::MAX);
-    }
-    let mut rows = Vec::with_capacity(configs.len() * HEALTH_LABELS.len());
+    let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let mut rows = Vec::with_capacity(configs.len() * 4);
     for config in configs {
-        let counts = by_config.get(&config.id).copied().unwrap_or_default();
+        let tally = tallies.get(&config.id).copied().unwrap_or_default();
         rows.extend(
-            HEALTH_LABELS
-                .into_iter()
-                .zip(counts)
-                .map(|(label, n)| (config.slug.to_string(), label, n)),
+            [
+                ("ok", tally.ok),
+                ("cooling", tally.cooling),
+                ("failed", tally.failed),
+                ("disabled", tally.disabled),
+            ]
+            .map(|(label, n)| (config.slug.to_string(), label, gauge(n))),
         );
     }
     rows
 }
-
-/// The `health` label values of the keys gauge, in the order of its counts.
-const HEALTH_LABELS: [&str; 4] = ["ok", "cooling", "failed", "disabled"];

@@ -156,3 +156,58 @@ async fn a_bad_query_is_a_clear_json_error() {
     let (status, body) = app.list_keys_page(999_999, "limit=5").await;
     assert_eq!((status, &body["error"]["code"]), (404, &"not_found".into()));
 }
+
+#[tokio::test]
+async fn key_counts_cover_every_config_from_one_query() {
+    let app = spawn_app().await;
+    let big = config_with_keys(&app, "counted", 1_500).await;
+    let small = config_with_keys(&app, "few", 2).await;
+    let empty = config_with_keys(&app, "none", 0).await;
+    let first = app.list_keys_page(small, "limit=1").await.1["items"][0]["id"]
+        .as_i64()
+        .unwrap();
+    app.admin(Method::PATCH, &format!("/keys/{first}"))
+        .json(&serde_json::json!({"is_active": false}))
+        .send()
+        .await
+        .unwrap();
+    let counts: Value = app
+        .admin(Method::GET, "/key-counts")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let of = |config: i64| {
+        counts["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["proxy_config_id"] == config)
+            .cloned()
+    };
+    let big = of(big).unwrap();
+    assert_eq!(
+        (big["total"].as_u64(), big["ok"].as_u64()),
+        (Some(1_500), Some(1_500))
+    );
+    let small = of(small).unwrap();
+    assert_eq!(
+        (
+            small["total"].as_u64(),
+            small["ok"].as_u64(),
+            small["disabled"].as_u64()
+        ),
+        (Some(2), Some(1), Some(1))
+    );
+    assert!(of(empty).is_none(), "configs without keys are left out");
+    let status = app
+        .client
+        .get(app.url("/admin/key-counts"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 401, "admin only");
+}
