@@ -72,8 +72,9 @@ fn authorize_scrape(request: &HttpRequest, token: &SecretString) -> Result<(), A
     Ok(())
 }
 
-/// Counts keys by config and health from one grouped store query, so a scrape costs the same
-/// whatever the pools hold; a store that is down yields no gauge rather than an error. The
+/// Counts keys by config and health from one grouped store query, so the server's work and
+/// memory per scrape grow with the configs, not their pools (the database counts the rows); a
+/// store that is down yields no gauge rather than an error. The
 /// health is the stored one, which the server writes as soon as a key's health changes live;
 /// a key switched off counts as `disabled` whatever its health.
 async fn keys_by_health(state: &AppState) -> Vec<(String, &'static str, i64)> {
