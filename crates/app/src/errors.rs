@@ -200,6 +200,17 @@ impl From<DomainError> for ApiError {
     }
 }
 
+impl From<domain::KeyQueryError> for ApiError {
+    fn from(error: domain::KeyQueryError) -> Self {
+        match error {
+            domain::KeyQueryError::Cursor(malformed) => {
+                ApiError::bad_request("invalid_cursor", malformed.to_string())
+            }
+            domain::KeyQueryError::Fields(errors) => DomainError::Invalid(errors).into(),
+        }
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         self.status

@@ -34,6 +34,7 @@ use utoipa::{
         crate::routes::admin::delete_config,
         crate::routes::admin::set_config_status,
         crate::routes::admin::list_keys,
+        crate::routes::admin::key_counts,
         crate::routes::admin::add_key,
         crate::routes::admin::import_keys,
         crate::routes::admin::clear_keys,
@@ -60,6 +61,9 @@ use utoipa::{
         BatchKeysInput,
         BatchImportReport,
         ApiKey,
+        KeyPage,
+        KeyCounts,
+        KeyTally,
         DeletedCount,
         ProbeReport,
         ErrorBody,
@@ -465,6 +469,40 @@ pub struct ApiKey {
     pub updated_at: String,
 }
 
+/// `GET /admin/proxy-configs/{id}/keys`: one page of a pool.
+#[derive(Serialize, ToSchema)]
+pub struct KeyPage {
+    /// The keys of this page, ordered by id.
+    pub items: Vec<ApiKey>,
+    /// Pass it as `cursor` for the next page; `null` when no key follows.
+    #[schema(required = true, examples("4711"))]
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /admin/key-counts`.
+#[derive(Serialize, ToSchema)]
+pub struct KeyCounts {
+    /// One entry per config that has keys, ordered by config id.
+    pub items: Vec<KeyTally>,
+}
+
+/// One config's keys, counted.
+#[derive(Serialize, ToSchema)]
+pub struct KeyTally {
+    /// The config.
+    pub proxy_config_id: i64,
+    /// Every key.
+    pub total: u64,
+    /// Switched on and in rotation.
+    pub ok: u64,
+    /// Switched on and cooling down.
+    pub cooling: u64,
+    /// Switched on and failed.
+    pub failed: u64,
+    /// Switched off, whatever their health.
+    pub disabled: u64,
+}
+
 /// `DELETE /admin/proxy-configs/{id}/keys`.
 #[derive(Serialize, ToSchema)]
 pub struct DeletedCount {
@@ -590,6 +628,7 @@ mod tests {
             "POST /admin/proxy-configs/{id}/keys",
             "DELETE /admin/proxy-configs/{id}/keys",
             "POST /admin/proxy-configs/{id}/keys/batch",
+            "GET /admin/key-counts",
             "PATCH /admin/keys/{key_id}",
             "DELETE /admin/keys/{key_id}",
             "POST /admin/keys/{key_id}/test",

@@ -15,6 +15,9 @@ function required(name) {
 export const env = {
   baseUrl: required('BASE_URL').replace(/\/+$/, ''),
   adminPassword: required('ADMIN_PASSWORD'),
+  // A token the Rust test already holds: logins are rate-limited (10 a minute per address), so
+  // a suite that needs no login page uses this one instead of logging in again.
+  adminToken: required('ADMIN_TOKEN'),
   proxyKey: required('PROXY_KEY'),
   mockUrl: required('MOCK_URL').replace(/\/+$/, ''),
   chromiumPath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
@@ -76,6 +79,18 @@ export async function loginThroughUi(page) {
   await page.fill('#login-username', 'admin');
   await page.fill('#login-password', env.adminPassword);
   await page.click('.login-form button[type=submit]');
+  await page.locator('.configs-page').waitFor();
+}
+
+/** Opens the console already logged in with `env.adminToken`, without a login request. */
+export async function openWithSession(page) {
+  await page.goto(`${env.baseUrl}/`);
+  await page.evaluate((token) => {
+    sessionStorage.setItem('akr.token', token);
+    sessionStorage.setItem('akr.expires', String(Date.now() + 10 * 60 * 1000));
+  }, env.adminToken);
+  await page.goto(`${env.baseUrl}/#/configs`);
+  await page.reload();
   await page.locator('.configs-page').waitFor();
 }
 

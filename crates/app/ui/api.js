@@ -143,8 +143,21 @@ export const deleteConfig = (configId) => request('DELETE', `/proxy-configs/${id
 /** Turns a proxy config on or off. */
 export const setConfigActive = (configId, active) =>
   request('PUT', `/proxy-configs/${id(configId)}/status`, { is_active: active });
-/** A config's keys, masked. */
-export const listKeys = (configId) => request('GET', `/proxy-configs/${id(configId)}/keys`);
+/**
+ * One page of a config's keys, masked: `{items, next_cursor}`. Options: `limit` (1–1000),
+ * `cursor` (the previous page's `next_cursor`), `health` (`ok`, `cooling`, `failed`) and
+ * `isActive` (`true`, `false`); empty ones are left out.
+ */
+export const listKeys = (configId, { limit, cursor, health, isActive } = {}) => {
+  const query = new URLSearchParams();
+  for (const [name, value] of [['limit', limit], ['cursor', cursor], ['health', health], ['is_active', isActive]]) {
+    if (value !== undefined && value !== null && value !== '') query.set(name, String(value));
+  }
+  const search = query.toString();
+  return request('GET', `/proxy-configs/${id(configId)}/keys${search ? `?${search}` : ''}`);
+};
+/** Every config's keys counted: `{items: [{proxy_config_id, total, ok, cooling, failed, disabled}]}`. */
+export const keyCounts = () => request('GET', '/key-counts');
 /** Imports many keys at once. */
 export const importKeys = (configId, keys) => request('POST', `/proxy-configs/${id(configId)}/keys/batch`, { keys });
 /** Deletes every key of a config. */

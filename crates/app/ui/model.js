@@ -1,4 +1,4 @@
-// What the console derives from API data: client base URLs and key counts by health.
+// What the console derives from API data: client base URLs and a config's key counts.
 
 const UPSTREAM_CLIENT_FORMAT = {
   openai_compatible: 'openai',
@@ -24,16 +24,10 @@ export function clientBaseUrl(publicBase, config) {
   return format === 'openai' || format === 'openai_responses' ? `${base}/llm/${slug}/v1` : `${base}/llm/${slug}`;
 }
 
-/** Counts of a pool: disabled keys apart, enabled ones by health. */
-export function keyCounts(keys) {
-  const counts = { total: keys.length, ok: 0, cooling: 0, failed: 0, disabled: 0 };
-  for (const key of keys) {
-    if (!key.is_active) counts.disabled += 1;
-    else if (key.health === 'cooling' && key.cooldown_until && new Date(key.cooldown_until) <= new Date()) counts.ok += 1;
-    else if (key.health in counts) counts[key.health] += 1;
-    else counts.ok += 1;
-  }
-  return counts;
+/** The counts of one config from `GET /admin/key-counts`; a config without keys has none. */
+export function countsOf(keyCounts, configId) {
+  const found = (keyCounts.items || []).find((item) => String(item.proxy_config_id) === String(configId));
+  return found || { total: 0, ok: 0, cooling: 0, failed: 0, disabled: 0 };
 }
 
 /** Where the upstream format puts the key when the config does not say. */

@@ -4,8 +4,12 @@
 use std::sync::Arc;
 
 use crate::{
+    clock::{Clock, SystemClock},
     command::{BatchImportReport, BatchKeysInput, NewKeyInput, ProxyConfigInput},
     error::Result,
+    key_page::{
+        HealthState, KeyCursor, KeyPage, KeyPageQuery, KeyRange, KeyTally, MAX_SCANNED_KEYS,
+    },
     model::{ApiKey, ApiKeyId, ConfigChange, KeyHealth, ProxyConfig, ProxyConfigId, Slug},
     ports::{ConfigEvents, ProxyStore, RotationState},
 };
@@ -21,6 +25,7 @@ pub struct AdminService {
     rotation: Arc<dyn RotationState>,
     events: Arc<dyn ConfigEvents>,
     local_hook: Option<LocalChangeHook>,
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for AdminService {
@@ -41,7 +46,15 @@ impl AdminService {
             rotation,
             events,
             local_hook: None,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Reads time from `clock` (the system clock by default), to tell ended cooldowns.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Adds the hook run on this instance for every change.
@@ -121,22 +134,87 @@ impl AdminService {
         Ok(config)
     }
 
-    /// A config's keys, with live health from the rotation state when it answers.
+    /// Every key of a config, with live health from the rotation state when it answers. Its cost
+    /// grows with the pool: for jobs that must see every key; the admin API pages with
+    /// [`AdminService::list_key_page`].
     ///
     /// # Errors
     /// An unknown config; an unavailable store.
     pub async fn list_keys(&self, config: ProxyConfigId) -> Result<Vec<ApiKey>> {
         let mut keys = self.store.list_keys(config).await?;
-        let ids: Vec<ApiKeyId> = keys.iter().map(|k| k.id).collect();
-        // The stored health is a fallback: it lags the live state by one flush at most.
-        if let Ok(states) = self.rotation.key_states(&ids).await
-            && states.len() == keys.len()
-        {
-            for (key, health) in keys.iter_mut().zip(states) {
-                key.health = health;
+        self.overlay_live_health(&mut keys).await;
+        Ok(keys)
+    }
+
+    /// One page of a config's keys, ordered by id, with live health. Memory is bounded by the
+    /// page: the store reads `limit + 1` keys (the extra one tells whether a page follows), and
+    /// a health filter, which the store cannot apply since live health is not stored, reads on
+    /// in pages of the largest size until the page is full, the pool ends, or
+    /// [`MAX_SCANNED_KEYS`] keys were read; then the cursor continues after the last key read.
+    ///
+    /// # Errors
+    /// An unknown config; an unavailable store.
+    pub async fn list_key_page(
+        &self,
+        config: ProxyConfigId,
+        query: &KeyPageQuery,
+    ) -> Result<KeyPage> {
+        let limit = query.limit.get();
+        let batch = match query.health {
+            None => limit + 1,
+            Some(_) => crate::key_page::MAX_PAGE_LIMIT + 1,
+        };
+        let mut items: Vec<ApiKey> = Vec::with_capacity(limit);
+        let mut after = query.after;
+        let mut scanned = 0;
+        loop {
+            let range = KeyRange {
+                after,
+                limit: batch,
+                is_active: query.is_active,
+            };
+            let mut keys = self.store.list_key_range(config, range).await?;
+            let exhausted = keys.len() < batch;
+            self.overlay_live_health(&mut keys).await;
+            let now = self.clock.now();
+            for key in keys {
+                if items.len() == limit {
+                    // A key follows the full page.
+                    let next_cursor = items.last().map(|k| KeyCursor::after(k.id));
+                    return Ok(KeyPage { items, next_cursor });
+                }
+                after = Some(key.id);
+                scanned += 1;
+                if query
+                    .health
+                    .is_none_or(|wanted| HealthState::of(key.health, now) == wanted)
+                {
+                    items.push(key);
+                }
+            }
+            if exhausted {
+                return Ok(KeyPage {
+                    items,
+                    next_cursor: None,
+                });
+            }
+            if scanned >= MAX_SCANNED_KEYS {
+                return Ok(KeyPage {
+                    items,
+                    next_cursor: after.map(KeyCursor::after),
+                });
             }
         }
-        Ok(keys)
+    }
+
+    /// Every config's keys counted by switch and stored health, from one grouped store query
+    /// whatever the pools hold. Configs without keys are left out.
+    ///
+    /// # Errors
+    /// An unavailable store.
+    pub async fn key_tallies(&self) -> Result<std::collections::BTreeMap<ProxyConfigId, KeyTally>> {
+        let counts = self.store.count_keys(self.clock.now()).await?;
+        Ok(KeyTally::per_config(&counts))
     }
 
     /// One key, with live health.
@@ -266,6 +344,27 @@ impl AdminService {
             hook(&change);
         }
         let _ = self.events.publish(change).await;
+    }
+
+    /// Replaces the stored health of `keys` with the live one, as of now (an ended cooldown reads
+    /// ok). The stored health is a fallback when the rotation state does not answer: it lags the
+    /// live state by one write at most.
+    async fn overlay_live_health(&self, keys: &mut [ApiKey]) {
+        if keys.is_empty() {
+            return;
+        }
+        let ids: Vec<ApiKeyId> = keys.iter().map(|k| k.id).collect();
+        if let Ok(states) = self.rotation.key_states(&ids).await
+            && states.len() == keys.len()
+        {
+            for (key, health) in keys.iter_mut().zip(states) {
+                key.health = health;
+            }
+        }
+        let now = self.clock.now();
+        for key in keys {
+            key.health = key.health.at(now);
+        }
     }
 
     /// Rotation state of deleted keys is only memory; leaving it behind is harmless.
@@ -433,6 +532,151 @@ mod tests {
         );
         let keys = service.list_keys(ProxyConfigId(3)).await.unwrap();
         assert_eq!(keys[1].health, KeyHealth::Failed);
+    }
+
+    fn page_store(pool: i64) -> MockProxyStore {
+        let mut store = MockProxyStore::new();
+        store
+            .expect_list_key_range()
+            .returning(move |config, range| {
+                let from = range.after.map_or(1, |after| after.0 + 1);
+                let to = (from + range.limit as i64).min(pool + 1);
+                Ok((from..to).map(|id| key(id, config.0)).collect())
+            });
+        store
+    }
+
+    fn failed_every(nth: i64) -> MockRotationState {
+        let mut rotation = MockRotationState::new();
+        rotation.expect_key_states().returning(move |ids| {
+            Ok(ids
+                .iter()
+                .map(|id| {
+                    if id.0 % nth == 0 {
+                        KeyHealth::Failed
+                    } else {
+                        KeyHealth::Ok
+                    }
+                })
+                .collect())
+        });
+        rotation
+    }
+
+    fn query(limit: usize, health: Option<HealthState>) -> KeyPageQuery {
+        KeyPageQuery {
+            limit: crate::key_page::PageLimit::new(limit).unwrap(),
+            health,
+            ..KeyPageQuery::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_page_reads_one_key_more_than_its_limit_to_find_the_next_one() {
+        let mut store = MockProxyStore::new();
+        store
+            .expect_list_key_range()
+            .withf(|_, range| range.limit == 4 && range.after == Some(ApiKeyId(10)))
+            .times(1)
+            .returning(|config, _| Ok((11..15).map(|id| key(id, config.0)).collect()));
+        let service = AdminService::new(
+            Arc::new(store),
+            Arc::new(failed_every(1_000)),
+            Arc::new(MockConfigEvents::new()),
+        );
+        let page = service
+            .list_key_page(
+                ProxyConfigId(1),
+                &KeyPageQuery {
+                    after: Some(ApiKeyId(10)),
+                    ..query(3, None)
+                },
+            )
+            .await
+            .unwrap();
+        let ids: Vec<i64> = page.items.iter().map(|k| k.id.0).collect();
+        assert_eq!(ids, [11, 12, 13]);
+        assert_eq!(page.next_cursor, Some(KeyCursor::after(ApiKeyId(13))));
+    }
+
+    #[tokio::test]
+    async fn the_last_page_has_no_cursor() {
+        let service = AdminService::new(
+            Arc::new(page_store(5)),
+            Arc::new(failed_every(1_000)),
+            Arc::new(MockConfigEvents::new()),
+        );
+        let page = service
+            .list_key_page(ProxyConfigId(1), &query(5, None))
+            .await
+            .unwrap();
+        assert_eq!(page.items.len(), 5);
+        assert_eq!(page.next_cursor, None);
+    }
+
+    #[tokio::test]
+    async fn a_health_filter_matches_live_health_across_store_reads() {
+        // Every 700th key failed: 3 failed keys need three store reads of 1 001 keys.
+        let service = AdminService::new(
+            Arc::new(page_store(5_000)),
+            Arc::new(failed_every(700)),
+            Arc::new(MockConfigEvents::new()),
+        );
+        let page = service
+            .list_key_page(ProxyConfigId(1), &query(3, Some(HealthState::Failed)))
+            .await
+            .unwrap();
+        let ids: Vec<i64> = page.items.iter().map(|k| k.id.0).collect();
+        assert_eq!(ids, [700, 1_400, 2_100]);
+        assert!(page.items.iter().all(|k| k.health == KeyHealth::Failed));
+        assert_eq!(page.next_cursor, Some(KeyCursor::after(ApiKeyId(2_100))));
+    }
+
+    #[tokio::test]
+    async fn a_health_filter_stops_after_the_scan_budget_with_a_cursor() {
+        let service = AdminService::new(
+            Arc::new(page_store(50_000)),
+            Arc::new(failed_every(1_000_000)),
+            Arc::new(MockConfigEvents::new()),
+        );
+        let page = service
+            .list_key_page(ProxyConfigId(1), &query(10, Some(HealthState::Failed)))
+            .await
+            .unwrap();
+        assert!(page.items.is_empty());
+        let cursor = page.next_cursor.expect("the scan goes on from a cursor");
+        let scanned = usize::try_from(cursor.last_seen().0).unwrap();
+        assert!(
+            (MAX_SCANNED_KEYS..MAX_SCANNED_KEYS + 1_001).contains(&scanned),
+            "{scanned}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_ended_cooldown_lists_as_ok_when_the_live_state_is_down() {
+        let mut store = MockProxyStore::new();
+        store.expect_list_key_range().returning(|config, _| {
+            let mut cooled = key(1, config.0);
+            cooled.health = KeyHealth::Cooling {
+                until: Utc::now() - chrono::TimeDelta::seconds(5),
+            };
+            Ok(vec![cooled])
+        });
+        let mut rotation = MockRotationState::new();
+        rotation
+            .expect_key_states()
+            .returning(|_| Err(Error::cache("down")));
+        let service = AdminService::new(
+            Arc::new(store),
+            Arc::new(rotation),
+            Arc::new(MockConfigEvents::new()),
+        );
+        let page = service
+            .list_key_page(ProxyConfigId(1), &query(10, Some(HealthState::Ok)))
+            .await
+            .unwrap();
+        assert_eq!(page.items.len(), 1);
+        assert_eq!(page.items[0].health, KeyHealth::Ok);
     }
 
     #[tokio::test]

@@ -32,6 +32,7 @@ use futures_util::StreamExt;
 use crate::{
     command::ProxyConfigInput,
     error::{Entity, Error},
+    key_page::{HealthState, KeyCount, KeyRange},
     model::{
         ApiKeyId, ConfigChange, ConfigKind, KeyHealth, KeySecret, ProxyConfigId, ProxyConfigSpec,
         Slug, UsageDelta, UsageEvent,
@@ -124,6 +125,8 @@ pub async fn proxy_store(store: &dyn ProxyStore) {
     store_batch_import(store).await;
     store_snapshot_by_slug(store).await;
     store_usage_and_health(store).await;
+    store_key_ranges(store).await;
+    store_key_counts(store).await;
     store_cascade_delete(store).await;
 }
 
@@ -591,6 +594,217 @@ pub async fn store_usage_and_health(store: &dyn ProxyStore) {
         .await
         .expect("unknown ignored");
     store.delete_config(config.id).await.unwrap();
+}
+
+/// Key ranges: one page after a cursor, ordered by id, filtered by the switch, never another
+/// config's keys.
+pub async fn store_key_ranges(store: &dyn ProxyStore) {
+    let suffix = unique_suffix();
+    let config = store.create_config(generic_spec(&suffix)).await.unwrap();
+    let other = store.create_config(llm_spec(&suffix)).await.unwrap();
+    let values: Vec<KeySecret> = (0..7)
+        .map(|i| secret(&format!("sk-{suffix}-range-{i}")))
+        .collect();
+    store
+        .add_keys(config.id, values.clone(), true)
+        .await
+        .unwrap();
+    store.add_keys(other.id, values, true).await.unwrap();
+    let all: Vec<ApiKeyId> = store
+        .list_keys(config.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|k| k.id)
+        .collect();
+    for id in [all[1], all[4]] {
+        store.set_key_active(id, false).await.unwrap();
+    }
+    let range = |after, limit, is_active| KeyRange {
+        after,
+        limit,
+        is_active,
+    };
+    let ids =
+        |keys: Vec<crate::model::ApiKey>| -> Vec<ApiKeyId> { keys.iter().map(|k| k.id).collect() };
+
+    let first = store
+        .list_key_range(config.id, range(None, 3, None))
+        .await
+        .expect("first page");
+    assert_eq!(
+        ids(first.clone()),
+        all[..3],
+        "first page: the lowest ids, in order"
+    );
+    assert!(
+        first.iter().all(|k| k.proxy_config_id == config.id),
+        "a page holds only the config's keys"
+    );
+    let second = store
+        .list_key_range(config.id, range(Some(all[2]), 3, None))
+        .await
+        .unwrap();
+    assert_eq!(ids(second), all[3..6], "a page starts after the cursor");
+    let last = store
+        .list_key_range(config.id, range(Some(all[5]), 3, None))
+        .await
+        .unwrap();
+    assert_eq!(ids(last), all[6..], "the last page may be short");
+    let past = store
+        .list_key_range(config.id, range(Some(all[6]), 3, None))
+        .await
+        .unwrap();
+    assert!(past.is_empty(), "nothing after the last key");
+
+    let active = store
+        .list_key_range(config.id, range(None, 10, Some(true)))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(active),
+        [all[0], all[2], all[3], all[5], all[6]],
+        "is_active = true keeps switched-on keys"
+    );
+    let inactive = store
+        .list_key_range(config.id, range(Some(all[1]), 10, Some(false)))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(inactive),
+        [all[4]],
+        "is_active = false keeps switched-off keys after the cursor"
+    );
+    let read = store
+        .list_key_range(config.id, range(Some(all[0]), 1, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        read[0].key_value.expose(),
+        format!("sk-{suffix}-range-1"),
+        "a page carries the whole key, as list_keys does"
+    );
+    assert!(!read[0].is_active);
+
+    let empty = store
+        .create_config(generic_spec(&format!("{suffix}e")))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .list_key_range(empty.id, range(None, 5, None))
+            .await
+            .expect("a config without keys has an empty page")
+            .is_empty()
+    );
+    assert_not_found(
+        store
+            .list_key_range(ProxyConfigId(i64::MAX - 7), range(None, 5, None))
+            .await,
+        Entity::ProxyConfig,
+        "page of an unknown config",
+    );
+
+    for id in [config.id, other.id, empty.id] {
+        store.delete_config(id).await.unwrap();
+    }
+}
+
+/// Key counts: per config, stored health (an ended cooldown counts as ok) and switch.
+pub async fn store_key_counts(store: &dyn ProxyStore) {
+    let suffix = unique_suffix();
+    let config = store.create_config(generic_spec(&suffix)).await.unwrap();
+    let other = store.create_config(llm_spec(&suffix)).await.unwrap();
+    let values: Vec<KeySecret> = (0..6)
+        .map(|i| secret(&format!("sk-{suffix}-count-{i}")))
+        .collect();
+    store
+        .add_keys(config.id, values.clone(), true)
+        .await
+        .unwrap();
+    store
+        .add_keys(other.id, values[..2].to_vec(), false)
+        .await
+        .unwrap();
+    let keys: Vec<ApiKeyId> = store
+        .list_keys(config.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|k| k.id)
+        .collect();
+    let now = Utc::now();
+    store
+        .set_key_health(keys[0], KeyHealth::Failed)
+        .await
+        .unwrap();
+    store
+        .set_key_health(keys[1], KeyHealth::Failed)
+        .await
+        .unwrap();
+    store
+        .set_key_health(
+            keys[2],
+            KeyHealth::Cooling {
+                until: now + TimeDelta::seconds(300),
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .set_key_health(
+            keys[3],
+            KeyHealth::Cooling {
+                until: now - TimeDelta::seconds(300),
+            },
+        )
+        .await
+        .unwrap();
+    store.set_key_active(keys[1], false).await.unwrap();
+
+    let counts = store.count_keys(now).await.expect("count keys");
+    let of = |config: ProxyConfigId| {
+        let mut mine: Vec<(HealthState, bool, u64)> = counts
+            .iter()
+            .filter(|c: &&KeyCount| c.config == config && c.count > 0)
+            .map(|c| (c.health, c.is_active, c.count))
+            .collect();
+        mine.sort();
+        mine
+    };
+    assert_eq!(
+        of(config.id),
+        [
+            (HealthState::Ok, true, 3),
+            (HealthState::Cooling, true, 1),
+            (HealthState::Failed, false, 1),
+            (HealthState::Failed, true, 1),
+        ],
+        "counts per stored health and switch; the ended cooldown counts as ok"
+    );
+    assert_eq!(
+        of(other.id),
+        [(HealthState::Ok, false, 2)],
+        "each config is counted apart"
+    );
+    let later = store
+        .count_keys(now + TimeDelta::seconds(600))
+        .await
+        .unwrap();
+    let cooling_later: u64 = later
+        .iter()
+        .filter(|c| c.config == config.id && c.health == HealthState::Cooling)
+        .map(|c| c.count)
+        .sum();
+    assert_eq!(cooling_later, 0, "health is counted as of the time given");
+
+    store.delete_config(config.id).await.unwrap();
+    store.delete_config(other.id).await.unwrap();
+    let gone = store.count_keys(now).await.unwrap();
+    assert!(
+        gone.iter().all(|c| c.config != config.id || c.count == 0),
+        "a deleted config's keys are not counted"
+    );
 }
 
 /// Deleting a config deletes its keys.

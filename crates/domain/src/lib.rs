@@ -17,6 +17,7 @@ pub mod command;
 pub mod contract;
 pub mod error;
 pub mod failover;
+pub mod key_page;
 pub mod model;
 pub mod original;
 pub mod ports;
@@ -33,6 +34,10 @@ pub use error::{Dependency, Entity, Error, Result};
 pub use failover::{
     AttemptClass, AttemptFailure, AttemptList, BodyReplay, ConfigPolicy, Decision, Failover,
     FailoverPolicy, FailoverRules, Next, RetryClass, RetryOn, probe_decision,
+};
+pub use key_page::{
+    HealthState, KeyCount, KeyCursor, KeyListInput, KeyPage, KeyPageQuery, KeyQueryError, KeyRange,
+    MalformedCursor, PageLimit,
 };
 pub use model::{
     ApiFormat, ApiKey, ApiKeyId, ConfigChange, ConfigKind, ConfigName, ConfigSnapshot, ConfigType,

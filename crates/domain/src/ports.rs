@@ -14,6 +14,7 @@ use futures_core::Stream;
 
 use crate::{
     error::Result,
+    key_page::{KeyCount, KeyRange},
     model::{
         ApiKey, ApiKeyId, ConfigChange, ConfigSnapshot, KeyHealth, KeySecret, ProxyConfig,
         ProxyConfigId, ProxyConfigSpec, Slug, UsageDelta, UsageEvent,
@@ -50,8 +51,18 @@ pub trait ProxyStore: Send + Sync {
     async fn set_config_active(&self, id: ProxyConfigId, is_active: bool) -> Result<ProxyConfig>;
     /// Deletes a config and all its keys; returns what was deleted.
     async fn delete_config(&self, id: ProxyConfigId) -> Result<ProxyConfig>;
-    /// The keys of a config, ordered by id; `NotFound` when the config does not exist.
+    /// The keys of a config, ordered by id; `NotFound` when the config does not exist. Its cost
+    /// grows with the pool: the admin API and the metrics use [`ProxyStore::list_key_range`] and
+    /// [`ProxyStore::count_keys`]; only jobs that must see every key call this.
     async fn list_keys(&self, config: ProxyConfigId) -> Result<Vec<ApiKey>>;
+    /// At most `range.limit` keys of a config with an id above `range.after` (and the switch
+    /// `range.is_active` when given), ordered by id: one page, read without loading the pool.
+    /// `NotFound` when the config does not exist.
+    async fn list_key_range(&self, config: ProxyConfigId, range: KeyRange) -> Result<Vec<ApiKey>>;
+    /// How many keys each config has per stored health and switch position, with health as of
+    /// `now` (an ended cooldown counts as ok). Pairs without keys may be left out. Computed by
+    /// the store (one grouped query), so the caller's cost does not grow with the pools.
+    async fn count_keys(&self, now: DateTime<Utc>) -> Result<Vec<KeyCount>>;
     /// One key.
     async fn get_key(&self, id: ApiKeyId) -> Result<ApiKey>;
     /// Adds one key; `Conflict { field: "key_value" }` when the config already has it.

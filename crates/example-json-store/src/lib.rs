@@ -28,8 +28,9 @@ use std::{
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use domain::{
-    ApiKey, ApiKeyId, ConfigSnapshot, Entity, Error, InsertedKeys, KeyHealth, KeySecret,
-    ProxyConfig, ProxyConfigId, ProxyConfigSpec, ProxyStore, Result, Slug, UsageDelta,
+    ApiKey, ApiKeyId, ConfigSnapshot, Entity, Error, HealthState, InsertedKeys, KeyCount,
+    KeyHealth, KeyRange, KeySecret, ProxyConfig, ProxyConfigId, ProxyConfigSpec, ProxyStore,
+    Result, Slug, UsageDelta,
 };
 
 use crate::convert::{ConfigRecord, KeyRecord, Tables, io_error};
@@ -245,6 +246,45 @@ impl ProxyStore for JsonFileStore {
         self.read(|tables| {
             config_index(tables, config)?;
             keys_of(tables, config).map(KeyRecord::to_domain).collect()
+        })
+    }
+
+    async fn list_key_range(&self, config: ProxyConfigId, range: KeyRange) -> Result<Vec<ApiKey>> {
+        self.read(|tables| {
+            config_index(tables, config)?;
+            // Keys are kept ordered by id, so the range starts at a binary search.
+            let start = range
+                .after
+                .map_or(0, |after| tables.keys.partition_point(|k| k.id <= after.0));
+            tables.keys[start..]
+                .iter()
+                .filter(|k| k.proxy_config_id == config.0)
+                .filter(|k| range.is_active.is_none_or(|active| k.is_active == active))
+                .take(range.limit)
+                .map(KeyRecord::to_domain)
+                .collect()
+        })
+    }
+
+    async fn count_keys(&self, now: DateTime<Utc>) -> Result<Vec<KeyCount>> {
+        self.read(|tables| {
+            let mut counts: std::collections::BTreeMap<(i64, HealthState, bool), u64> =
+                std::collections::BTreeMap::new();
+            for key in &tables.keys {
+                let health = HealthState::of(key.to_domain()?.health, now);
+                *counts
+                    .entry((key.proxy_config_id, health, key.is_active))
+                    .or_default() += 1;
+            }
+            Ok(counts
+                .into_iter()
+                .map(|((config, health, is_active), count)| KeyCount {
+                    config: ProxyConfigId(config),
+                    health,
+                    is_active,
+                    count,
+                })
+                .collect())
         })
     }
 

@@ -1,6 +1,6 @@
 //! [`forward_proxy_store!`](crate::forward_proxy_store): implements `domain::ProxyStore` for an
 //! adapter's store type by forwarding every call to the [`SqlStore`](crate::SqlStore) it wraps,
-//! so neither adapter repeats the port's seventeen methods.
+//! so neither adapter repeats the port's methods.
 
 /// Implements `domain::ProxyStore` for `$store` by forwarding to its `SqlStore` field `$field`.
 ///
@@ -63,6 +63,22 @@ macro_rules! forward_proxy_store {
                 config: $crate::__private::domain::ProxyConfigId,
             ) -> $crate::__private::domain::Result<Vec<$crate::__private::domain::ApiKey>> {
                 $crate::__private::domain::ProxyStore::list_keys(&self.$field, config).await
+            }
+
+            async fn list_key_range(
+                &self,
+                config: $crate::__private::domain::ProxyConfigId,
+                range: $crate::__private::domain::KeyRange,
+            ) -> $crate::__private::domain::Result<Vec<$crate::__private::domain::ApiKey>> {
+                $crate::__private::domain::ProxyStore::list_key_range(&self.$field, config, range)
+                    .await
+            }
+
+            async fn count_keys(
+                &self,
+                now: $crate::__private::chrono::DateTime<$crate::__private::chrono::Utc>,
+            ) -> $crate::__private::domain::Result<Vec<$crate::__private::domain::KeyCount>> {
+                $crate::__private::domain::ProxyStore::count_keys(&self.$field, now).await
             }
 
             async fn get_key(

@@ -37,5 +37,6 @@ pub use rewrite::{KeyCensus, KeyRewrite, RewriteError, RewriteProgress};
 #[doc(hidden)]
 pub mod __private {
     pub use async_trait::async_trait;
+    pub use chrono;
     pub use domain;
 }

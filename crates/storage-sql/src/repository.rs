@@ -12,8 +12,9 @@ use std::{collections::BTreeMap, sync::Arc};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{
-    ApiKey, ApiKeyId, ConfigSnapshot, Entity, Error, InsertedKeys, KeyHealth, KeySecret,
-    ProxyConfig, ProxyConfigId, ProxyConfigSpec, ProxyStore, Result, Slug, UsageDelta,
+    ApiKey, ApiKeyId, ConfigSnapshot, Entity, Error, HealthState, InsertedKeys, KeyCount,
+    KeyHealth, KeyRange, KeySecret, ProxyConfig, ProxyConfigId, ProxyConfigSpec, ProxyStore,
+    Result, Slug, UsageDelta,
 };
 use sea_orm::{
     ActiveModelTrait,
@@ -374,6 +375,33 @@ impl SqlStore {
             .and_where(Expr::col(Column::Id).is_in(deltas.iter().map(|d| d.key_id.0)));
         self.backend.build(&update)
     }
+
+    /// The grouped count behind [`ProxyStore::count_keys`]: one row per config, switch and
+    /// health, where a cooldown that has ended by `now` counts as ok. The health expression is
+    /// grouped by its alias, which every supported database accepts; repeating the expression
+    /// would bind `now` twice, and MySQL does not see two placeholders as one expression.
+    fn count_keys_statement(&self, now: DateTime<Utc>) -> Statement {
+        use api_key::Column;
+        let cooling = || Expr::col(Column::Health).eq("cooling");
+        let health = CaseStatement::new()
+            .case(
+                cooling().and(Expr::col(Column::CooldownUntil).gt(convert::stored_time(now))),
+                Expr::val("cooling"),
+            )
+            .case(cooling(), Expr::val("ok"))
+            .finally(Expr::col(Column::Health));
+        let mut select = Query::select();
+        select
+            .from(api_key::Entity)
+            .column(Column::ProxyConfigId)
+            .column(Column::IsActive)
+            .expr_as(health, "health_state")
+            .expr_as(Expr::col(Column::Id).count(), "key_count")
+            .group_by_col(Column::ProxyConfigId)
+            .group_by_col(Column::IsActive)
+            .group_by_col("health_state");
+        self.backend.build(&select)
+    }
 }
 
 /// Splits keys into runs that each fit one insert statement.
@@ -486,6 +514,62 @@ impl ProxyStore for SqlStore {
             self.find_config(&self.db, config).await?;
         }
         Ok(keys)
+    }
+
+    async fn list_key_range(&self, config: ProxyConfigId, range: KeyRange) -> Result<Vec<ApiKey>> {
+        let mut select =
+            api_key::Entity::find().filter(api_key::Column::ProxyConfigId.eq(config.0));
+        if let Some(after) = range.after {
+            select = select.filter(api_key::Column::Id.gt(after.0));
+        }
+        if let Some(is_active) = range.is_active {
+            select = select.filter(api_key::Column::IsActive.eq(is_active));
+        }
+        let keys = select
+            .order_by_asc(api_key::Column::Id)
+            .limit(u64::try_from(range.limit).unwrap_or(u64::MAX))
+            .all(&self.db)
+            .await
+            .map_err(|err| self.error(err))?
+            .into_iter()
+            .map(|row| self.key_from_row(row))
+            .collect::<Result<Vec<_>>>()?;
+        if keys.is_empty() {
+            // No keys: tell an empty page from an unknown config.
+            self.find_config(&self.db, config).await?;
+        }
+        Ok(keys)
+    }
+
+    async fn count_keys(&self, now: DateTime<Utc>) -> Result<Vec<KeyCount>> {
+        let rows = self
+            .db
+            .query_all_raw(self.count_keys_statement(now))
+            .await
+            .map_err(|err| self.error(err))?;
+        rows.iter()
+            .map(|row| {
+                let column = |err: DbErr| self.error(err);
+                let config: i64 = row.try_get("", "proxy_config_id").map_err(column)?;
+                let is_active: bool = row.try_get("", "is_active").map_err(column)?;
+                let health: String = row.try_get("", "health_state").map_err(column)?;
+                let count: i64 = row.try_get("", "key_count").map_err(column)?;
+                let health = HealthState::ALL
+                    .into_iter()
+                    .find(|state| state.as_str() == health)
+                    .ok_or_else(|| {
+                        Error::Internal(format!(
+                            "stored api keys of proxy config {config} have an invalid health"
+                        ))
+                    })?;
+                Ok(KeyCount {
+                    config: ProxyConfigId(config),
+                    health,
+                    is_active,
+                    count: u64::try_from(count).unwrap_or(0),
+                })
+            })
+            .collect()
     }
 
     async fn get_key(&self, id: ApiKeyId) -> Result<ApiKey> {

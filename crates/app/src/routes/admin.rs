@@ -2,8 +2,10 @@
 //! `app-config` and `login` requires an admin token; key values only ever leave masked.
 
 use actix_web::{HttpRequest, HttpResponse, dev::HttpServiceFactory, http::header, web};
-use domain::{ApiKeyId, BatchKeysInput, NewKeyInput, ProxyConfigId, ProxyConfigInput};
-use serde::Deserialize;
+use domain::{
+    ApiKeyId, BatchKeysInput, KeyListInput, NewKeyInput, ProxyConfigId, ProxyConfigInput,
+};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::{
@@ -48,6 +50,7 @@ pub fn scope(prefix: &str, cors: super::ProxyCors) -> impl HttpServiceFactory + 
         .service(
             resource("/proxy-configs/{id}/keys/batch", "POST").route(web::post().to(import_keys)),
         )
+        .route("/key-counts", web::get().to(key_counts))
         .service(
             resource("/keys/{key_id}", "PATCH, DELETE")
                 .route(web::patch().to(set_key_status))
@@ -305,21 +308,82 @@ async fn set_config_status(
     get,
     path = "/admin/proxy-configs/{id}/keys",
     tag = "keys",
-    summary = "List the keys of a config",
-    description = "Every key of the config, ordered by id, masked, with health and usage.",
+    summary = "List the keys of a config, a page at a time",
+    description = "One page of the config's keys, ordered by id, masked, with live health and usage. Pass `next_cursor` back as `cursor` for the next page; `null` means no key follows. With a `health` filter a page may hold fewer keys than `limit`, none even, and still have a `next_cursor`: one request reads at most 10 000 keys of the pool.",
     params(
         ("id" = i64, Path, description = "Proxy config id"),
+        ("limit" = Option<u16>, Query, description = "Keys per page, 1 to 1000", minimum = 1, maximum = 1000, example = 100),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page, as is"),
+        ("health" = Option<crate::openapi::KeyHealth>, Query, description = "Only keys in this live health"),
+        ("is_active" = Option<bool>, Query, description = "Only keys switched on (`true`) or off (`false`)"),
     ),
     responses(
-        (status = 200, description = "The keys", body = Vec<crate::openapi::ApiKey>),
+        (status = 200, description = "One page of keys", body = crate::openapi::KeyPage),
+        (status = 400, description = "`cursor` is not one this service handed out (`invalid_cursor`), or the query string cannot be read (`invalid_query`)", body = crate::openapi::ErrorBody),
         (status = 401, description = "Missing, invalid or expired admin token (`unauthorized`)", body = crate::openapi::ErrorBody),
         (status = 404, description = "No such config, or a non-numeric id (`not_found`)", body = crate::openapi::ErrorBody),
+        (status = 422, description = "`limit`, `health` or `is_active` is invalid, each listed in `error.fields` (`invalid_fields`)", body = crate::openapi::ErrorBody),
         (status = 503, description = "The database or cache is unreachable (`dependency_unavailable`)", body = crate::openapi::ErrorBody),
     ),
     security(("admin_token" = [])),
 )]
-async fn list_keys(_: Admin, state: State, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.admin.list_keys(ProxyConfigId(*id)).await?))
+async fn list_keys(
+    _: Admin,
+    state: State,
+    id: web::Path<i64>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let input = web::Query::<KeyListInput>::from_query(request.query_string())
+        .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
+    let query = input.validate()?;
+    let page = state
+        .admin
+        .list_key_page(ProxyConfigId(*id), &query)
+        .await?;
+    Ok(HttpResponse::Ok().json(KeyPageBody {
+        next_cursor: page.next_cursor.map(|cursor| cursor.to_string()),
+        items: page.items,
+    }))
+}
+
+/// The wire shape of a key page: `{"items": [...], "next_cursor": "..." | null}`.
+#[derive(Serialize)]
+struct KeyPageBody {
+    items: Vec<domain::ApiKey>,
+    next_cursor: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/admin/key-counts",
+    tag = "keys",
+    summary = "Count every config's keys",
+    description = "How many keys each config has: in all, switched off (`disabled`), and switched on by health. Counted by the database in one grouped query, whatever the pools hold; the health is the stored one, written as soon as a key's live health changes. Configs without keys are left out.",
+    responses(
+        (status = 200, description = "Counts per config, ordered by config id", body = crate::openapi::KeyCounts),
+        (status = 401, description = "Missing, invalid or expired admin token (`unauthorized`)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The database or cache is unreachable (`dependency_unavailable`)", body = crate::openapi::ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
+async fn key_counts(_: Admin, state: State) -> Result<HttpResponse, ApiError> {
+    let items: Vec<_> = state
+        .admin
+        .key_tallies()
+        .await?
+        .into_iter()
+        .map(|(config, tally)| {
+            json!({
+                "proxy_config_id": config,
+                "total": tally.total,
+                "ok": tally.ok,
+                "cooling": tally.cooling,
+                "failed": tally.failed,
+                "disabled": tally.disabled,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "items": items })))
 }
 
 #[utoipa::path(

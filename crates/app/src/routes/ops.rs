@@ -1,11 +1,14 @@
 //! Operations endpoints: `/health` (process up), `/ready` (store and cache reachable) and
-//! `/metrics` (Prometheus text format).
+//! `/metrics` (Prometheus text format, behind `METRICS_TOKEN` when it is set). A scrape costs
+//! one store query per config list and one grouped count, never a read of the key pools.
 
-use actix_web::{HttpResponse, get, web};
-use domain::KeyHealth;
+use actix_web::{HttpRequest, HttpResponse, get, http::header, web};
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
-use crate::state::AppState;
+use crate::{errors::ApiError, state::AppState};
 
 /// Mounts the operations routes.
 pub fn configure(config: &mut web::ServiceConfig) {
@@ -34,39 +37,63 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
 }
 
 #[get("/metrics")]
-async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+async fn metrics(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(token) = &state.settings.metrics_token {
+        authorize_scrape(&request, token)?;
+    }
     let keys = keys_by_health(&state).await;
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(state.metrics.render(&keys))
+        .body(state.metrics.render(&keys)))
 }
 
-/// Counts keys by config and health; a store that is down yields no gauge rather than an error.
+/// Checks the scraper's `Authorization: Bearer <METRICS_TOKEN>`. The two tokens are compared as
+/// SHA-256 digests in constant time, so neither the content nor the length of the token leaks
+/// through the answer's timing.
+fn authorize_scrape(request: &HttpRequest, token: &SecretString) -> Result<(), ApiError> {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(llm_adapters::bearer_token)
+        .unwrap_or_default();
+    let digest = |text: &str| Sha256::digest(text.as_bytes());
+    let matches: bool = digest(presented)
+        .ct_eq(&digest(token.expose_secret()))
+        .into();
+    if presented.is_empty() || !matches {
+        return Err(ApiError::unauthorized(
+            "send the metrics token as Authorization: Bearer <METRICS_TOKEN>",
+        ));
+    }
+    Ok(())
+}
+
+/// Counts keys by config and health from one grouped store query, so the server's work and
+/// memory per scrape grow with the configs, not their pools (the database counts the rows); a
+/// store that is down yields no gauge rather than an error. The
+/// health is the stored one, which the server writes as soon as a key's health changes live;
+/// a key switched off counts as `disabled` whatever its health.
 async fn keys_by_health(state: &AppState) -> Vec<(String, &'static str, i64)> {
-    let Ok(configs) = state.admin.list_configs().await else {
+    let (configs, tallies) = tokio::join!(state.admin.list_configs(), state.admin.key_tallies());
+    let (Ok(configs), Ok(tallies)) = (configs, tallies) else {
         return Vec::new();
     };
-    let now = chrono::Utc::now();
-    let mut rows = Vec::new();
+    let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let mut rows = Vec::with_capacity(configs.len() * 4);
     for config in configs {
-        let Ok(keys) = state.admin.list_keys(config.id).await else {
-            continue;
-        };
-        let mut counts: [(&'static str, i64); 4] =
-            [("ok", 0), ("cooling", 0), ("failed", 0), ("disabled", 0)];
-        for key in keys {
-            let slot = match key.health.at(now) {
-                _ if !key.is_active => 3,
-                KeyHealth::Ok => 0,
-                KeyHealth::Cooling { .. } => 1,
-                KeyHealth::Failed => 2,
-            };
-            counts[slot].1 += 1;
-        }
+        let tally = tallies.get(&config.id).copied().unwrap_or_default();
         rows.extend(
-            counts
-                .into_iter()
-                .map(|(state, n)| (config.slug.to_string(), state, n)),
+            [
+                ("ok", tally.ok),
+                ("cooling", tally.cooling),
+                ("failed", tally.failed),
+                ("disabled", tally.disabled),
+            ]
+            .map(|(label, n)| (config.slug.to_string(), label, gauge(n))),
         );
     }
     rows

@@ -340,6 +340,7 @@ async fn the_console_works_end_to_end_in_headless_chromium() {
 
     let base_url = app.address.clone();
     let mock_url = mock.base.clone();
+    let admin_token = app.token.clone();
     let output = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .arg("--test")
@@ -348,6 +349,7 @@ async fn the_console_works_end_to_end_in_headless_chromium() {
             .current_dir(&root)
             .env("BASE_URL", base_url)
             .env("ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("ADMIN_TOKEN", admin_token)
             .env("PROXY_KEY", PROXY_KEY)
             .env("MOCK_URL", mock_url)
             .env("CHROMIUM_PATH", chromium)

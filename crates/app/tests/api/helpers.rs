@@ -67,11 +67,33 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
 
 /// A server whose database is `data/test.db` (which a test may have prepared).
 pub async fn spawn_app_in(data: tempfile::TempDir, extra: &[(&str, &str)]) -> TestApp {
+    spawn_app_in_wrapping_store(data, extra, |store| store).await
+}
+
+/// Like [`spawn_app_with`], over the real store wrapped by `wrap` (to count what it reads).
+pub async fn spawn_app_wrapping_store(
+    extra: &[(&str, &str)],
+    wrap: impl FnOnce(Arc<dyn domain::ProxyStore>) -> Arc<dyn domain::ProxyStore>,
+) -> TestApp {
+    spawn_app_in_wrapping_store(tempfile::tempdir().unwrap(), extra, wrap).await
+}
+
+async fn spawn_app_in_wrapping_store(
+    data: tempfile::TempDir,
+    extra: &[(&str, &str)],
+    wrap: impl FnOnce(Arc<dyn domain::ProxyStore>) -> Arc<dyn domain::ProxyStore>,
+) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         app::telemetry::init("debug", false);
     }
     let settings = test_settings(data.path(), extra);
-    let application = Application::build(settings).await.expect("server builds");
+    let mut ports = app::wiring::connect(&settings)
+        .await
+        .expect("backends connect");
+    ports.store = wrap(ports.store);
+    let application = Application::build_with_ports(settings, ports)
+        .await
+        .expect("server builds");
     let address = format!("http://127.0.0.1:{}", application.port());
     let handle = application.handle();
     let state = application.state();
@@ -168,17 +190,33 @@ impl TestApp {
         .unwrap()
     }
 
+    /// Every key of a config, following `next_cursor` from page to page.
     pub async fn list_keys(&self, config: i64) -> Vec<Value> {
-        self.admin(
-            reqwest::Method::GET,
-            &format!("/proxy-configs/{config}/keys"),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+        let mut keys = Vec::new();
+        let mut query = String::new();
+        loop {
+            let (status, page) = self.list_keys_page(config, &query).await;
+            assert_eq!(status, 200, "{page}");
+            keys.extend(page["items"].as_array().unwrap().iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(cursor) => query = format!("cursor={cursor}"),
+                None => return keys,
+            }
+        }
+    }
+
+    /// One page of `GET /admin/proxy-configs/{config}/keys?{query}`: the status and the body.
+    pub async fn list_keys_page(&self, config: i64, query: &str) -> (u16, Value) {
+        let response = self
+            .admin(
+                reqwest::Method::GET,
+                &format!("/proxy-configs/{config}/keys?{query}"),
+            )
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
     }
 
     /// A request to the LLM proxy with the proxy key as an OpenAI SDK sends it.

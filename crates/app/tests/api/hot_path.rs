@@ -8,19 +8,22 @@ use std::sync::{
 
 use app::{Application, wiring};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use domain::{
-    ApiKey, ApiKeyId, ConfigSnapshot, InsertedKeys, KeyHealth, KeySecret, ProxyConfig,
-    ProxyConfigId, ProxyConfigSpec, ProxyStore, Result, Slug, UsageDelta,
+    ApiKey, ApiKeyId, ConfigSnapshot, InsertedKeys, KeyCount, KeyHealth, KeyRange, KeySecret,
+    ProxyConfig, ProxyConfigId, ProxyConfigSpec, ProxyStore, Result, Slug, UsageDelta,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::helpers::{ADMIN_PASSWORD, MockUpstream, PROXY_KEY, test_settings};
 
-/// Delegates to the real store and counts snapshot loads.
-struct CountingStore {
-    inner: Arc<dyn ProxyStore>,
-    snapshot_loads: Arc<AtomicUsize>,
+/// Delegates to the real store and counts snapshot loads, and the key rows the store reads for
+/// the admin API and the metrics.
+pub(crate) struct CountingStore {
+    pub(crate) inner: Arc<dyn ProxyStore>,
+    pub(crate) snapshot_loads: Arc<AtomicUsize>,
+    pub(crate) key_rows: Arc<AtomicUsize>,
 }
 
 #[async_trait]
@@ -48,7 +51,17 @@ impl ProxyStore for CountingStore {
         self.inner.delete_config(id).await
     }
     async fn list_keys(&self, config: ProxyConfigId) -> Result<Vec<ApiKey>> {
-        self.inner.list_keys(config).await
+        let keys = self.inner.list_keys(config).await?;
+        self.key_rows.fetch_add(keys.len(), Ordering::SeqCst);
+        Ok(keys)
+    }
+    async fn list_key_range(&self, config: ProxyConfigId, range: KeyRange) -> Result<Vec<ApiKey>> {
+        let keys = self.inner.list_key_range(config, range).await?;
+        self.key_rows.fetch_add(keys.len(), Ordering::SeqCst);
+        Ok(keys)
+    }
+    async fn count_keys(&self, now: DateTime<Utc>) -> Result<Vec<KeyCount>> {
+        self.inner.count_keys(now).await
     }
     async fn get_key(&self, id: ApiKeyId) -> Result<ApiKey> {
         self.inner.get_key(id).await
@@ -116,6 +129,7 @@ async fn proxied_requests_load_one_snapshot_per_change(extra: &[(&str, &str)]) {
     ports.store = Arc::new(CountingStore {
         inner: ports.store,
         snapshot_loads: loads.clone(),
+        key_rows: Arc::default(),
     });
     let application = Application::build_with_ports(settings, ports)
         .await

@@ -18,6 +18,7 @@ mod generic_proxy;
 mod hardening;
 mod helpers;
 mod hot_path;
+mod key_pages;
 mod keys_command;
 mod llm_proxy;
 mod openai_sdk;

@@ -1,8 +1,18 @@
 //! `/health`, `/ready`, `/metrics` and unknown routes.
 
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
+
 use serde_json::Value;
 
-use crate::helpers::{Behavior, MockUpstream, spawn_app};
+use crate::{
+    helpers::{
+        Behavior, MockUpstream, TestApp, spawn_app, spawn_app_with, spawn_app_wrapping_store,
+    },
+    hot_path::CountingStore,
+};
 
 #[tokio::test]
 async fn health_and_ready_answer() {
@@ -69,4 +79,113 @@ async fn unknown_routes_answer_json_404() {
     assert_eq!(response.status(), 404);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "not_found");
+}
+
+#[tokio::test]
+async fn metrics_count_keys_per_config_without_reading_the_pools() {
+    let key_rows = Arc::new(AtomicUsize::new(0));
+    let counter = key_rows.clone();
+    let app = spawn_app_wrapping_store(&[], |inner| {
+        Arc::new(CountingStore {
+            inner,
+            snapshot_loads: Arc::default(),
+            key_rows: counter,
+        })
+    })
+    .await;
+    let big = app
+        .generic_config(
+            "big-pool",
+            "GET",
+            "https://api.example.com",
+            "header",
+            "X-Key",
+        )
+        .await;
+    let keys: Vec<String> = (0..5_000).map(|i| format!("sk-big-{i:06}")).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    // In batches that fit the tests' MAX_BODY_BYTES.
+    for batch in keys.chunks(2_000) {
+        assert_eq!(app.add_keys(big, batch).await["success_count"], batch.len());
+    }
+    let small = app
+        .generic_config(
+            "small-pool",
+            "GET",
+            "https://api.example.com",
+            "header",
+            "X-Key",
+        )
+        .await;
+    app.add_keys(small, &["sk-small-1", "sk-small-2"]).await;
+    let first = app.list_keys_page(big, "limit=1").await.1["items"][0]["id"]
+        .as_i64()
+        .unwrap();
+    app.admin(reqwest::Method::PATCH, &format!("/keys/{first}"))
+        .json(&serde_json::json!({"is_active": false}))
+        .send()
+        .await
+        .unwrap();
+
+    key_rows.store(0, Ordering::SeqCst);
+    let text = scrape(&app, None).await.text().await.unwrap();
+    assert_eq!(
+        key_rows.load(Ordering::SeqCst),
+        0,
+        "a scrape reads no key rows"
+    );
+    for line in [
+        "akr_keys{config=\"big-pool\",health=\"ok\"} 4999",
+        "akr_keys{config=\"big-pool\",health=\"disabled\"} 1",
+        "akr_keys{config=\"big-pool\",health=\"failed\"} 0",
+        "akr_keys{config=\"small-pool\",health=\"ok\"} 2",
+    ] {
+        assert!(text.contains(line), "{line} in {text}");
+    }
+    let big_series = text.lines().filter(|l| l.contains("big-pool")).count();
+    assert_eq!(
+        big_series, 4,
+        "four health series per config, none per key: {text}"
+    );
+    assert!(!text.contains("key_id"), "no per-key label: {text}");
+}
+
+#[tokio::test]
+async fn metrics_require_the_metrics_token_when_it_is_set() {
+    let app = spawn_app_with(&[("METRICS_TOKEN", "scrape-secret-123")]).await;
+    for token in [
+        None,
+        Some("wrong-secret"),
+        Some(""),
+        Some("scrape-secret-1234"),
+    ] {
+        let response = scrape(&app, token).await;
+        assert_eq!(response.status(), 401, "{token:?}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("METRICS_TOKEN")
+        );
+    }
+    let response = scrape(&app, Some("scrape-secret-123")).await;
+    assert_eq!(response.status(), 200);
+    assert!(response.text().await.unwrap().contains("# EOF"));
+
+    let open = spawn_app().await;
+    assert_eq!(
+        scrape(&open, None).await.status(),
+        200,
+        "open without a token"
+    );
+}
+
+async fn scrape(app: &TestApp, token: Option<&str>) -> reqwest::Response {
+    let mut request = app.client.get(app.url("/metrics"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap()
 }

@@ -3,7 +3,7 @@
 import * as api from '../api.js';
 import { h, toast, confirmDialog, copyableUrl, countBadges, toggleSwitch } from '../dom.js';
 import { t } from '../i18n.js';
-import { clientBaseUrl, keyCounts } from '../model.js';
+import { clientBaseUrl, countsOf } from '../model.js';
 
 function typeCell(config) {
   if (config.config_type !== 'LLM') return h('span', { class: 'badge badge-type', text: config.config_type });
@@ -24,7 +24,8 @@ export async function configsView(context) {
     api.appConfig().catch(() => ({})),
     api.listConfigs(),
   ]);
-  const pools = await Promise.all(configs.map((config) => api.listKeys(config.id).catch(() => null)));
+  // One grouped count for every config, never the pools themselves.
+  const allCounts = await api.keyCounts().catch(() => null);
 
   const header = h('div', { class: 'page-header' },
     h('h1', { text: t('configs.title') }),
@@ -46,9 +47,8 @@ export async function configsView(context) {
     return h('td', { class: `col-${column}`, dataset: { label } }, h('div', { class: 'cell' }, ...content));
   };
 
-  const rows = configs.map((config, index) => {
-    const keys = pools[index];
-    const counts = keys ? keyCounts(keys) : null;
+  const rows = configs.map((config) => {
+    const counts = allCounts ? countsOf(allCounts, config.id) : null;
     const active = toggleSwitch({
       checked: config.is_active,
       label: `${t('configs.active')}: ${config.name}`,
@@ -74,7 +74,7 @@ export async function configsView(context) {
         click: async () => {
           const confirmed = await confirmDialog({
             title: t('configs.deleteTitle'),
-            message: t('configs.deleteMessage', { name: config.name, count: keys ? keys.length : '?' }),
+            message: t('configs.deleteMessage', { name: config.name, count: counts ? counts.total : '?' }),
             confirmLabel: t('common.delete'),
           });
           if (!confirmed) return;

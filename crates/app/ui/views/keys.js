@@ -1,12 +1,14 @@
 // A config's key pool: masked keys, health, usage, enable/disable, test, delete, batch import
-// and clear all.
+// and clear all. The pool is read a page at a time (a pool may hold tens of thousands of keys):
+// the first page, then "Load more" while the API answers a next_cursor, filtered by health and
+// switch; the counts come from one grouped count, not from the loaded keys.
 
 import * as api from '../api.js';
 import {
   h, replace, toast, confirmDialog, copyableUrl, countBadges, toggleSwitch, formatTime, relativeTime, formatNumber,
 } from '../dom.js';
 import { t } from '../i18n.js';
-import { clientBaseUrl, keyCounts } from '../model.js';
+import { clientBaseUrl, countsOf } from '../model.js';
 
 /** Splits pasted text into keys: one per line, or separated by commas (or spaces). */
 export function parseKeys(text) {
@@ -32,9 +34,30 @@ function healthCell(key) {
   return h('div', { class: 'health-cell' }, parts);
 }
 
-// Test and import results survive the re-render that follows them.
+// Test and import results, and the filters, survive the re-render that follows them.
 const testResults = new Map();
 const lastImports = new Map();
+const filters = new Map();
+
+// Keys per page: small enough to render at once on a phone, large enough for most pools.
+const PAGE_SIZE = 100;
+
+/** The health and switch filter of one config's page, as the two selects choose them. */
+function filterControls(configId, current, onChange) {
+  const select = (id, name, label, options) => {
+    const control = h('select', { id, name },
+      options.map(([value, text]) => h('option', { value, text, selected: current[name] === value })));
+    control.addEventListener('change', () => onChange({ ...current, [name]: control.value }));
+    return h('label', { class: 'filter', for: id }, h('span', { class: 'filter-label', text: label }), control);
+  };
+  return h('form', { class: 'key-filters', 'aria-label': t('keys.filters'), dataset: { configId } },
+    select('filter-health', 'health', t('keys.filterHealth'), [
+      ['', t('keys.filterAny')], ['ok', t('health.ok')], ['cooling', t('health.cooling')], ['failed', t('health.failed')],
+    ]),
+    select('filter-active', 'isActive', t('keys.filterActive'), [
+      ['', t('keys.filterAny')], ['true', t('keys.filterEnabled')], ['false', t('keys.filterDisabled')],
+    ]));
+}
 
 function testText(result) {
   if (result.error && result.status == null) {
@@ -46,11 +69,17 @@ function testText(result) {
 /** Renders the key pool of config `context.params[0]`. */
 export async function keysView(context) {
   const configId = context.params[0];
-  const [settings, config, keys] = await Promise.all([
+  const filter = filters.get(configId) || { health: '', isActive: '' };
+  const [settings, config, firstPage, allCounts] = await Promise.all([
     api.appConfig().catch(() => ({})),
     api.getConfig(configId),
-    api.listKeys(configId),
+    api.listKeys(configId, { ...filter, limit: PAGE_SIZE }),
+    api.keyCounts().catch(() => null),
   ]);
+  const keys = firstPage.items;
+  let cursor = firstPage.next_cursor;
+  const counts = allCounts ? countsOf(allCounts, configId) : null;
+  const filtered = Boolean(filter.health || filter.isActive);
   const refresh = () => context.rerender();
   const fail = (error) => {
     if (error.status !== 401) toast(t('error.generic', { message: error.message }), 'error');
@@ -106,12 +135,12 @@ export async function keysView(context) {
     type: 'button',
     class: 'btn btn-danger clear-keys',
     text: t('keys.clearAll'),
-    disabled: keys.length === 0,
+    disabled: counts ? counts.total === 0 : keys.length === 0,
     on: {
       click: async () => {
         const confirmed = await confirmDialog({
           title: t('keys.clearTitle'),
-          message: t('keys.clearMessage', { count: keys.length, name: config.name }),
+          message: t('keys.clearMessage', { count: counts ? counts.total : '?', name: config.name }),
           confirmLabel: t('keys.clearAll'),
         });
         if (!confirmed) return;
@@ -148,7 +177,7 @@ export async function keysView(context) {
     // One wrapper, so the cell's parts stay together when narrow screens lay cells out as a grid.
     return h('td', { class: `col-${column}`, dataset: { label } }, h('div', { class: 'cell' }, ...content));
   };
-  const rows = keys.map((key) => {
+  const row = (key) => {
     const result = h('div', { class: 'test-result', role: 'status' });
     const previous = testResults.get(key.id);
     if (previous) {
@@ -226,19 +255,50 @@ export async function keysView(context) {
         ? h('time', { class: 'last-used', datetime: key.last_used_at, title: formatTime(key.last_used_at), text: relativeTime(key.last_used_at) })
         : h('span', { class: 'last-used', text: t('common.none') })),
       cell('actions', h('div', { class: 'row-actions' }, testButton, remove), result));
+  };
+
+  // The loaded pages: the first one now, the next ones on "Load more".
+  const tbody = h('tbody', {}, keys.map(row));
+  let shownCount = keys.length;
+  const shown = h('span', { class: 'keys-shown muted', role: 'status', text: t('keys.shown', { count: formatNumber(shownCount) }) });
+  const loadMore = h('button', { type: 'button', class: 'btn btn-secondary load-more', text: t('keys.loadMore') });
+  loadMore.hidden = !cursor;
+  loadMore.addEventListener('click', async () => {
+    loadMore.disabled = true;
+    loadMore.textContent = t('common.loading');
+    try {
+      const page = await api.listKeys(configId, { ...filter, limit: PAGE_SIZE, cursor });
+      tbody.append(...page.items.map(row));
+      shownCount += page.items.length;
+      shown.textContent = t('keys.shown', { count: formatNumber(shownCount) });
+      cursor = page.next_cursor;
+      loadMore.hidden = !cursor;
+    } catch (error) {
+      fail(error);
+    }
+    loadMore.disabled = false;
+    loadMore.textContent = t('keys.loadMore');
   });
 
-  const pool = keys.length === 0
-    ? h('div', { class: 'panel empty', text: t('keys.empty') })
+  const pool = keys.length === 0 && !cursor
+    ? h('div', { class: 'panel empty', text: t(filtered ? 'keys.noMatch' : 'keys.empty') })
     : h('div', { class: 'panel table-wrap' },
       h('table', { class: 'table table-cards keys-table' },
         h('thead', {}, h('tr', {}, columns.map(([name, key]) => h('th', { class: `col-${name}`, scope: 'col', text: t(key) })))),
-        h('tbody', {}, rows)));
+        tbody),
+      h('div', { class: 'pool-more' }, shown, loadMore));
+
+  const controls = filterControls(configId, filter, (next) => {
+    filters.set(configId, next);
+    refresh();
+  });
 
   return h('section', { class: 'keys-page', dataset: { configId: config.id } },
     h('a', { class: 'back', href: '#/configs', text: t('common.back') }),
     header,
-    h('div', { class: 'pool-summary' }, countBadges(keyCounts(keys))),
+    h('div', { class: 'pool-summary' },
+      counts ? countBadges(counts) : h('span', { class: 'muted', text: t('keys.countsUnknown') })),
+    controls,
     pool,
     importForm);
 }
