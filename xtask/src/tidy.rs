@@ -82,6 +82,9 @@ const FEATURE_GATES: &[(&str, &str)] = &[
     ("crates/domain/src/lib.rs", "contract-tests"),
     ("crates/domain/src/ports.rs", "mocks"),
     ("crates/domain/src/clock.rs", "mocks"),
+    // The SQL store's encryption suite, exported for its two adapters' tests like the contract
+    // suites.
+    ("crates/storage-sql/src/lib.rs", "encryption-tests"),
 ];
 
 #[test]

@@ -206,12 +206,20 @@ async fn a_change_published_by_one_instance_reaches_the_other_within_100_ms() {
     let mut stream = b.subscribe().await.unwrap();
     // The first message after start-up also pays for connection set-up on both sides; the bound
     // is about delivery between running instances, so it is measured from the second on.
+    // Sent until one arrives: a message published before the subscription is active on the
+    // server is dropped by Redis, and on a loaded machine that can take a moment.
     let warm_up = change(100, "cross-warm-up");
-    a.publish(warm_up.clone()).await.unwrap();
-    assert_eq!(
-        next_change(&mut stream, Duration::from_secs(5)).await,
-        Some(warm_up)
-    );
+    let mut warmed = None;
+    for _ in 0..25 {
+        a.publish(warm_up.clone()).await.unwrap();
+        warmed = next_change(&mut stream, Duration::from_millis(200)).await;
+        if warmed.is_some() {
+            break;
+        }
+    }
+    assert_eq!(warmed, Some(warm_up));
+    // Copies of the warm-up still on their way are not part of the measurement.
+    while next_change(&mut stream, Duration::from_millis(200)).await.is_some() {}
     for round in 0..5 {
         let sent = change(round, &format!("cross-{round}"));
         let start = Instant::now();
