@@ -35,8 +35,8 @@ pub use model::{
     UsageEvent,
 };
 pub use ports::{
-    ChangeStream, ConfigEvents, ConfigNotice, InsertedKeys, Leases, ProxyStore, RotationState,
-    Turn, UsageCounters,
+    ChangeStream, ConfigEvents, ConfigNotice, Draw, HealthRead, InsertedKeys, Leases, ProxyStore,
+    RotationState, Turn, UsageCounters,
 };
 pub use security::{ProxyKeySet, Redactor, mask_secret};
 pub use selection::{AttemptPlan, FailoverPolicy, Rotator, plan_attempts};
