@@ -5,6 +5,10 @@
 //! poll. State lives only as long as the process, which is what a single instance needs: a
 //! restart starts every counter at 0 and every key in rotation (the store keeps failed health
 //! durably and the app restores it).
+//!
+//! The health version `draw` answers is one atomic, bumped after every health write: reading it
+//! costs the same whatever the pool's size, which is what lets `domain::Rotator::plan` keep a
+//! config's usable keys between requests.
 
 use std::{
     fmt,

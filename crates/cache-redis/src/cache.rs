@@ -3,12 +3,20 @@
 //!
 //! Layout (all under the namespace prefix): one `INCR` counter per config; one string per cooling
 //! key holding the cooldown's end in Unix milliseconds and expiring then (extended atomically by a
-//! small Lua script, so a cooldown only ever grows); one hash of failed keys; one usage hash per
-//! key; one pub/sub channel of config changes. Usage is aggregated in process and pushed with
-//! pipelined `HINCRBY` on flush. The client reconnects by itself with exponential backoff.
+//! small Lua script, so a cooldown only ever grows); one hash of failed keys; a health version;
+//! one usage hash per key; one pub/sub channel of config changes and one of health changes. Usage
+//! is aggregated in process and pushed with pipelined `HINCRBY` on flush. The client reconnects
+//! by itself with exponential backoff.
 //!
-//! With a rotation block size of 1 (the default), `next_turn` sends the `INCR` and the health
-//! reads as one pipeline: one round trip per proxied request, nothing cached.
+//! Every health change (`cool_down`, `mark_failed`, `mark_ok`, `forget`), in either mode, runs as
+//! one Lua script that changes Redis, bumps the health version and publishes the change on
+//! `{namespace}:health-changes`, so the version moves with every change made by any instance.
+//!
+//! With a rotation block size of 1 (the default), `draw` sends the `INCR` and a `GET` of the
+//! health version as one pipeline: one round trip of constant size per proxied request, however
+//! many keys the config has. `read_health` (the version, then `HMGET`/`MGET` of the keys) runs
+//! only after the version moved or a cooldown ended. `next_turn` still sends the `INCR` and the
+//! health reads as one pipeline.
 //!
 //! With a block size `n` above 1 (*block mode*), an instance reserves `n` values of a config's
 //! counter at once (`INCRBY counter n`, pipelined with the same health reads) and hands them out
@@ -20,13 +28,15 @@
 //!   refill in flight (which runs in its own task, so a cancelled request cannot abandon a range
 //!   Redis already reserved). A value left in the block costs a few uncontended instructions
 //!   under short locks, never an await.
-//! - Key health comes from a local mirror (`crate::mirror`), refreshed by every refill's reads
-//!   and kept exact in between by pub/sub: every health change (`cool_down`, `mark_failed`,
-//!   `mark_ok`, `forget`) runs as one Lua script that changes Redis, bumps a version and
-//!   publishes the change on `{namespace}:health-changes`; the instance applies it to its mirror
-//!   at once, the others when the message arrives. While the pub/sub connection is down, health
-//!   is read from Redis on every call; after it is back, each config reads its keys' health again
-//!   before its next answer.
+//! - Key health comes from a local mirror (`crate::mirror`), filled by reads of Redis and kept
+//!   exact by pub/sub: the instance applies its own health changes to its mirror at once, the
+//!   others' when their message arrives. `read_health` answers from the mirror when it knows
+//!   every key asked about, and otherwise reads them from Redis first; `next_turn` refills read
+//!   the health of the keys asked about. While the pub/sub connection is down, health is read
+//!   from Redis on every call; after it is back, each key is read again before it is trusted.
+//! - The health version `draw` answers is the mirror's generation (it moves whenever a mirrored
+//!   answer may change) while pub/sub is up, with no round trip, and the Redis version, read with
+//!   a `GET`, while it is down; their low bit keeps the two apart.
 //! - `key_states` always reads Redis: it is not on the proxy's hot path.
 //! - A consequence: while Redis is unreachable but the pub/sub connection has not noticed yet
 //!   (a silent network partition), selections go on from the blocks already reserved until they

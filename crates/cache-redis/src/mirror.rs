@@ -21,6 +21,10 @@
 //!   time, as with block size 1.
 //! - Cooldowns are kept as their end time and compared with the clock on every read, so they end
 //!   by themselves, like the expiring keys in Redis.
+//! - A generation moves whenever an answer of the mirror may change: a field changed by a change
+//!   or a read (not a change applied twice, nor a key becoming known), an epoch move, a detach or
+//!   an attach. It is block mode's health version, so a selection can tell in O(1) that the usable
+//!   keys it knows are still the ones the mirror would answer.
 
 use std::{
     collections::HashMap,
