@@ -3,8 +3,9 @@
 //! It builds the release binaries (`mock-upstream`, and `app` in the lightweight edition, plus
 //! the enterprise edition when `TEST_MYSQL_URL` and `TEST_REDIS_URL` are set), starts the mock
 //! upstream, an nginx pass-through in front of it when `nginx` is installed, and the server
-//! configured through its admin API with one OpenAI-compatible LLM config of three keys, then
-//! drives each of them with `oha` (installed with `cargo install oha --locked` when missing) at
+//! configured through its admin API with one OpenAI-compatible LLM config of three keys (and, in
+//! the lightweight edition, a second one of 100 000 keys, to show that a request's cost does not
+//! grow with the pool), then drives each of them with `oha` (installed with `cargo install oha --locked` when missing) at
 //! fixed concurrency and durations. It prints a markdown table, also written to
 //! `<target>/bench/report.md`: req/s, p50/p99 at 64 connections, p50 at one connection and the
 //! overhead versus going straight to the mock, streaming req/s and time to first byte, CPU time
@@ -61,6 +62,13 @@ const ADMIN_PASSWORD: &str = "bench-admin-password";
 const JWT_SECRET: &str = "bench-jwt-secret-0123456789abcdef0123456789";
 const PROXY_KEY: &str = "bench-proxy-key";
 const UPSTREAM_KEYS: [&str; 3] = ["sk-bench-one", "sk-bench-two", "sk-bench-three"];
+/// Keys of the large pool (issue 15: pools of tens of thousands of keys are a real use).
+const LARGE_POOL: usize = 100_000;
+/// Its row in the report.
+const LARGE_POOL_ROW: &str = "proxy (lightweight, 100 000 keys)";
+/// Keys per batch import request: 10 000 keys are about 250 KB of JSON, far under
+/// `MAX_BODY_BYTES`.
+const IMPORT_BATCH: usize = 10_000;
 /// The key used when the mock is called directly or through nginx.
 const DIRECT_KEY: &str = "sk-bench-direct";
 
@@ -136,8 +144,14 @@ pub fn run() -> anyhow::Result<()> {
             data.join("bench.db").display().to_string(),
         )],
     )?;
-    let config = bench.configure(&server, "bench")?;
+    let config = bench.configure(&server, "bench", &UPSTREAM_KEYS.map(str::to_owned))?;
     rows.push(bench.measure(&config.endpoint("proxy (lightweight)", &server))?);
+    eprintln!("== proxy, lightweight edition, {LARGE_POOL} keys");
+    let pool: Vec<String> = (0..LARGE_POOL)
+        .map(|i| format!("sk-bench-pool-{i:06}"))
+        .collect();
+    let large = bench.configure(&server, "bench-pool", &pool)?;
+    rows.push(bench.measure(&large.endpoint(LARGE_POOL_ROW, &server))?);
     drop(server);
 
     if let (Some((mysql, redis)), Some(binary)) = (&enterprise, &binaries.enterprise) {
@@ -157,7 +171,11 @@ pub fn run() -> anyhow::Result<()> {
                     ("ROTATION_BLOCK_SIZE".into(), block.to_string()),
                 ],
             )?;
-            let config = bench.configure(&server, &format!("bench-{unique}"))?;
+            let config = bench.configure(
+                &server,
+                &format!("bench-{unique}"),
+                &UPSTREAM_KEYS.map(str::to_owned),
+            )?;
             let measured = bench
                 .measure(&config.endpoint(&format!("proxy (enterprise, block {block})"), &server));
             // The database is shared with the test suite: leave no config behind.
@@ -332,9 +350,14 @@ struct Bench<'a> {
 }
 
 impl Bench<'_> {
-    /// Logs in, creates the OpenAI-compatible LLM config pointing at the mock, adds the three
-    /// upstream keys.
-    fn configure(&self, server: &Child, slug: &str) -> anyhow::Result<BenchConfig> {
+    /// Logs in, creates the OpenAI-compatible LLM config `slug` pointing at the mock, adds
+    /// `keys` (in batches of [`IMPORT_BATCH`]).
+    fn configure(
+        &self,
+        server: &Child,
+        slug: &str,
+        keys: &[String],
+    ) -> anyhow::Result<BenchConfig> {
         let base = server.base();
         let (status, body) = self.http.post_json(
             &format!("{base}/admin/login"),
@@ -353,13 +376,15 @@ impl Bench<'_> {
         )?;
         let id: Value = serde_json::from_str(&parse_field(status, &body, "id", "create config")?)?;
         let id = id.as_i64().context("config id is not a number")?;
-        let (status, body) = self.http.post_json(
-            &format!("{base}/admin/proxy-configs/{id}/keys/batch"),
-            Some(&token),
-            &json!({ "keys": UPSTREAM_KEYS }),
-        )?;
-        if !(200..300).contains(&status) {
-            bail!("adding keys answered {status}: {body}");
+        for batch in keys.chunks(IMPORT_BATCH) {
+            let (status, body) = self.http.post_json(
+                &format!("{base}/admin/proxy-configs/{id}/keys/batch"),
+                Some(&token),
+                &json!({ "keys": batch }),
+            )?;
+            if !(200..300).contains(&status) {
+                bail!("adding keys answered {status}: {body}");
+            }
         }
         Ok(BenchConfig {
             id,

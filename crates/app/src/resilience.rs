@@ -1,6 +1,10 @@
 //! Keeping the proxy up when the shared cache is not: rotation state that falls back to this
 //! process's own counters and cooldowns while Redis is unreachable, says so once in the log,
 //! and goes back to the shared state as soon as Redis answers again.
+//!
+//! Health versions (`RotationState::draw`) of the two states count independently, so each is
+//! tagged with its source in the low bit: a version of one can never equal a version of the
+//! other, and the usable keys a snapshot learnt from one are never reused for the other.
 
 use std::{
     future::Future,
@@ -14,10 +18,30 @@ use std::{
 use async_trait::async_trait;
 use cache_memory::MemoryCache;
 use chrono::{DateTime, Utc};
-use domain::{ApiKeyId, Error, KeyHealth, ProxyConfigId, Result, RotationState, Turn};
+use domain::{
+    ApiKeyId, Draw, Error, HealthRead, KeyHealth, ProxyConfigId, Result, RotationState, Turn,
+};
 
 /// How long to stay on the local state before trying the shared one again.
 const RETRY_SHARED_AFTER: Duration = Duration::from_secs(1);
+
+/// Which state answered a health version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Shared,
+    Local,
+}
+
+impl Source {
+    /// The version tagged with its source in the low bit. Neither state's count gets anywhere
+    /// near 2^63 (one per health change), so no information is lost.
+    fn tag(self, version: u64) -> u64 {
+        match self {
+            Source::Shared => version << 1,
+            Source::Local => (version << 1) | 1,
+        }
+    }
+}
 
 /// [`RotationState`] over a shared backend with a local fallback.
 pub struct FallbackRotation {
@@ -91,6 +115,44 @@ impl RotationState for FallbackRotation {
         self.either(
             || self.shared.next_turn(config, keys),
             || self.local.next_turn(config, keys),
+        )
+        .await
+    }
+
+    async fn draw(&self, config: ProxyConfigId) -> Result<Draw> {
+        let tagged = |source: Source| {
+            move |draw: Draw| Draw {
+                health_version: source.tag(draw.health_version),
+                ..draw
+            }
+        };
+        self.either(
+            || async { self.shared.draw(config).await.map(tagged(Source::Shared)) },
+            || async { self.local.draw(config).await.map(tagged(Source::Local)) },
+        )
+        .await
+    }
+
+    async fn read_health(&self, keys: &[ApiKeyId]) -> Result<HealthRead> {
+        let tagged = |source: Source| {
+            move |read: HealthRead| HealthRead {
+                version: source.tag(read.version),
+                ..read
+            }
+        };
+        self.either(
+            || async {
+                self.shared
+                    .read_health(keys)
+                    .await
+                    .map(tagged(Source::Shared))
+            },
+            || async {
+                self.local
+                    .read_health(keys)
+                    .await
+                    .map(tagged(Source::Local))
+            },
         )
         .await
     }
@@ -191,6 +253,43 @@ mod tests {
             "shared again"
         );
         assert!(!state.is_degraded());
+    }
+
+    #[tokio::test]
+    async fn versions_of_the_shared_and_the_local_state_never_collide() {
+        let mut shared = MockRotationState::new();
+        let mut calls = 0;
+        shared.expect_draw().returning(move |_| {
+            calls += 1;
+            if calls == 1 {
+                Err(down())
+            } else {
+                Ok(Draw {
+                    counter: 100,
+                    health_version: 0,
+                })
+            }
+        });
+        shared.expect_read_health().returning(|keys| {
+            Ok(HealthRead {
+                version: 0,
+                states: vec![KeyHealth::Ok; keys.len()],
+            })
+        });
+        let state = FallbackRotation::new(Arc::new(shared));
+        let local = state.draw(ProxyConfigId(1)).await.unwrap();
+        assert_eq!(local.counter, 0, "served locally");
+        let local_read = state.read_health(&[ApiKeyId(1)]).await.unwrap();
+        assert_eq!(local_read.version, local.health_version);
+        state.retry_at_ms.store(0, Ordering::Relaxed);
+        let shared = state.draw(ProxyConfigId(1)).await.unwrap();
+        assert_eq!(shared.counter, 100, "shared again");
+        let shared_read = state.read_health(&[ApiKeyId(1)]).await.unwrap();
+        assert_eq!(shared_read.version, shared.health_version);
+        assert_ne!(
+            local.health_version, shared.health_version,
+            "both states answered version 0"
+        );
     }
 
     #[tokio::test]

@@ -5,14 +5,25 @@
 //! poll. State lives only as long as the process, which is what a single instance needs: a
 //! restart starts every counter at 0 and every key in rotation (the store keeps failed health
 //! durably and the app restores it).
+//!
+//! The health version `draw` answers is one atomic, bumped after every health write: reading it
+//! costs the same whatever the pool's size, which is what lets `domain::Rotator::plan` keep a
+//! config's usable keys between requests.
 
-use std::{fmt, sync::Arc};
+use std::{
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{
-    ApiKeyId, ChangeStream, Clock, ConfigChange, ConfigEvents, ConfigNotice, KeyHealth,
-    ProxyConfigId, Result, RotationState, SystemClock, Turn, UsageCounters, UsageDelta, UsageEvent,
+    ApiKeyId, ChangeStream, Clock, ConfigChange, ConfigEvents, ConfigNotice, Draw, HealthRead,
+    KeyHealth, ProxyConfigId, Result, RotationState, SystemClock, Turn, UsageCounters, UsageDelta,
+    UsageEvent,
 };
 
 use crate::{
@@ -55,6 +66,9 @@ impl fmt::Debug for MemoryCacheOptions {
 /// concurrent requests never queue behind one global lock.
 pub struct MemoryCache {
     rotation: RotationTable,
+    /// The health version: bumped after every health write, so a selection that reads it before
+    /// the keys' health sees every change up to it (see [`RotationState::draw`]).
+    health_version: AtomicU64,
     usage: UsageAggregator,
     notices: NoticeBus,
     clock: Arc<dyn Clock>,
@@ -82,6 +96,7 @@ impl MemoryCache {
     pub fn new(options: MemoryCacheOptions) -> Self {
         MemoryCache {
             rotation: RotationTable::default(),
+            health_version: AtomicU64::new(0),
             usage: UsageAggregator::new(),
             notices: NoticeBus::new(options.notice_capacity),
             clock: options.clock,
@@ -90,6 +105,17 @@ impl MemoryCache {
 
     fn now(&self) -> DateTime<Utc> {
         self.clock.now()
+    }
+
+    fn health_version(&self) -> u64 {
+        // Acquire pairs with the Release of `changed`: whoever reads a version also sees the
+        // writes made before it was published.
+        self.health_version.load(Ordering::Acquire)
+    }
+
+    /// Publishes a new health version, after the change it stands for.
+    fn changed(&self) {
+        self.health_version.fetch_add(1, Ordering::Release);
     }
 
     fn states(&self, keys: &[ApiKeyId]) -> Vec<KeyHealth> {
@@ -133,21 +159,40 @@ impl RotationState for MemoryCache {
         })
     }
 
+    async fn draw(&self, config: ProxyConfigId) -> Result<Draw> {
+        Ok(Draw {
+            counter: self.rotation.next_counter(config),
+            health_version: self.health_version(),
+        })
+    }
+
+    async fn read_health(&self, keys: &[ApiKeyId]) -> Result<HealthRead> {
+        let version = self.health_version();
+        Ok(HealthRead {
+            version,
+            states: self.states(keys),
+        })
+    }
+
     async fn key_states(&self, keys: &[ApiKeyId]) -> Result<Vec<KeyHealth>> {
         Ok(self.states(keys))
     }
 
     async fn cool_down(&self, key: ApiKeyId, until: DateTime<Utc>) -> Result<DateTime<Utc>> {
-        Ok(self.rotation.cool_down(key, until, self.now()))
+        let effective = self.rotation.cool_down(key, until, self.now());
+        self.changed();
+        Ok(effective)
     }
 
     async fn mark_failed(&self, key: ApiKeyId) -> Result<()> {
         self.rotation.mark_failed(key, self.now());
+        self.changed();
         Ok(())
     }
 
     async fn mark_ok(&self, key: ApiKeyId) -> Result<()> {
         self.rotation.clear(key);
+        self.changed();
         Ok(())
     }
 
@@ -155,6 +200,7 @@ impl RotationState for MemoryCache {
         for &key in keys {
             self.rotation.clear(key);
         }
+        self.changed();
         self.usage.forget(keys);
         Ok(())
     }

@@ -34,10 +34,10 @@ fn snapshot(slug: &str, id: i64) -> ConfigSnapshot {
     .validate()
     .unwrap();
     let now = Utc::now();
-    ConfigSnapshot {
-        config: ProxyConfig::from_spec(ProxyConfigId(id), spec, now, now),
-        keys: Vec::new(),
-    }
+    ConfigSnapshot::new(
+        ProxyConfig::from_spec(ProxyConfigId(id), spec, now, now),
+        Vec::new(),
+    )
 }
 
 fn id_of(entry: &Option<Arc<ConfigSnapshot>>) -> Option<i64> {

@@ -3,12 +3,20 @@
 //!
 //! Layout (all under the namespace prefix): one `INCR` counter per config; one string per cooling
 //! key holding the cooldown's end in Unix milliseconds and expiring then (extended atomically by a
-//! small Lua script, so a cooldown only ever grows); one hash of failed keys; one usage hash per
-//! key; one pub/sub channel of config changes. Usage is aggregated in process and pushed with
-//! pipelined `HINCRBY` on flush. The client reconnects by itself with exponential backoff.
+//! small Lua script, so a cooldown only ever grows); one hash of failed keys; a health version;
+//! one usage hash per key; one pub/sub channel of config changes and one of health changes. Usage
+//! is aggregated in process and pushed with pipelined `HINCRBY` on flush. The client reconnects
+//! by itself with exponential backoff.
 //!
-//! With a rotation block size of 1 (the default), `next_turn` sends the `INCR` and the health
-//! reads as one pipeline: one round trip per proxied request, nothing cached.
+//! Every health change (`cool_down`, `mark_failed`, `mark_ok`, `forget`), in either mode, runs as
+//! one Lua script that changes Redis, bumps the health version and publishes the change on
+//! `{namespace}:health-changes`, so the version moves with every change made by any instance.
+//!
+//! With a rotation block size of 1 (the default), `draw` sends the `INCR` and a `GET` of the
+//! health version as one pipeline: one round trip of constant size per proxied request, however
+//! many keys the config has. `read_health` (the version, then `HMGET`/`MGET` of the keys) runs
+//! only after the version moved or a cooldown ended. `next_turn` still sends the `INCR` and the
+//! health reads as one pipeline.
 //!
 //! With a block size `n` above 1 (*block mode*), an instance reserves `n` values of a config's
 //! counter at once (`INCRBY counter n`, pipelined with the same health reads) and hands them out
@@ -20,13 +28,15 @@
 //!   refill in flight (which runs in its own task, so a cancelled request cannot abandon a range
 //!   Redis already reserved). A value left in the block costs a few uncontended instructions
 //!   under short locks, never an await.
-//! - Key health comes from a local mirror (`crate::mirror`), refreshed by every refill's reads
-//!   and kept exact in between by pub/sub: every health change (`cool_down`, `mark_failed`,
-//!   `mark_ok`, `forget`) runs as one Lua script that changes Redis, bumps a version and
-//!   publishes the change on `{namespace}:health-changes`; the instance applies it to its mirror
-//!   at once, the others when the message arrives. While the pub/sub connection is down, health
-//!   is read from Redis on every call; after it is back, each config reads its keys' health again
-//!   before its next answer.
+//! - Key health comes from a local mirror (`crate::mirror`), filled by reads of Redis and kept
+//!   exact by pub/sub: the instance applies its own health changes to its mirror at once, the
+//!   others' when their message arrives. `read_health` answers from the mirror when it knows
+//!   every key asked about, and otherwise reads them from Redis first; `next_turn` refills read
+//!   the health of the keys asked about. While the pub/sub connection is down, health is read
+//!   from Redis on every call; after it is back, each key is read again before it is trusted.
+//! - The health version `draw` answers is the mirror's generation (it moves whenever a mirrored
+//!   answer may change) while pub/sub is up, with no round trip, and the Redis version, read with
+//!   a `GET`, while it is down; their low bit keeps the two apart.
 //! - `key_states` always reads Redis: it is not on the proxy's hot path.
 //! - A consequence: while Redis is unreachable but the pub/sub connection has not noticed yet
 //!   (a silent network partition), selections go on from the blocks already reserved until they
@@ -38,8 +48,8 @@ use async_trait::async_trait;
 use cache_memory::{NoticeBus, UsageAggregator};
 use chrono::{DateTime, Utc};
 use domain::{
-    ApiKeyId, ChangeStream, ConfigChange, ConfigEvents, Error, KeyHealth, Leases, ProxyConfigId,
-    Result, RotationState, Turn, UsageCounters, UsageDelta, UsageEvent,
+    ApiKeyId, ChangeStream, ConfigChange, ConfigEvents, Draw, Error, HealthRead, KeyHealth, Leases,
+    ProxyConfigId, Result, RotationState, Turn, UsageCounters, UsageDelta, UsageEvent,
 };
 use fred::{
     clients::SubscriberClient,
@@ -64,23 +74,9 @@ use crate::{
     subscription::{self, Routes},
 };
 
-/// Extends a cooldown unless the current one lasts longer; answers the cooldown in force.
-/// KEYS[1] = cooldown key; ARGV[1] = requested end (Unix ms); ARGV[2] = time to live (ms).
-const COOL_DOWN: &str = r"
-local current = tonumber(redis.call('GET', KEYS[1]))
-local requested = tonumber(ARGV[1])
-if current ~= nil and current >= requested then
-  return current
-end
-local ttl = tonumber(ARGV[2])
-if ttl > 0 then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
-end
-return requested
-";
-
-/// Block mode's `cool_down`: [`COOL_DOWN`], then bumps the health version and announces the
-/// cooldown in force, all atomically; answers `{cooldown in force, version}`.
+/// `cool_down`: extends a cooldown unless the current one lasts longer, then bumps the health
+/// version and announces the cooldown in force, all atomically; answers
+/// `{cooldown in force, version}`.
 /// `KEYS[1]` = cooldown key, `KEYS[2]` = health version; `ARGV[1]` = requested end (Unix ms),
 /// `ARGV[2]` = time to live (ms), `ARGV[3]` = health channel, `ARGV[4]` = key id.
 const COOL_DOWN_ANNOUNCED: &str = r"
@@ -97,7 +93,7 @@ redis.call('PUBLISH', ARGV[3],
 return {tonumber(effective), version}
 ";
 
-/// Block mode's `mark_failed`: adds the key to the failed hash, bumps the health version and
+/// `mark_failed`: adds the key to the failed hash, bumps the health version and
 /// announces the failure, atomically; answers the version.
 /// `KEYS[1]` = health hash, `KEYS[2]` = health version; `ARGV[1]` = key id,
 /// `ARGV[2]` = health channel, `ARGV[3]` = the failed marker.
@@ -108,7 +104,7 @@ redis.call('PUBLISH', ARGV[2], 'failed ' .. string.format('%d', version) .. ' ' 
 return version
 ";
 
-/// Block mode's `mark_ok` and `forget`: removes the keys from the failed hash, deletes the other
+/// `mark_ok` and `forget`: removes the keys from the failed hash, deletes the other
 /// keys given (cooldowns, usage), bumps the health version and announces the keys as ok,
 /// atomically; answers the version.
 /// `KEYS[1]` = health hash, `KEYS[2]` = health version, `KEYS[3..]` = keys to delete;
@@ -483,19 +479,32 @@ impl RedisCache {
         reserve: Option<(ProxyConfigId, &ConfigBlock)>,
         keys: &[ApiKeyId],
     ) -> Result<Vec<KeyHealth>> {
-        let names = &self.inner.names;
-        let size = i64::from(blocks.size);
         if keys.is_empty() {
             if let Some((config, block)) = reserve {
                 let after: i64 = self
                     .client()
-                    .incr_by(names.counter(config), size)
+                    .incr_by(self.inner.names.counter(config), i64::from(blocks.size))
                     .await
                     .map_err(redis)?;
                 block.add(reserved_range(after, blocks.size)?);
             }
             return Ok(Vec::new());
         }
+        self.sync_versioned(blocks, reserve, keys)
+            .await
+            .map(|(_, states)| states)
+    }
+
+    /// [`RedisCache::sync`] for at least one key, also answering the health version Redis
+    /// answered before reading them.
+    async fn sync_versioned(
+        &self,
+        blocks: &BlockMode,
+        reserve: Option<(ProxyConfigId, &ConfigBlock)>,
+        keys: &[ApiKeyId],
+    ) -> Result<(u64, Vec<KeyHealth>)> {
+        let names = &self.inner.names;
+        let size = i64::from(blocks.size);
         let ticket = blocks.mirror.ticket();
         let pipeline = self.client().pipeline();
         if let Some((config, _)) = reserve {
@@ -524,7 +533,60 @@ impl RedisCache {
         let version = health_version(version.unwrap_or(0))?;
         let marks = marks_from(keys, next()?, next()?)?;
         blocks.mirror.apply_read(ticket, version, keys, &marks);
-        Ok(blocks.mirror.states(keys, now))
+        Ok((version, blocks.mirror.states(keys, now)))
+    }
+
+    /// The Redis health version (0 before the first health change).
+    async fn shared_health_version(&self) -> Result<u64> {
+        let version: Option<i64> = self
+            .client()
+            .get(self.inner.names.health_version())
+            .await
+            .map_err(redis)?;
+        health_version(version.unwrap_or(0))
+    }
+
+    /// Block mode's health version: the mirror's generation while pub/sub keeps it exact,
+    /// otherwise the Redis version (one round trip); see [`BlockVersion`].
+    async fn block_health_version(&self, blocks: &BlockMode) -> Result<u64> {
+        match blocks.mirror.generation() {
+            Some(generation) => Ok(BlockVersion::Mirror(generation).tagged()),
+            None => Ok(BlockVersion::Shared(self.shared_health_version().await?).tagged()),
+        }
+    }
+
+    /// Block mode's `read_health`: from the mirror when it knows every key and pub/sub is up,
+    /// otherwise one read of Redis that also refreshes the mirror.
+    async fn read_health_from_block(
+        &self,
+        blocks: &BlockMode,
+        keys: &[ApiKeyId],
+    ) -> Result<HealthRead> {
+        let mirrored = |blocks: &BlockMode| {
+            blocks
+                .mirror
+                .versioned_states(keys, Utc::now())
+                .map(|(generation, states)| HealthRead {
+                    version: BlockVersion::Mirror(generation).tagged(),
+                    states,
+                })
+        };
+        if let Some(read) = mirrored(blocks) {
+            return Ok(read);
+        }
+        if keys.is_empty() {
+            // Detached: nothing to read but the version.
+            return Ok(HealthRead {
+                version: self.block_health_version(blocks).await?,
+                states: Vec::new(),
+            });
+        }
+        let (version, states) = self.sync_versioned(blocks, None, keys).await?;
+        // The read made every key known: answer at the mirror's generation if pub/sub is up.
+        Ok(mirrored(blocks).unwrap_or(HealthRead {
+            version: BlockVersion::Shared(version).tagged(),
+            states,
+        }))
     }
 
     /// Block mode's health change: runs `script` (which changes Redis, bumps the health version,
@@ -532,7 +594,6 @@ impl RedisCache {
     /// before any other instance can have heard of it.
     async fn announce(
         &self,
-        blocks: &BlockMode,
         script: &'static str,
         keys: Vec<String>,
         args: Vec<String>,
@@ -543,20 +604,22 @@ impl RedisCache {
             .eval(script, keys, args)
             .await
             .map_err(redis)?;
-        blocks.mirror.apply(&HealthNotice {
+        self.mirror_change(HealthNotice {
             version: health_version(version)?,
             change,
         });
         Ok(())
     }
 
+    /// In block mode, applies this instance's own health change to the mirror at once.
+    fn mirror_change(&self, notice: HealthNotice) {
+        if let Some(blocks) = &self.inner.blocks {
+            blocks.mirror.apply(&notice);
+        }
+    }
+
     /// `CLEAR_ANNOUNCED` over `keys`, deleting `doomed` too.
-    async fn clear_announced(
-        &self,
-        blocks: &BlockMode,
-        keys: &[ApiKeyId],
-        doomed: Vec<String>,
-    ) -> Result<()> {
+    async fn clear_announced(&self, keys: &[ApiKeyId], doomed: Vec<String>) -> Result<()> {
         let names = &self.inner.names;
         let script_keys = [names.health(), names.health_version()]
             .into_iter()
@@ -568,8 +631,27 @@ impl RedisCache {
         let change = HealthChange::Ok {
             keys: keys.to_vec(),
         };
-        self.announce(blocks, CLEAR_ANNOUNCED, script_keys, args, change)
+        self.announce(CLEAR_ANNOUNCED, script_keys, args, change)
             .await
+    }
+}
+
+/// Block mode's two kinds of health version, kept apart by the low bit so they never collide:
+/// the mirror's generation while pub/sub keeps the mirror exact, and the Redis version while it
+/// does not (then health is read from Redis).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BlockVersion {
+    Mirror(u64),
+    Shared(u64),
+}
+
+impl BlockVersion {
+    /// The version as `RotationState` answers it. Neither count gets anywhere near 2^63.
+    fn tagged(self) -> u64 {
+        match self {
+            BlockVersion::Mirror(generation) => generation << 1,
+            BlockVersion::Shared(version) => (version << 1) | 1,
+        }
     }
 }
 
@@ -669,6 +751,60 @@ impl RotationState for RedisCache {
         })
     }
 
+    /// Without blocks: `INCR` of the counter and `GET` of the health version, one round trip.
+    /// In block mode: a value of the block (a round trip per block) and the mirror's generation
+    /// (no round trip while pub/sub is up).
+    #[tracing::instrument(level = "debug", skip_all, fields(config = %config))]
+    async fn draw(&self, config: ProxyConfigId) -> Result<Draw> {
+        if let Some(blocks) = &self.inner.blocks {
+            let turn = self.next_turn_from_block(blocks, config, &[]).await?;
+            return Ok(Draw {
+                counter: turn.counter,
+                health_version: self.block_health_version(blocks).await?,
+            });
+        }
+        let names = &self.inner.names;
+        let pipeline = self.client().pipeline();
+        let () = pipeline.incr(names.counter(config)).await.map_err(redis)?;
+        let () = pipeline.get(names.health_version()).await.map_err(redis)?;
+        let (after, version): (i64, Option<i64>) = pipeline.all().await.map_err(redis)?;
+        Ok(Draw {
+            counter: before_increment(after)?,
+            health_version: health_version(version.unwrap_or(0))?,
+        })
+    }
+
+    /// Without blocks: the health version, then the keys' health, one round trip. In block
+    /// mode: from the mirror when it knows every key.
+    #[tracing::instrument(level = "debug", skip_all, fields(keys = keys.len()))]
+    async fn read_health(&self, keys: &[ApiKeyId]) -> Result<HealthRead> {
+        if let Some(blocks) = &self.inner.blocks {
+            return self.read_health_from_block(blocks, keys).await;
+        }
+        if keys.is_empty() {
+            return Ok(HealthRead {
+                version: self.shared_health_version().await?,
+                states: Vec::new(),
+            });
+        }
+        let pipeline = self.client().pipeline();
+        // The version first: the reads after it on this connection reflect every change up to it.
+        let () = pipeline
+            .get(self.inner.names.health_version())
+            .await
+            .map_err(redis)?;
+        self.queue_state_reads(&pipeline, keys).await?;
+        let replies: Vec<Value> = pipeline.all().await.map_err(redis)?;
+        let now = Utc::now();
+        let [version, failed, cooling] = <[Value; 3]>::try_from(replies)
+            .map_err(|_| Error::Internal("redis answered the wrong number of replies".into()))?;
+        let version: Option<i64> = version.convert().map_err(redis)?;
+        Ok(HealthRead {
+            version: health_version(version.unwrap_or(0))?,
+            states: states_from(keys, failed, cooling, now)?,
+        })
+    }
+
     #[tracing::instrument(level = "debug", skip_all, fields(keys = keys.len()))]
     async fn key_states(&self, keys: &[ApiKeyId]) -> Result<Vec<KeyHealth>> {
         self.read_states(keys, Utc::now()).await
@@ -678,84 +814,49 @@ impl RotationState for RedisCache {
     async fn cool_down(&self, key: ApiKeyId, until: DateTime<Utc>) -> Result<DateTime<Utc>> {
         let until_ms = until.timestamp_millis();
         let ttl_ms = until_ms - Utc::now().timestamp_millis();
-        if let Some(blocks) = &self.inner.blocks {
-            let names = &self.inner.names;
-            let reply: Vec<i64> = self
-                .client()
-                .eval(
-                    COOL_DOWN_ANNOUNCED,
-                    vec![names.cooldown(key), names.health_version()],
-                    vec![
-                        until_ms.to_string(),
-                        ttl_ms.to_string(),
-                        names.health_changes(),
-                        key.to_string(),
-                    ],
-                )
-                .await
-                .map_err(redis)?;
-            let [effective, version] = <[i64; 2]>::try_from(reply).map_err(|_| {
-                Error::Internal("redis answered the wrong number of replies".into())
-            })?;
-            blocks.mirror.apply(&HealthNotice {
-                version: health_version(version)?,
-                change: HealthChange::Cooling {
-                    key,
-                    until_ms: effective,
-                },
-            });
-            return from_millis(effective);
-        }
-        let effective: i64 = self
+        let names = &self.inner.names;
+        let reply: Vec<i64> = self
             .client()
             .eval(
-                COOL_DOWN,
-                vec![self.inner.names.cooldown(key)],
-                vec![until_ms, ttl_ms],
+                COOL_DOWN_ANNOUNCED,
+                vec![names.cooldown(key), names.health_version()],
+                vec![
+                    until_ms.to_string(),
+                    ttl_ms.to_string(),
+                    names.health_changes(),
+                    key.to_string(),
+                ],
             )
             .await
             .map_err(redis)?;
+        let [effective, version] = <[i64; 2]>::try_from(reply)
+            .map_err(|_| Error::Internal("redis answered the wrong number of replies".into()))?;
+        self.mirror_change(HealthNotice {
+            version: health_version(version)?,
+            change: HealthChange::Cooling {
+                key,
+                until_ms: effective,
+            },
+        });
         from_millis(effective)
     }
 
     #[tracing::instrument(level = "debug", skip(self))]
     async fn mark_failed(&self, key: ApiKeyId) -> Result<()> {
-        if let Some(blocks) = &self.inner.blocks {
-            let names = &self.inner.names;
-            return self
-                .announce(
-                    blocks,
-                    MARK_FAILED_ANNOUNCED,
-                    vec![names.health(), names.health_version()],
-                    vec![key.to_string(), names.health_changes(), FAILED.to_owned()],
-                    HealthChange::Failed { key },
-                )
-                .await;
-        }
-        let () = self
-            .client()
-            .hset(self.inner.names.health(), (key.to_string(), FAILED))
-            .await
-            .map_err(redis)?;
-        Ok(())
+        let names = &self.inner.names;
+        self.announce(
+            MARK_FAILED_ANNOUNCED,
+            vec![names.health(), names.health_version()],
+            vec![key.to_string(), names.health_changes(), FAILED.to_owned()],
+            HealthChange::Failed { key },
+        )
+        .await
     }
 
     #[tracing::instrument(level = "debug", skip(self))]
     async fn mark_ok(&self, key: ApiKeyId) -> Result<()> {
-        let names = &self.inner.names;
-        if let Some(blocks) = &self.inner.blocks {
-            return self
-                .clear_announced(blocks, &[key], vec![names.cooldown(key)])
-                .await;
-        }
-        let pipeline = self.client().pipeline();
-        let () = pipeline
-            .hdel(names.health(), key.to_string())
+        self.clear_announced(&[key], vec![self.inner.names.cooldown(key)])
             .await
-            .map_err(redis)?;
-        let () = pipeline.del(names.cooldown(key)).await.map_err(redis)?;
-        let _: Value = pipeline.all().await.map_err(redis)?;
-        Ok(())
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(keys = keys.len()))]
@@ -767,15 +868,7 @@ impl RotationState for RedisCache {
                 .iter()
                 .flat_map(|&k| [names.cooldown(k), names.usage(k)])
                 .collect();
-            if let Some(blocks) = &self.inner.blocks {
-                self.clear_announced(blocks, chunk, doomed).await?;
-                continue;
-            }
-            let fields: Vec<String> = chunk.iter().map(ToString::to_string).collect();
-            let pipeline = self.client().pipeline();
-            let () = pipeline.hdel(names.health(), fields).await.map_err(redis)?;
-            let () = pipeline.del(doomed).await.map_err(redis)?;
-            let _: Value = pipeline.all().await.map_err(redis)?;
+            self.clear_announced(chunk, doomed).await?;
         }
         Ok(())
     }

@@ -21,6 +21,10 @@
 //!   time, as with block size 1.
 //! - Cooldowns are kept as their end time and compared with the clock on every read, so they end
 //!   by themselves, like the expiring keys in Redis.
+//! - A generation moves whenever an answer of the mirror may change: a field changed by a change
+//!   or a read (not a change applied twice, nor a key becoming known), an epoch move, a detach or
+//!   an attach. It is block mode's health version, so a selection can tell in O(1) that the usable
+//!   keys it knows are still the ones the mirror would answer.
 
 use std::{
     collections::HashMap,
@@ -156,6 +160,9 @@ struct MirrorState {
     attached: bool,
     /// The newest version seen, to notice a version counter that went back (Redis lost data).
     max_version: u64,
+    /// Moves whenever an answer of the mirror may have changed (a field changed, the epoch
+    /// moved, the subscription went down): the local health version of block mode.
+    generation: u64,
     keys: HashMap<ApiKeyId, Mirrored>,
 }
 
@@ -174,6 +181,7 @@ impl Default for HealthMirror {
                 epoch: 1,
                 attached: true,
                 max_version: 0,
+                generation: 0,
                 keys: HashMap::new(),
             }),
         }
@@ -213,6 +221,39 @@ impl HealthMirror {
                     .map(|mirrored| mirrored.mark.health(now))
             })
             .collect()
+    }
+
+    /// The mirror's generation, while the subscription is up (`None` while it is down, when the
+    /// mirror may be missing changes). The generation moves whenever an answer of the mirror may
+    /// have changed, so two equal generations mean equal answers, cooldowns that ended by
+    /// themselves aside: block mode's health version (see `RotationState::draw`).
+    pub(crate) fn generation(&self) -> Option<u64> {
+        let state = self.read();
+        state.attached.then_some(state.generation)
+    }
+
+    /// [`HealthMirror::fresh_states`] with the generation they were read at, under one lock;
+    /// `None` while the subscription is down, even for no keys.
+    pub(crate) fn versioned_states(
+        &self,
+        keys: &[ApiKeyId],
+        now: DateTime<Utc>,
+    ) -> Option<(u64, Vec<KeyHealth>)> {
+        let state = self.read();
+        if !state.attached {
+            return None;
+        }
+        let states = keys
+            .iter()
+            .map(|key| {
+                state
+                    .keys
+                    .get(key)
+                    .filter(|mirrored| mirrored.read_epoch == state.epoch)
+                    .map(|mirrored| mirrored.mark.health(now))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some((state.generation, states))
     }
 
     /// The health of `keys` as of `now` as mirrored, known or not (a key never seen reads ok).
@@ -260,19 +301,27 @@ impl HealthMirror {
             state.keys.clear();
             state.max_version = 0;
             state.epoch += 1;
+            state.generation += 1;
         }
         state.max_version = state.max_version.max(version);
+        let mut changed = false;
         for (&key, &mark) in keys.iter().zip(marks) {
             let mirrored = state.keys.entry(key).or_default();
             if mirrored.failed_version <= version {
+                changed |= mirrored.mark.failed != mark.failed;
                 mirrored.mark.failed = mark.failed;
                 mirrored.failed_version = version;
             }
             if mirrored.cooling_version <= version {
+                changed |= mirrored.mark.cooling_until_ms != mark.cooling_until_ms;
                 mirrored.mark.cooling_until_ms = mark.cooling_until_ms;
                 mirrored.cooling_version = version;
             }
             mirrored.read_epoch = mirrored.read_epoch.max(ticket.epoch);
+        }
+        // A key becoming known changes no answer: only a changed field moves the generation.
+        if changed {
+            state.generation += 1;
         }
     }
 
@@ -282,10 +331,12 @@ impl HealthMirror {
         let mut state = self.write();
         let version = notice.version;
         state.max_version = state.max_version.max(version);
+        let mut changed = false;
         match &notice.change {
             HealthChange::Cooling { key, until_ms } => {
                 let mirrored = state.keys.entry(*key).or_default();
                 if mirrored.cooling_version < version {
+                    changed |= mirrored.mark.cooling_until_ms != Some(*until_ms);
                     mirrored.mark.cooling_until_ms = Some(*until_ms);
                     mirrored.cooling_version = version;
                 }
@@ -293,6 +344,7 @@ impl HealthMirror {
             HealthChange::Failed { key } => {
                 let mirrored = state.keys.entry(*key).or_default();
                 if mirrored.failed_version < version {
+                    changed |= !mirrored.mark.failed;
                     mirrored.mark.failed = true;
                     mirrored.failed_version = version;
                 }
@@ -301,15 +353,21 @@ impl HealthMirror {
                 for key in keys {
                     let mirrored = state.keys.entry(*key).or_default();
                     if mirrored.failed_version < version {
+                        changed |= mirrored.mark.failed;
                         mirrored.mark.failed = false;
                         mirrored.failed_version = version;
                     }
                     if mirrored.cooling_version < version {
+                        changed |= mirrored.mark.cooling_until_ms.is_some();
                         mirrored.mark.cooling_until_ms = None;
                         mirrored.cooling_version = version;
                     }
                 }
             }
+        }
+        // An instance's own change comes back over the channel: applied twice, counted once.
+        if changed {
+            state.generation += 1;
         }
     }
 
@@ -321,7 +379,9 @@ impl HealthMirror {
     /// The subscription is down: until [`HealthMirror::attach`], changes may be missed, so
     /// selections read health from Redis.
     pub(crate) fn detach(&self) {
-        self.write().attached = false;
+        let mut state = self.write();
+        state.attached = false;
+        state.generation += 1;
     }
 
     /// The subscription is up again: every key is read again before it is trusted.
@@ -329,12 +389,15 @@ impl HealthMirror {
         let mut state = self.write();
         state.attached = true;
         state.epoch += 1;
+        state.generation += 1;
     }
 
     /// Messages may have been missed (lag, an unreadable message): every key is read again
     /// before it is trusted.
     pub(crate) fn invalidate(&self) {
-        self.write().epoch += 1;
+        let mut state = self.write();
+        state.epoch += 1;
+        state.generation += 1;
     }
 }
 
@@ -560,6 +623,41 @@ mod tests {
             Some(vec![KeyHealth::Failed]),
             "new versions count again"
         );
+    }
+
+    #[test]
+    fn the_generation_moves_with_every_answer_that_may_change_and_only_then() {
+        let now = Utc::now();
+        let mirror = read_ok(&[A, B], 1);
+        let generation = |mirror: &HealthMirror| mirror.versioned_states(&[A, B], now).map(|v| v.0);
+        let first = generation(&mirror);
+        assert!(first.is_some());
+        mirror.apply_read(mirror.ticket(), 1, &[A, B], &[KeyMark::default(); 2]);
+        assert_eq!(generation(&mirror), first, "a read that changes nothing");
+
+        let failed = notice(2, HealthChange::Failed { key: A });
+        mirror.apply(&failed);
+        let second = generation(&mirror);
+        assert_ne!(second, first, "a change");
+        mirror.apply(&failed);
+        assert_eq!(generation(&mirror), second, "the same change, echoed back");
+        assert_eq!(
+            mirror.versioned_states(&[A, B], now).map(|v| v.1),
+            Some(vec![KeyHealth::Failed, KeyHealth::Ok])
+        );
+
+        mirror.detach();
+        assert_eq!(mirror.generation(), None, "no local version while detached");
+        assert_eq!(mirror.versioned_states(&[], now), None);
+        mirror.attach();
+        assert_eq!(generation(&mirror), None, "every key is read again first");
+        let ticket = mirror.ticket();
+        mirror.apply_read(ticket, 2, &[A, B], &[KeyMark::default(); 2]);
+        let third = generation(&mirror);
+        assert!(third.is_some_and(|g| Some(g) != second));
+        assert_eq!(mirror.generation(), third);
+        mirror.invalidate();
+        assert_ne!(mirror.generation(), third, "changes may have been missed");
     }
 
     #[test]

@@ -13,8 +13,10 @@ use std::{
 use cache_redis::{RedisCache, RedisOptions};
 use chrono::{TimeDelta, Utc};
 use domain::{
-    ApiKeyId, ChangeStream, ConfigChange, ConfigEvents, ConfigNotice, Dependency, Error, KeyHealth,
-    ProxyConfigId, RotationState, Turn, UsageCounters, UsageEvent,
+    ApiKey, ApiKeyId, ChangeStream, Classifier, ConfigChange, ConfigEvents, ConfigNotice,
+    ConfigSnapshot, Dependency, Error, FailoverPolicy, KeyHealth, KeySecret, KeyUsage, ProxyConfig,
+    ProxyConfigId, ProxyConfigInput, RotationState, Rotator, SystemClock, Turn, UsageCounters,
+    UsageEvent,
 };
 use fred::{
     prelude::{
@@ -131,6 +133,61 @@ async fn next_change(stream: &mut ChangeStream, limit: Duration) -> Option<Confi
     }
 }
 
+/// A config `id` with enabled keys `keys`, as the store would load it.
+fn snapshot(id: ProxyConfigId, keys: &[ApiKeyId]) -> ConfigSnapshot {
+    let spec = ProxyConfigInput {
+        name: Some(format!("Config {id}")),
+        slug: Some(format!("config-{id}")),
+        config_type: Some("LLM".into()),
+        target_base_url: Some("https://api.example.com/v1".into()),
+        ..Default::default()
+    }
+    .validate()
+    .unwrap();
+    let now = Utc::now();
+    let keys = keys
+        .iter()
+        .map(|&key| {
+            std::sync::Arc::new(ApiKey {
+                id: key,
+                proxy_config_id: id,
+                key_value: KeySecret::parse(&format!("sk-test-{key}")).unwrap(),
+                is_active: true,
+                health: KeyHealth::Ok,
+                usage: KeyUsage::default(),
+                created_at: now,
+                updated_at: now,
+            })
+        })
+        .collect();
+    ConfigSnapshot::new(ProxyConfig::from_spec(id, spec, now, now), keys)
+}
+
+/// The proxy's selection over `cache`.
+fn rotator(cache: &RedisCache) -> Rotator {
+    let shared = std::sync::Arc::new(cache.clone());
+    Rotator::new(
+        shared.clone(),
+        shared,
+        std::sync::Arc::new(SystemClock),
+        Classifier::new(TimeDelta::seconds(60)),
+        FailoverPolicy {
+            max_retries: 0,
+            ..FailoverPolicy::default()
+        },
+    )
+}
+
+/// The ids of the keys the next `plans` plans of `rotator` start with.
+async fn first_keys(rotator: &Rotator, snapshot: &ConfigSnapshot, plans: usize) -> Vec<i64> {
+    let mut picked = Vec::with_capacity(plans);
+    for _ in 0..plans {
+        let plan = rotator.plan(snapshot, 1).await.unwrap();
+        picked.push(plan.keys(snapshot).next().unwrap().id.0);
+    }
+    picked
+}
+
 fn change(id: i64, slug: &str) -> ConfigChange {
     ConfigChange {
         config_id: ProxyConfigId(id),
@@ -219,7 +276,10 @@ async fn a_change_published_by_one_instance_reaches_the_other_within_100_ms() {
     }
     assert_eq!(warmed, Some(warm_up));
     // Copies of the warm-up still on their way are not part of the measurement.
-    while next_change(&mut stream, Duration::from_millis(200)).await.is_some() {}
+    while next_change(&mut stream, Duration::from_millis(200))
+        .await
+        .is_some()
+    {}
     for round in 0..5 {
         let sent = change(round, &format!("cross-{round}"));
         let start = Instant::now();
@@ -785,5 +845,86 @@ async fn without_counter_blocks_every_turn_increments_the_shared_counter() {
             "one INCR per call, nothing reserved ahead"
         );
     }
+    purge(&url, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_counter_blocks_a_selection_sees_the_others_health_changes_at_once() {
+    let Some(url) = redis_url() else { return };
+    let _turn = RUN_ALONE.read().await;
+    let ns = namespace();
+    let (a, b) = (connect(&url, &ns).await, connect(&url, &ns).await);
+    let config = ProxyConfigId(41);
+    let keys = [ApiKeyId(1), ApiKeyId(2), ApiKeyId(3)];
+    let snapshot = snapshot(config, &keys);
+    let selection = rotator(&b);
+    let mut first = first_keys(&selection, &snapshot, 3).await;
+    first.sort_unstable();
+    assert_eq!(
+        first,
+        [1, 2, 3],
+        "b's selection now keeps the three usable keys"
+    );
+
+    a.mark_failed(keys[1]).await.unwrap();
+    let picked = first_keys(&selection, &snapshot, 6).await;
+    assert!(
+        !picked.contains(&2),
+        "b's very next selections skip it: {picked:?}"
+    );
+    a.cool_down(keys[0], Utc::now() + TimeDelta::seconds(60))
+        .await
+        .unwrap();
+    assert_eq!(first_keys(&selection, &snapshot, 3).await, [3, 3, 3]);
+    a.mark_ok(keys[0]).await.unwrap();
+    a.mark_ok(keys[1]).await.unwrap();
+    let mut back = first_keys(&selection, &snapshot, 3).await;
+    back.sort_unstable();
+    assert_eq!(back, [1, 2, 3], "both back in rotation at once");
+    purge(&url, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_counter_blocks_a_selection_sees_a_change_missed_while_disconnected() {
+    let Some(url) = redis_url() else { return };
+    let _turn = RUN_ALONE.read().await;
+    let ns = namespace();
+    let (a, b) = two_with_blocks(&url, &ns, 1_024).await;
+    let config = ProxyConfigId(51);
+    let keys = [ApiKeyId(1), ApiKeyId(2)];
+    let snapshot = snapshot(config, &keys);
+    let selection = rotator(&b);
+    let mut notices = b.subscribe().await.unwrap();
+    let mut first = first_keys(&selection, &snapshot, 2).await;
+    first.sort_unstable();
+    assert_eq!(first, [1, 2], "b's selection keeps both keys");
+    let admin = admin(&url).await;
+    let health_channel = format!("{ns}:health-changes");
+
+    // As in the test above: a cools key 1 down while b is not subscribed.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let victim = subscriber_connection(&admin, &b).await;
+        let _: i64 = admin
+            .client_kill(vec![ClientKillFilter::ID(victim.to_string())])
+            .await
+            .unwrap();
+        a.cool_down(keys[0], Utc::now() + TimeDelta::seconds(60 + attempts))
+            .await
+            .unwrap();
+        if subscribers(&admin, &health_channel).await == 1 {
+            break;
+        }
+        assert!(attempts < 20, "b always subscribed again too fast");
+        next_resync(&mut notices).await;
+    }
+    next_resync(&mut notices).await;
+    assert_eq!(
+        first_keys(&selection, &snapshot, 4).await,
+        [2, 2, 2, 2],
+        "the usable keys b kept were dropped with its mirror's trust"
+    );
+    admin.quit().await.ok();
     purge(&url, &ns).await;
 }

@@ -493,9 +493,9 @@ pub async fn store_snapshot_by_slug(store: &dyn ProxyStore) {
         .expect("active config");
     assert_eq!(snapshot.config.id, config.id);
     assert_eq!(snapshot.config.spec(), config.spec());
-    let ids: Vec<ApiKeyId> = snapshot.keys.iter().map(|k| k.id).collect();
+    let ids: Vec<ApiKeyId> = snapshot.keys().iter().map(|k| k.id).collect();
     assert_eq!(ids, [a.id, b.id], "snapshot holds every key, ordered by id");
-    assert_eq!(snapshot.keys[0].key_value.expose(), a.key_value.expose());
+    assert_eq!(snapshot.keys()[0].key_value.expose(), a.key_value.expose());
 
     store.set_config_active(config.id, false).await.unwrap();
     assert!(
@@ -847,6 +847,7 @@ pub async fn rotation_state(state: &dyn RotationState) {
         .unwrap();
     assert_eq!(other.counter, 0, "each config has its own counter");
     assert!(other.states.is_empty());
+    health_versions(state, config, &keys).await;
 
     let now = Utc::now();
     let until = now + TimeDelta::seconds(60);
@@ -908,6 +909,80 @@ pub async fn rotation_state(state: &dyn RotationState) {
         state.key_states(&keys).await.unwrap(),
         [KeyHealth::Ok; 3],
         "forgotten keys read ok"
+    );
+}
+
+/// `draw` shares `next_turn`'s counter, and every health write that changes a key's health
+/// changes the health version before its effect can be read. Leaves every key healthy. The
+/// config's counter is at 5.
+async fn health_versions(state: &dyn RotationState, config: ProxyConfigId, keys: &[ApiKeyId; 3]) {
+    let mut counters = Vec::new();
+    for _ in 0..3 {
+        counters.push(state.draw(config).await.expect("draw").counter);
+    }
+    let turn = state.next_turn(config, keys).await.expect("next turn");
+    counters.push(turn.counter);
+    counters.push(state.draw(config).await.expect("draw").counter);
+    assert_eq!(
+        counters,
+        [5, 6, 7, 8, 9],
+        "draw and next_turn take values of one counter, each once"
+    );
+
+    let read = state.read_health(keys).await.expect("read health");
+    assert_eq!(read.states, [KeyHealth::Ok; 3], "unmarked keys read ok");
+    let mut version = state.draw(config).await.expect("draw").health_version;
+    let until = Utc::now() + TimeDelta::seconds(60);
+    #[derive(Debug, Clone, Copy)]
+    enum Write {
+        CoolDown,
+        MarkFailed,
+        MarkOk,
+        Forget,
+    }
+    let writes = [
+        (Write::CoolDown, KeyHealth::Cooling { until }),
+        (Write::MarkFailed, KeyHealth::Failed),
+        (Write::MarkOk, KeyHealth::Ok),
+        (Write::CoolDown, KeyHealth::Cooling { until }),
+        (Write::Forget, KeyHealth::Ok),
+    ];
+    for (write, expected) in writes {
+        let written = match write {
+            Write::CoolDown => state.cool_down(keys[1], until).await.map(drop),
+            Write::MarkFailed => state.mark_failed(keys[1]).await,
+            Write::MarkOk => state.mark_ok(keys[1]).await,
+            Write::Forget => state.forget(&keys[1..2]).await,
+        };
+        written.unwrap_or_else(|e| panic!("{write:?}: {e}"));
+        let drawn = state.draw(config).await.expect("draw").health_version;
+        assert_ne!(drawn, version, "{write:?} changes the health version");
+        let read = state.read_health(&keys[..2]).await.expect("read health");
+        assert_ne!(
+            read.version, version,
+            "{write:?} changes the health version"
+        );
+        assert_eq!(
+            read.states[0],
+            KeyHealth::Ok,
+            "only the key written changes"
+        );
+        match (read.states[1], expected) {
+            (KeyHealth::Cooling { until: read }, KeyHealth::Cooling { until }) => {
+                assert_close(read, until, "read_health after cool_down");
+            }
+            (read, expected) => assert_eq!(read, expected, "read_health after {write:?}"),
+        }
+        version = read.version;
+    }
+    assert!(
+        state
+            .read_health(&[])
+            .await
+            .expect("read health")
+            .states
+            .is_empty(),
+        "no keys, no states"
     );
 }
 

@@ -380,7 +380,7 @@ impl Failover {
             return None;
         }
         let position = *self.plan.positions().get(self.sent)?;
-        let key = snapshot.keys.get(position)?;
+        let key = snapshot.keys().get(position)?;
         self.sent += 1;
         self.may_send = false;
         Some(key)
@@ -541,15 +541,15 @@ mod tests {
                 })
             })
             .collect();
-        ConfigSnapshot { config, keys }
+        ConfigSnapshot::new(config, keys)
     }
 
     fn start(snapshot: &ConfigSnapshot, body: BodyReplay) -> Failover {
         let rules = FailoverPolicy::default().rules_for(&snapshot.config);
-        let candidates: Vec<usize> = (0..snapshot.keys.len()).collect();
+        let candidates: Vec<usize> = (0..snapshot.keys().len()).collect();
         let turn = Turn {
             counter: 0,
-            states: vec![KeyHealth::Ok; snapshot.keys.len()],
+            states: vec![KeyHealth::Ok; snapshot.keys().len()],
         };
         let plan = plan_attempts(&candidates, &turn, clock().now(), rules.max_attempts()).unwrap();
         Failover::new(rules, Classifier::new(TimeDelta::seconds(60)), plan, body)

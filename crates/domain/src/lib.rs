@@ -50,8 +50,8 @@ pub use original::{
     OriginalTables, PlannedConfig, PlannedKey, RefusedRow, plan_import,
 };
 pub use ports::{
-    ChangeStream, ConfigEvents, ConfigNotice, InsertedKeys, Leases, ProxyStore, RotationState,
-    Turn, UsageCounters,
+    ChangeStream, ConfigEvents, ConfigNotice, Draw, HealthRead, InsertedKeys, Leases, ProxyStore,
+    RotationState, Turn, UsageCounters,
 };
 pub use security::{BodyRedactor, ProxyKeySet, Redactor, mask_secret};
 pub use selection::{AttemptPlan, Rotator, Settled, plan_attempts};

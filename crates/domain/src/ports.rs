@@ -107,13 +107,49 @@ pub struct Turn {
     pub states: Vec<KeyHealth>,
 }
 
+/// One selection's draw: the counter value and the version of the key health it goes with.
+///
+/// The version lets [`crate::Rotator`] keep a config's usable keys between requests and read
+/// every key's health again only after some health changed, instead of once per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Draw {
+    /// The config's counter before this selection incremented it.
+    pub counter: u64,
+    /// The health version in force when the counter was drawn (see [`RotationState::draw`]).
+    pub health_version: u64,
+}
+
+/// Key health read together with the health version it reflects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthRead {
+    /// A health version read before `states`: the states reflect at least every change up to it.
+    pub version: u64,
+    /// Health of each key, aligned with the ids passed in.
+    pub states: Vec<KeyHealth>,
+}
+
 /// Live rotation state: round-robin counters, cooldowns and key health.
 ///
 /// An adapter shared by several instances (Redis) makes all of them see one counter per config
 /// and each other's cooldowns and failures on their very next read.
+///
+/// Health versions: [`RotationState::draw`] and [`RotationState::read_health`] answer a version
+/// of the health of every key this state holds. Two answers with the same version mean that no
+/// key's health changed in between (a cooldown that ends by itself is not a change: callers
+/// compare cooldown ends with their clock). Any health write (`cool_down`, `mark_failed`,
+/// `mark_ok`, `forget`) that changes a key's health, by this instance or, for a shared adapter,
+/// by another, changes the version before its effect can be read; a write that changes nothing
+/// may leave it. Versions are only ever compared for equality, and only with versions of the
+/// same state object.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait RotationState: Send + Sync {
+    /// Atomically draws the config's next counter value (as [`RotationState::next_turn`] does)
+    /// and answers the current health version, reading no key's health: the cost does not grow
+    /// with the pool. An adapter may answer both in one round trip.
+    async fn draw(&self, config: ProxyConfigId) -> Result<Draw>;
+    /// The health of `keys`, aligned with the ids passed in, with a version read before them.
+    async fn read_health(&self, keys: &[ApiKeyId]) -> Result<HealthRead>;
     /// Atomically draws the config's next counter value and reads the health of `keys`; an
     /// adapter may answer both in one round trip. Counters start at 0 and never repeat a value.
     async fn next_turn(&self, config: ProxyConfigId, keys: &[ApiKeyId]) -> Result<Turn>;

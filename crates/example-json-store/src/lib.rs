@@ -384,7 +384,7 @@ impl ProxyStore for JsonFileStore {
             let keys = keys_of(tables, config.id)
                 .map(|k| k.to_domain().map(Arc::new))
                 .collect::<Result<Vec<_>>>()?;
-            Ok(Some(ConfigSnapshot { config, keys }))
+            Ok(Some(ConfigSnapshot::new(config, keys)))
         })
     }
 

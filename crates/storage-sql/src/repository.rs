@@ -671,10 +671,10 @@ impl ProxyStore for SqlStore {
         let config = convert::config_from_row(row)?;
         let keys = self.keys_of(&txn, config.id).await?;
         self.commit(txn).await?;
-        Ok(Some(ConfigSnapshot {
+        Ok(Some(ConfigSnapshot::new(
             config,
-            keys: keys.into_iter().map(Arc::new).collect(),
-        }))
+            keys.into_iter().map(Arc::new).collect(),
+        )))
     }
 
     async fn apply_usage(&self, deltas: &[UsageDelta]) -> Result<()> {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer, ser::SerializeStru
 
 use super::{key::ApiKey, wire_enum::wire_enum};
 use crate::failover::ConfigPolicy;
+use crate::selection::SelectionCache;
 
 /// Database identifier of a proxy config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -532,12 +533,64 @@ impl Serialize for ProxyConfig {
 
 /// An active config with every one of its keys (enabled or not), as the proxy hot path reads it
 /// from the in-process cache.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// A snapshot also carries what [`crate::Rotator::plan`] learnt about its keys (the enabled ones,
+/// and which of those were usable at some health version), so that a request over a large pool
+/// costs the same as one over a small pool. That knowledge lives and dies with the snapshot:
+/// an admin write replaces the snapshot, and the keys cannot change under it (they are read-only
+/// once built). Equality, clones and `Debug` look at the config and keys only.
 pub struct ConfigSnapshot {
     /// The config.
     pub config: ProxyConfig,
+    keys: Vec<Arc<ApiKey>>,
+    selection: SelectionCache,
+}
+
+impl ConfigSnapshot {
+    /// A snapshot of `config` with `keys`, ordered by id.
+    pub fn new(config: ProxyConfig, keys: Vec<Arc<ApiKey>>) -> Self {
+        ConfigSnapshot {
+            config,
+            keys,
+            selection: SelectionCache::default(),
+        }
+    }
+
     /// Its keys, ordered by id.
-    pub keys: Vec<Arc<ApiKey>>,
+    pub fn keys(&self) -> &[Arc<ApiKey>] {
+        &self.keys
+    }
+
+    /// The config and its keys, for building a changed snapshot.
+    pub fn into_parts(self) -> (ProxyConfig, Vec<Arc<ApiKey>>) {
+        (self.config, self.keys)
+    }
+
+    pub(crate) fn selection(&self) -> &SelectionCache {
+        &self.selection
+    }
+}
+
+impl Clone for ConfigSnapshot {
+    /// The config and keys; the clone learns its usable keys afresh.
+    fn clone(&self) -> Self {
+        ConfigSnapshot::new(self.config.clone(), self.keys.clone())
+    }
+}
+
+impl PartialEq for ConfigSnapshot {
+    fn eq(&self, other: &Self) -> bool {
+        self.config == other.config && self.keys == other.keys
+    }
+}
+
+impl fmt::Debug for ConfigSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfigSnapshot")
+            .field("config", &self.config)
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
 }
 
 #[cfg(test)]
