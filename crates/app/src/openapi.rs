@@ -323,7 +323,7 @@ pub struct ProxyConfigInput {
     pub output_format: Option<String>,
     /// Retries with other keys after the first attempt, 0 to 10; null or absent =
     /// `PROXY_MAX_RETRIES`.
-    #[schema(examples(2))]
+    #[schema(examples(2), maximum = 10)]
     pub max_retries: Option<u32>,
     /// The failure classes re-sent to another key, replacing the default set; null or absent =
     /// every class but `timeout`, and for GENERIC `POST`/`PATCH` only `rate_limited`,
@@ -331,7 +331,7 @@ pub struct ProxyConfigInput {
     pub retry_on: Option<Vec<RetryClass>>,
     /// Seconds to wait for the response head, 0 = no limit (at most 86400); null or absent =
     /// `PROXY_TIMEOUT` (GENERIC) or `LLM_RESPONSE_TIMEOUT` (LLM).
-    #[schema(examples(600))]
+    #[schema(examples(600), maximum = 86400)]
     pub response_timeout_seconds: Option<u32>,
 }
 

@@ -51,6 +51,9 @@ fn at() -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
+/// Keys a plan holds: the first attempt and the default two retries.
+const ATTEMPTS: usize = 3;
+
 /// A config with `key_count` enabled keys.
 fn snapshot(key_count: i64) -> ConfigSnapshot {
     let config = ProxyConfig {
@@ -64,6 +67,7 @@ fn snapshot(key_count: i64) -> ConfigSnapshot {
             output_format: OutputFormat::None,
             key_placement: None,
         }),
+        policy: domain::failover::ConfigPolicy::default(),
         created_at: at(),
         updated_at: at(),
     };
@@ -115,7 +119,7 @@ fn rotator_plan(c: &mut Criterion) {
         ready(cache.cool_down(ApiKeyId(2), until)).unwrap();
         let snapshot = snapshot(key_count);
         group.bench_function(format!("{key_count} keys"), |b| {
-            b.iter(|| black_box(ready(rotator.plan(black_box(&snapshot))).unwrap()));
+            b.iter(|| black_box(ready(rotator.plan(black_box(&snapshot), ATTEMPTS)).unwrap()));
         });
         if key_count == 100_000 {
             // A health write every 1 000 plans: the plan after it reads every key again.
@@ -130,7 +134,7 @@ fn rotator_plan(c: &mut Criterion) {
                         },
                         |()| {
                             for _ in 0..1_000 {
-                                black_box(ready(rotator.plan(&snapshot)).unwrap());
+                                black_box(ready(rotator.plan(&snapshot, ATTEMPTS)).unwrap());
                             }
                         },
                         BatchSize::PerIteration,

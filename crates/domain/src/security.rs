@@ -271,6 +271,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::unwrap_used)]
     fn relayed_bodies_lose_every_form_of_an_echoed_key() {
         let key = "sk-live/abc+def\"ghi12345";
         let redactor = BodyRedactor::new([key, "proxy-key-0123456789"]);

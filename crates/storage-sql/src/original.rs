@@ -234,7 +234,7 @@ pub async fn read_original<C: ConnectionTrait>(
 
 /// A config or key that waits for a free id until every row that keeps its own id is in.
 enum Deferred {
-    Config(PlannedConfig),
+    Config(Box<PlannedConfig>),
     Key(ProxyConfigId, domain::PlannedKey),
 }
 
@@ -263,7 +263,7 @@ impl<'c, C: ConnectionTrait> Importer<'c, C> {
         while !self.deferred.is_empty() {
             for deferred in std::mem::take(&mut self.deferred) {
                 match deferred {
-                    Deferred::Config(config) => self.config(config, true).await?,
+                    Deferred::Config(config) => self.config(*config, true).await?,
                     Deferred::Key(config, key) => self.key(config, key, true).await?,
                 }
             }
@@ -324,7 +324,7 @@ impl<'c, C: ConnectionTrait> Importer<'c, C> {
             .map_err(|err| self.error(err))?
             .is_none();
         if !id_free && !renumber {
-            self.deferred.push(Deferred::Config(config));
+            self.deferred.push(Deferred::Config(Box::new(config)));
             return Ok(());
         }
         let now = convert::now();

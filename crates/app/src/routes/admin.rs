@@ -50,7 +50,7 @@ pub fn scope(prefix: &str, cors: super::ProxyCors) -> impl HttpServiceFactory + 
         .service(
             resource("/proxy-configs/{id}/keys/batch", "POST").route(web::post().to(import_keys)),
         )
-        .route("/key-counts", web::get().to(key_counts))
+        .service(resource("/key-counts", "GET").route(web::get().to(key_counts)))
         .service(
             resource("/keys/{key_id}", "PATCH, DELETE")
                 .route(web::patch().to(set_key_status))

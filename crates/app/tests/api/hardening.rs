@@ -337,6 +337,7 @@ async fn wrong_methods_on_admin_routes_answer_405_with_allow() {
         ("GET", "/admin/proxy-configs/1/keys/batch", "POST"),
         ("GET", "/admin/keys/1", "DELETE, PATCH"),
         ("GET", "/admin/keys/1/test", "POST"),
+        ("TRACE", "/admin/key-counts", "GET"),
     ];
     for (method, path, allow) in cases {
         let response = app
