@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    ConvertError,
+    ConvertError, MalformedResponse,
     neutral::{
         ChatRequest, ChatResponse, ErrorInfo, FinishReason, Image, Part, Role, StreamEvent, Tool,
         ToolCall, ToolChoice, ToolResult, Usage, arguments_object, client_id, json_text,
@@ -583,8 +583,8 @@ impl Codec for AnthropicCodec {
         })
     }
 
-    fn decode_response(&self, body: &[u8]) -> Result<ChatResponse, String> {
-        let wire: ResponseIn = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    fn decode_response(&self, body: &[u8]) -> Result<ChatResponse, MalformedResponse> {
+        let wire: ResponseIn = serde_json::from_slice(body)?;
         Ok(ChatResponse {
             id: wire.id,
             model: wire.model,

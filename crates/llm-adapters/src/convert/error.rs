@@ -59,6 +59,12 @@ impl From<ToolPairing> for ConvertError {
     }
 }
 
+/// An upstream response body that is not the upstream format's response shape (answered to the
+/// client as a 502 in its own error shape).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct MalformedResponse(#[from] serde_json::Error);
+
 impl ConvertError {
     /// The HTTP status to answer with: 404 for an unconverted endpoint, 400 otherwise.
     pub fn status(&self) -> u16 {

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    ConvertError,
+    ConvertError, MalformedResponse,
     neutral::{
         ChatRequest, ChatResponse, ErrorInfo, FinishReason, Image, Part, Role, StreamEvent, Tool,
         ToolCall, ToolChoice, ToolResult, Usage, arguments_object, fresh_id, json_text,
@@ -606,8 +606,8 @@ impl Codec for GeminiCodec {
         })
     }
 
-    fn decode_response(&self, body: &[u8]) -> Result<ChatResponse, String> {
-        let wire: ResponseIn = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    fn decode_response(&self, body: &[u8]) -> Result<ChatResponse, MalformedResponse> {
+        let wire: ResponseIn = serde_json::from_slice(body)?;
         let mut response = ChatResponse {
             id: wire.response_id,
             model: wire.model_version,

@@ -48,6 +48,6 @@ mod registry;
 mod stream;
 
 pub use anthropic::DEFAULT_MAX_TOKENS;
-pub use error::ConvertError;
+pub use error::{ConvertError, MalformedResponse};
 pub use registry::{Conversion, ConvertedRequest, ConvertedResponse};
 pub use stream::{ClientStream, StreamConverter, StreamFraming};

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    ConvertError,
+    ConvertError, MalformedResponse,
     neutral::{
         ChatRequest, ChatResponse, ErrorInfo, FinishReason, Image, Message, Part, Role,
         StreamEvent, Tool, ToolCall, ToolChoice, ToolResult, Usage, fresh_id, json_text, now_unix,
@@ -566,8 +566,8 @@ impl Codec for OpenaiChatCodec {
         })
     }
 
-    fn decode_response(&self, body: &[u8]) -> Result<ChatResponse, String> {
-        let wire: ResponseIn = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    fn decode_response(&self, body: &[u8]) -> Result<ChatResponse, MalformedResponse> {
+        let wire: ResponseIn = serde_json::from_slice(body)?;
         let mut response = ChatResponse {
             id: wire.id,
             model: wire.model,

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    ConvertError,
+    ConvertError, MalformedResponse,
     neutral::{
         ChatRequest, ChatResponse, ErrorInfo, FinishReason, Image, Message, Part, Role,
         StreamEvent, Tool, ToolCall, ToolChoice, ToolResult, Usage, client_id, fresh_id, json_text,
@@ -542,8 +542,8 @@ impl Codec for OpenaiResponsesCodec {
         })
     }
 
-    fn decode_response(&self, body: &[u8]) -> Result<ChatResponse, String> {
-        let mut wire: ResponseIn = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    fn decode_response(&self, body: &[u8]) -> Result<ChatResponse, MalformedResponse> {
+        let mut wire: ResponseIn = serde_json::from_slice(body)?;
         let mut parts = Vec::new();
         for item in std::mem::take(&mut wire.output) {
             match item.kind.as_deref() {

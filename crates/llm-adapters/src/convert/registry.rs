@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
-    ConvertError,
+    ConvertError, MalformedResponse,
     anthropic::AnthropicCodec,
     gemini::GeminiCodec,
     neutral::{ChatRequest, ChatResponse, ErrorInfo},
@@ -59,7 +59,7 @@ pub(crate) trait Codec: Sync {
     fn encode_request(&self, request: &ChatRequest) -> Result<EncodedRequest, ConvertError>;
 
     /// Decodes a successful upstream response body.
-    fn decode_response(&self, body: &[u8]) -> Result<ChatResponse, String>;
+    fn decode_response(&self, body: &[u8]) -> Result<ChatResponse, MalformedResponse>;
 
     /// Encodes a response for a client of this format.
     fn encode_response(&self, response: &ChatResponse) -> Vec<u8>;
