@@ -74,21 +74,10 @@ impl BodyLimits {
     /// # Errors
     /// 400 for a malformed length; 413 when it is over the limit.
     pub fn declared_length(&self, headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
-        let Some(value) = headers.get(header::CONTENT_LENGTH) else {
-            return Ok(None);
-        };
-        let length: u64 = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .ok_or_else(|| {
-                ApiError::bad_request("invalid_body", "Content-Length is not a number")
-                    .closing_connection()
-            })?;
-        if length > self.max_bytes as u64 {
-            return Err(too_large());
+        match content_length(headers)? {
+            Some(length) if length > self.max_bytes as u64 => Err(too_large()),
+            length => Ok(length),
         }
-        Ok(Some(length))
     }
 
     /// Reads a whole body of at most `MAX_BODY_BYTES` within `CLIENT_BODY_TIMEOUT`.
@@ -188,6 +177,26 @@ impl BodyLimits {
                 .closing_connection()
             })
     }
+}
+
+/// The request's `Content-Length`, whatever its size.
+///
+/// # Errors
+/// 400 (closing the connection) when it is not a number.
+pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .map(|value| {
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request("invalid_body", "Content-Length is not a number")
+                        .closing_connection()
+                })
+        })
+        .transpose()
 }
 
 fn units(bytes: usize) -> usize {

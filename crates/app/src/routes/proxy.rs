@@ -17,7 +17,7 @@ use llm_adapters::PROXY_KEY_HEADER;
 use crate::{
     disconnect,
     errors::ApiError,
-    inbound::{BodyLimits, BufferedBody},
+    inbound::{self, BodyLimits, BufferedBody},
     state::AppState,
     upstream::{self, Reply, RequestBody, Target, UpstreamClient, UpstreamRequest},
 };
@@ -158,19 +158,10 @@ async fn request_body(
     limits: &BodyLimits,
 ) -> Result<(RequestBody, Option<BufferedBody>), ApiError> {
     let chunked = request.headers().contains_key(header::TRANSFER_ENCODING);
-    let length = match request.headers().get(header::CONTENT_LENGTH) {
-        Some(_) if chunked => None,
-        Some(value) => Some(
-            value
-                .to_str()
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or_else(|| {
-                    ApiError::bad_request("invalid_body", "Content-Length is not a number")
-                        .closing_connection()
-                })?,
-        ),
-        None => None,
+    let length = if chunked {
+        None
+    } else {
+        inbound::content_length(request.headers())?
     };
     match length {
         None if !chunked => Ok((RequestBody::Replayable(bytes::Bytes::new()), None)),
