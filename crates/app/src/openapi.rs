@@ -3,13 +3,15 @@
 //! `docs/openapi.json` (a test fails when the committed file is stale; `cargo xtask openapi` or
 //! `UPDATE_OPENAPI=1 cargo test -p app --lib openapi::` rewrites it).
 //!
-//! The domain crate does not depend on utoipa, so the request and response bodies are described
-//! here by small schema types with the same field names as the domain's serde shapes; a test
-//! serialises the real domain values and checks that they carry exactly the documented fields.
+//! The response types here are the admin API's wire DTOs: the handlers build them from the domain
+//! values (`From<&domain::...>`) and serialise them, so the document describes exactly what is
+//! sent and `domain` knows nothing of the wire. Request bodies are read by the domain's input types
+//! (which validate every field at once); their schemas here describe what those accept.
 
 use std::sync::OnceLock;
 
 use actix_web::HttpResponse;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::{
     Modify, OpenApi, ToSchema,
@@ -162,7 +164,7 @@ pub struct Token {
 }
 
 /// Whether a config proxies any REST API or an LLM API (accepted in any case, returned upper case).
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 pub enum ConfigType {
     /// Any REST API, one method and one target URL, served under `/proxy/{slug}/...`.
     #[serde(rename = "GENERIC")]
@@ -173,7 +175,7 @@ pub enum ConfigType {
 }
 
 /// Where the upstream key is put in the outgoing request.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyLocation {
     /// In the header named `api_key_name`.
@@ -183,7 +185,7 @@ pub enum KeyLocation {
 }
 
 /// The one method a GENERIC config accepts.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum HttpMethod {
     /// GET.
@@ -203,7 +205,7 @@ pub enum HttpMethod {
 }
 
 /// What an LLM upstream speaks.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ApiFormat {
     /// OpenAI and every OpenAI-compatible API.
@@ -215,7 +217,7 @@ pub enum ApiFormat {
 }
 
 /// What an LLM config's clients speak; `none` is the upstream's own format.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OutputFormat {
     /// Same as `api_format`.
@@ -231,7 +233,7 @@ pub enum OutputFormat {
 }
 
 /// A class of failed attempt that a config may re-send to another key (SPEC §8).
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RetryClass {
     /// 429, or a rate-limit/quota marker.
@@ -244,6 +246,72 @@ pub enum RetryClass {
     ConnectError,
     /// No response head in time: the upstream may have acted on (and billed) the request.
     Timeout,
+}
+
+impl From<domain::ConfigType> for ConfigType {
+    fn from(kind: domain::ConfigType) -> Self {
+        match kind {
+            domain::ConfigType::Generic => ConfigType::Generic,
+            domain::ConfigType::Llm => ConfigType::Llm,
+        }
+    }
+}
+
+impl From<domain::KeyLocation> for KeyLocation {
+    fn from(location: domain::KeyLocation) -> Self {
+        match location {
+            domain::KeyLocation::Header => KeyLocation::Header,
+            domain::KeyLocation::Query => KeyLocation::Query,
+        }
+    }
+}
+
+impl From<domain::HttpMethod> for HttpMethod {
+    fn from(method: domain::HttpMethod) -> Self {
+        match method {
+            domain::HttpMethod::Get => HttpMethod::Get,
+            domain::HttpMethod::Post => HttpMethod::Post,
+            domain::HttpMethod::Put => HttpMethod::Put,
+            domain::HttpMethod::Patch => HttpMethod::Patch,
+            domain::HttpMethod::Delete => HttpMethod::Delete,
+            domain::HttpMethod::Head => HttpMethod::Head,
+            domain::HttpMethod::Options => HttpMethod::Options,
+        }
+    }
+}
+
+impl From<domain::ApiFormat> for ApiFormat {
+    fn from(format: domain::ApiFormat) -> Self {
+        match format {
+            domain::ApiFormat::OpenaiCompatible => ApiFormat::OpenaiCompatible,
+            domain::ApiFormat::AnthropicNative => ApiFormat::AnthropicNative,
+            domain::ApiFormat::GeminiNative => ApiFormat::GeminiNative,
+        }
+    }
+}
+
+impl From<domain::OutputFormat> for OutputFormat {
+    fn from(format: domain::OutputFormat) -> Self {
+        match format {
+            domain::OutputFormat::None => OutputFormat::None,
+            domain::OutputFormat::Openai => OutputFormat::Openai,
+            domain::OutputFormat::Anthropic => OutputFormat::Anthropic,
+            domain::OutputFormat::Gemini => OutputFormat::Gemini,
+            domain::OutputFormat::OpenaiResponses => OutputFormat::OpenaiResponses,
+        }
+    }
+}
+
+impl From<domain::RetryClass> for RetryClass {
+    fn from(class: domain::RetryClass) -> Self {
+        match class {
+            domain::RetryClass::RateLimited => RetryClass::RateLimited,
+            domain::RetryClass::AuthFailed => RetryClass::AuthFailed,
+            domain::RetryClass::ServerError => RetryClass::ServerError,
+            domain::RetryClass::ConnectError => RetryClass::ConnectError,
+            domain::RetryClass::Timeout => RetryClass::Timeout,
+        }
+    }
 }
 
 /// A key's place in rotation.
@@ -384,11 +452,45 @@ pub struct ProxyConfig {
     #[schema(required = true)]
     pub response_timeout_seconds: Option<u32>,
     /// Creation time (RFC 3339).
-    #[schema(format = DateTime)]
-    pub created_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: DateTime<Utc>,
     /// Last change (RFC 3339).
-    #[schema(format = DateTime)]
-    pub updated_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The SPEC's flat shape: the placement of either type, and the fields of the other type null.
+impl From<&domain::ProxyConfig> for ProxyConfig {
+    fn from(config: &domain::ProxyConfig) -> Self {
+        let placement = config.kind.key_placement();
+        let (method, target_url, llm) = match &config.kind {
+            domain::ConfigKind::Generic(g) => (Some(g.method), Some(&g.target_url), None),
+            domain::ConfigKind::Llm(l) => (None, None, Some(l)),
+        };
+        ProxyConfig {
+            id: config.id.0,
+            name: config.name.as_str().to_owned(),
+            slug: config.slug.as_str().to_owned(),
+            config_type: config.kind.config_type().into(),
+            is_active: config.is_active,
+            api_key_location: placement.map(|p| p.location.into()),
+            api_key_name: placement.map(|p| p.name.to_string()),
+            api_key_prefix: placement.map(|p| p.prefix.to_string()),
+            method: method.map(Into::into),
+            target_url: target_url.map(|url| url.as_str().to_owned()),
+            target_base_url: llm.map(|l| l.target_base_url.as_str().to_owned()),
+            api_format: llm.map(|l| l.api_format.into()),
+            output_format: llm.map(|l| l.output_format.into()),
+            max_retries: config.policy.max_retries,
+            retry_on: config
+                .policy
+                .retry_on
+                .map(|set| set.classes().map(Into::into).collect()),
+            response_timeout_seconds: config.policy.response_timeout_seconds,
+            created_at: config.created_at,
+            updated_at: config.updated_at,
+        }
+    }
 }
 
 /// `PUT /admin/proxy-configs/{id}/status` and `PATCH /admin/keys/{key_id}`.
@@ -449,8 +551,8 @@ pub struct ApiKey {
     /// Health as last known.
     pub health: KeyHealth,
     /// End of the cooldown while cooling (RFC 3339).
-    #[schema(required = true, format = DateTime)]
-    pub cooldown_until: Option<String>,
+    #[schema(required = true, value_type = Option<String>, format = DateTime)]
+    pub cooldown_until: Option<DateTime<Utc>>,
     /// Last upstream status seen with this key.
     #[schema(required = true)]
     pub last_status: Option<u16>,
@@ -459,14 +561,34 @@ pub struct ApiKey {
     /// Of those, the failed ones.
     pub failure_count: u64,
     /// Last use (RFC 3339).
-    #[schema(required = true, format = DateTime)]
-    pub last_used_at: Option<String>,
+    #[schema(required = true, value_type = Option<String>, format = DateTime)]
+    pub last_used_at: Option<DateTime<Utc>>,
     /// Creation time (RFC 3339).
-    #[schema(format = DateTime)]
-    pub created_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: DateTime<Utc>,
     /// Last change (RFC 3339).
-    #[schema(format = DateTime)]
-    pub updated_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The SPEC's flat shape, the value masked.
+impl From<&domain::ApiKey> for ApiKey {
+    fn from(key: &domain::ApiKey) -> Self {
+        ApiKey {
+            id: key.id.0,
+            proxy_config_id: key.proxy_config_id.0,
+            key_value: key.key_value.masked(),
+            is_active: key.is_active,
+            health: key.health.into(),
+            cooldown_until: key.health.cooldown_until(),
+            last_status: key.usage.last_status,
+            request_count: key.usage.request_count,
+            failure_count: key.usage.failure_count,
+            last_used_at: key.usage.last_used_at,
+            created_at: key.created_at,
+            updated_at: key.updated_at,
+        }
+    }
 }
 
 /// `GET /admin/proxy-configs/{id}/keys`: one page of a pool.
@@ -696,7 +818,7 @@ mod tests {
         let config =
             domain::ProxyConfig::from_spec(ProxyConfigId(1), config, Utc::now(), Utc::now());
         assert_eq!(
-            keys_of(&serde_json::to_value(&config).unwrap()),
+            keys_of(&serde_json::to_value(ProxyConfig::from(&config)).unwrap()),
             properties(&document, "ProxyConfig")
         );
         let key = domain::ApiKey {
@@ -710,7 +832,7 @@ mod tests {
             updated_at: Utc::now(),
         };
         assert_eq!(
-            keys_of(&serde_json::to_value(&key).unwrap()),
+            keys_of(&serde_json::to_value(ApiKey::from(&key)).unwrap()),
             properties(&document, "ApiKey")
         );
         assert_eq!(
@@ -738,6 +860,51 @@ mod tests {
         assert_eq!(
             keys_of(&serde_json::to_value(&report).unwrap()),
             properties(&document, "ProbeReport")
+        );
+    }
+
+    /// The DTOs write the admin API's JSON exactly as before they moved out of `domain`: field
+    /// order, null fields of the other type, enum spellings and RFC 3339 times.
+    #[test]
+    fn the_dtos_write_the_wire_json_byte_for_byte() {
+        let at = chrono::DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let spec = domain::ProxyConfigInput {
+            name: Some("OpenAI".into()),
+            slug: Some("OpenAI".into()),
+            config_type: Some("llm".into()),
+            target_base_url: Some("https://api.openai.com/v1".into()),
+            api_format: Some("openai_compatible".into()),
+            retry_on: Some(vec!["timeout".into(), "rate_limited".into()]),
+            max_retries: Some(1),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        let config = domain::ProxyConfig::from_spec(ProxyConfigId(7), spec, at, at);
+        assert_eq!(
+            serde_json::to_string(&ProxyConfig::from(&config)).unwrap(),
+            r#"{"id":7,"name":"OpenAI","slug":"openai","config_type":"LLM","is_active":true,"api_key_location":null,"api_key_name":null,"api_key_prefix":null,"method":null,"target_url":null,"target_base_url":"https://api.openai.com/v1","api_format":"openai_compatible","output_format":"none","max_retries":1,"retry_on":["rate_limited","timeout"],"response_timeout_seconds":null,"created_at":"2026-01-02T03:04:05Z","updated_at":"2026-01-02T03:04:05Z"}"#
+        );
+        let key = domain::ApiKey {
+            id: ApiKeyId(3),
+            proxy_config_id: ProxyConfigId(7),
+            key_value: KeySecret::parse("sk-abcdefghijklmnop").unwrap(),
+            is_active: false,
+            health: domain::KeyHealth::Cooling { until: at },
+            usage: KeyUsage {
+                request_count: 5,
+                failure_count: 2,
+                last_status: Some(429),
+                last_used_at: Some(at),
+            },
+            created_at: at,
+            updated_at: at,
+        };
+        assert_eq!(
+            serde_json::to_string(&ApiKey::from(&key)).unwrap(),
+            r#"{"id":3,"proxy_config_id":7,"key_value":"sk-a****mnop","is_active":false,"health":"cooling","cooldown_until":"2026-01-02T03:04:05Z","last_status":429,"request_count":5,"failure_count":2,"last_used_at":"2026-01-02T03:04:05Z","created_at":"2026-01-02T03:04:05Z","updated_at":"2026-01-02T03:04:05Z"}"#
         );
     }
 

@@ -5,13 +5,13 @@ use actix_web::{HttpRequest, HttpResponse, dev::HttpServiceFactory, http::header
 use domain::{
     ApiKeyId, BatchKeysInput, KeyListInput, NewKeyInput, ProxyConfigId, ProxyConfigInput,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::{
     auth::{Admin, AdminAuth},
     errors::ApiError,
-    probe,
+    openapi, probe,
     state::AppState,
     upstream::UpstreamClient,
 };
@@ -140,7 +140,9 @@ async fn login(
     security(("admin_token" = [])),
 )]
 async fn list_configs(_: Admin, state: State) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.admin.list_configs().await?))
+    let configs = state.admin.list_configs().await?;
+    let body: Vec<openapi::ProxyConfig> = configs.iter().map(Into::into).collect();
+    Ok(HttpResponse::Ok().json(body))
 }
 
 #[utoipa::path(
@@ -167,7 +169,8 @@ async fn create_config(
     state: State,
     input: web::Json<ProxyConfigInput>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Created().json(state.admin.create_config(&input).await?))
+    let config = state.admin.create_config(&input).await?;
+    Ok(HttpResponse::Created().json(openapi::ProxyConfig::from(&config)))
 }
 
 #[utoipa::path(
@@ -188,7 +191,8 @@ async fn create_config(
     security(("admin_token" = [])),
 )]
 async fn get_config(_: Admin, state: State, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.admin.get_config(ProxyConfigId(*id)).await?))
+    let config = state.admin.get_config(ProxyConfigId(*id)).await?;
+    Ok(HttpResponse::Ok().json(openapi::ProxyConfig::from(&config)))
 }
 
 #[utoipa::path(
@@ -220,12 +224,11 @@ async fn replace_config(
     id: web::Path<i64>,
     input: web::Json<ProxyConfigInput>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(
-        state
-            .admin
-            .replace_config(ProxyConfigId(*id), &input)
-            .await?,
-    ))
+    let config = state
+        .admin
+        .replace_config(ProxyConfigId(*id), &input)
+        .await?;
+    Ok(HttpResponse::Ok().json(openapi::ProxyConfig::from(&config)))
 }
 
 #[utoipa::path(
@@ -301,7 +304,7 @@ async fn set_config_status(
         .admin
         .set_config_active(ProxyConfigId(*id), input.value()?)
         .await?;
-    Ok(HttpResponse::Ok().json(config))
+    Ok(HttpResponse::Ok().json(openapi::ProxyConfig::from(&config)))
 }
 
 #[utoipa::path(
@@ -340,17 +343,10 @@ async fn list_keys(
         .admin
         .list_key_page(ProxyConfigId(*id), &query)
         .await?;
-    Ok(HttpResponse::Ok().json(KeyPageBody {
+    Ok(HttpResponse::Ok().json(openapi::KeyPage {
+        items: page.items.iter().map(Into::into).collect(),
         next_cursor: page.next_cursor.map(|cursor| cursor.to_string()),
-        items: page.items,
     }))
-}
-
-/// The wire shape of a key page: `{"items": [...], "next_cursor": "..." | null}`.
-#[derive(Serialize)]
-struct KeyPageBody {
-    items: Vec<domain::ApiKey>,
-    next_cursor: Option<String>,
 }
 
 #[utoipa::path(
@@ -415,7 +411,8 @@ async fn add_key(
     id: web::Path<i64>,
     input: web::Json<NewKeyInput>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Created().json(state.admin.add_key(ProxyConfigId(*id), &input).await?))
+    let key = state.admin.add_key(ProxyConfigId(*id), &input).await?;
+    Ok(HttpResponse::Created().json(openapi::ApiKey::from(&key)))
 }
 
 #[utoipa::path(
@@ -498,12 +495,11 @@ async fn set_key_status(
     id: web::Path<i64>,
     input: web::Json<StatusInput>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(
-        state
-            .admin
-            .set_key_active(ApiKeyId(*id), input.value()?)
-            .await?,
-    ))
+    let key = state
+        .admin
+        .set_key_active(ApiKeyId(*id), input.value()?)
+        .await?;
+    Ok(HttpResponse::Ok().json(openapi::ApiKey::from(&key)))
 }
 
 #[utoipa::path(

@@ -4,7 +4,7 @@
 use std::{fmt, str::FromStr, sync::Arc};
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Deserializer, Serialize, Serializer, ser::SerializeStruct};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{key::ApiKey, wire_enum::wire_enum};
 use crate::failover::ConfigPolicy;
@@ -494,40 +494,6 @@ impl ProxyConfig {
             kind: self.kind.clone(),
             policy: self.policy,
         }
-    }
-}
-
-/// The SPEC's flat JSON shape, with the fields of the other type set to null.
-impl Serialize for ProxyConfig {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut out = serializer.serialize_struct("ProxyConfig", 18)?;
-        out.serialize_field("id", &self.id)?;
-        out.serialize_field("name", &self.name)?;
-        out.serialize_field("slug", &self.slug)?;
-        out.serialize_field("config_type", &self.kind.config_type())?;
-        out.serialize_field("is_active", &self.is_active)?;
-        let placement = self.kind.key_placement();
-        out.serialize_field("api_key_location", &placement.map(|p| p.location))?;
-        out.serialize_field("api_key_name", &placement.map(|p| &*p.name))?;
-        out.serialize_field("api_key_prefix", &placement.map(|p| &*p.prefix))?;
-        let (method, target_url, llm) = match &self.kind {
-            ConfigKind::Generic(g) => (Some(g.method), Some(&g.target_url), None),
-            ConfigKind::Llm(l) => (None, None, Some(l)),
-        };
-        out.serialize_field("method", &method)?;
-        out.serialize_field("target_url", &target_url)?;
-        out.serialize_field("target_base_url", &llm.map(|l| &l.target_base_url))?;
-        out.serialize_field("api_format", &llm.map(|l| l.api_format))?;
-        out.serialize_field("output_format", &llm.map(|l| l.output_format))?;
-        out.serialize_field("max_retries", &self.policy.max_retries)?;
-        out.serialize_field("retry_on", &self.policy.retry_on)?;
-        out.serialize_field(
-            "response_timeout_seconds",
-            &self.policy.response_timeout_seconds,
-        )?;
-        out.serialize_field("created_at", &self.created_at)?;
-        out.serialize_field("updated_at", &self.updated_at)?;
-        out.end()
     }
 }
 

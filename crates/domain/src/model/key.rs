@@ -4,7 +4,7 @@
 use std::{fmt, sync::Arc};
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize, Serializer, ser::SerializeStruct};
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::config::ProxyConfigId;
 use crate::security::mask_secret;
@@ -170,26 +170,6 @@ pub struct ApiKey {
     pub created_at: DateTime<Utc>,
     /// Set by the store on every write.
     pub updated_at: DateTime<Utc>,
-}
-
-/// The SPEC's flat JSON shape, with the key masked.
-impl Serialize for ApiKey {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut out = serializer.serialize_struct("ApiKey", 12)?;
-        out.serialize_field("id", &self.id)?;
-        out.serialize_field("proxy_config_id", &self.proxy_config_id)?;
-        out.serialize_field("key_value", &self.key_value)?;
-        out.serialize_field("is_active", &self.is_active)?;
-        out.serialize_field("health", self.health.as_str())?;
-        out.serialize_field("cooldown_until", &self.health.cooldown_until())?;
-        out.serialize_field("last_status", &self.usage.last_status)?;
-        out.serialize_field("request_count", &self.usage.request_count)?;
-        out.serialize_field("failure_count", &self.usage.failure_count)?;
-        out.serialize_field("last_used_at", &self.usage.last_used_at)?;
-        out.serialize_field("created_at", &self.created_at)?;
-        out.serialize_field("updated_at", &self.updated_at)?;
-        out.end()
-    }
 }
 
 /// One upstream attempt made with a key, recorded on the hot path.
