@@ -27,6 +27,7 @@ pub mod state;
 pub mod streaming;
 pub mod telemetry;
 pub mod upstream;
+pub mod upstream_body;
 pub mod wiring;
 
 pub use startup::Application;

@@ -120,9 +120,7 @@ pub async fn send_probe(
             match request.send().await {
                 Ok(mut response) => ProbeAnswer::Response {
                     status: response.status().as_u16(),
-                    body: response
-                        .body()
-                        .limit(PROBE_BODY_LIMIT)
+                    body: crate::upstream_body::read_bounded(&mut response, PROBE_BODY_LIMIT)
                         .await
                         .unwrap_or_default(),
                     headers: response.headers().clone(),

@@ -372,7 +372,7 @@ impl Answer {
                 body: Box::pin(response),
             };
         }
-        match response.body().limit(ERROR_BODY_LIMIT).await {
+        match crate::upstream_body::read_bounded(&mut response, ERROR_BODY_LIMIT).await {
             Ok(body) => Answer::Buffered {
                 status,
                 headers,
@@ -380,10 +380,7 @@ impl Answer {
             },
             Err(error) => Answer::Failed {
                 timed_out: false,
-                message: redact(
-                    &format!("upstream error response could not be read: {error}"),
-                    key,
-                ),
+                message: redact(&format!("error response: {error}"), key),
             },
         }
     }

@@ -13,9 +13,8 @@ use actix_web::{
     },
     web,
 };
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use domain::{ConfigKind, LlmTarget};
-use futures_util::StreamExt;
 use llm_adapters::{ClientFormat, ProxyError};
 
 use crate::{
@@ -333,9 +332,10 @@ async fn convert_reply(
             status,
             headers,
             body,
-        } => match read_all(body, CONVERTED_BODY_LIMIT).await {
+        } => match crate::upstream_body::read_bounded(body, CONVERTED_BODY_LIMIT).await {
             Ok(bytes) => (status, headers, bytes),
-            Err(message) => {
+            Err(error) => {
+                let message = format!("the answer could not be converted: {error}");
                 return client_error(conversion.client(), &ApiError::bad_gateway(message));
             }
         },
@@ -366,19 +366,6 @@ fn with_upstream_headers(
         header::HeaderValue::from_static(content_type),
     );
     response
-}
-
-/// Reads a whole upstream body, bounded.
-async fn read_all(mut body: upstream::BodyChunks, limit: usize) -> Result<Bytes, String> {
-    let mut bytes = BytesMut::new();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| format!("the upstream response could not be read: {e}"))?;
-        if bytes.len() + chunk.len() > limit {
-            return Err("the upstream response is too large to convert".to_owned());
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    Ok(bytes.freeze())
 }
 
 fn missing_key_message(client: ClientFormat) -> &'static str {
