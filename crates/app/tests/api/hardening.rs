@@ -9,20 +9,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::helpers::{MockUpstream, PROXY_KEY, TestApp, spawn_app_with};
-
-async fn llm_config(app: &TestApp, slug: &str, base: &str) -> i64 {
-    let response = app
-        .create_config(&json!({"name": slug, "slug": slug, "config_type": "LLM",
-            "target_base_url": base, "api_format": "openai_compatible"}))
-        .await;
-    assert_eq!(response.status(), 201);
-    let id = response.json::<Value>().await.unwrap()["id"]
-        .as_i64()
-        .unwrap();
-    app.add_keys(id, &["sk-up-1"]).await;
-    id
-}
+use crate::helpers::{MockUpstream, PROXY_KEY, TestApp, llm_config, spawn_app_with};
 
 /// Sends a raw request head (and an optional start of the body) on a new connection.
 async fn send_head(app: &TestApp, head: &str, body_start: &[u8]) -> TcpStream {
@@ -58,7 +45,7 @@ fn head(path: &str, auth: Option<&str>, length: u64) -> String {
 async fn an_oversized_content_length_is_refused_at_once_and_the_connection_closed() {
     let app = spawn_app_with(&[]).await;
     let mock = MockUpstream::start().await;
-    llm_config(&app, "huge", &mock.base).await;
+    llm_config(&app, "huge", &mock.base, "openai_compatible", &["sk-up-1"]).await;
     // Without a credential in the head an OpenAI client may still carry one in its body, so
     // that request is refused for its size too, before a byte is read.
     for (auth, expected) in [
@@ -81,10 +68,12 @@ async fn an_oversized_content_length_is_refused_at_once_and_the_connection_close
     assert!(mock.received().is_empty());
 }
 
-/// The built binary serving on a free port, for measurements of its own memory.
+/// The built binary serving on a free port, for measurements of its own memory and of what it
+/// writes to its log.
 struct ServerProcess {
     child: std::process::Child,
     address: String,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     _data: tempfile::TempDir,
 }
 
@@ -120,11 +109,38 @@ impl ServerProcess {
             })
             .expect("the server logs its port");
         // Keep reading its log: a closed pipe would fail the server's next log line.
-        std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                kept.lock().unwrap().push(line);
+            }
+        });
         ServerProcess {
             child,
             address: format!("127.0.0.1:{port}"),
+            log,
             _data: data,
+        }
+    }
+
+    /// The log lines written since start-up that contain `text`, waiting up to two seconds for
+    /// at least one.
+    async fn log_lines_with(&self, text: &str) -> Vec<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            let lines: Vec<String> = self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|line| line.contains(text))
+                .cloned()
+                .collect();
+            if !lines.is_empty() || std::time::Instant::now() > deadline {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -140,6 +156,16 @@ impl ServerProcess {
 
     /// Creates an LLM config with one key through the admin API.
     async fn llm_config(&self, slug: &str, base: &str) {
+        self.create_config(
+            &json!({"name": slug, "slug": slug, "config_type": "LLM",
+                "target_base_url": base, "api_format": "openai_compatible"}),
+            &["sk-up-1"],
+        )
+        .await;
+    }
+
+    /// Creates a config with these keys through the admin API.
+    async fn create_config(&self, config: &Value, keys: &[&str]) {
         let client = reqwest::Client::new();
         let url = |path: &str| format!("http://{}/admin{path}", self.address);
         let login: Value = client
@@ -152,25 +178,25 @@ impl ServerProcess {
             .await
             .unwrap();
         let token = login["access_token"].as_str().unwrap();
-        let created: Value = client
+        let created = client
             .post(url("/proxy-configs"))
             .bearer_auth(token)
-            .json(&json!({"name": slug, "slug": slug, "config_type": "LLM",
-                "target_base_url": base, "api_format": "openai_compatible"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let keys = client
-            .post(url(&format!("/proxy-configs/{}/keys", created["id"])))
-            .bearer_auth(token)
-            .json(&json!({"key_value": "sk-up-1"}))
+            .json(config)
             .send()
             .await
             .unwrap();
-        assert_eq!(keys.status(), 201);
+        assert_eq!(created.status(), 201);
+        let created: Value = created.json().await.unwrap();
+        for key in keys {
+            let added = client
+                .post(url(&format!("/proxy-configs/{}/keys", created["id"])))
+                .bearer_auth(token)
+                .json(&json!({ "key_value": key }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(added.status(), 201);
+        }
     }
 }
 
@@ -243,7 +269,7 @@ async fn unauthenticated_bodies_hold_no_more_memory_than_the_budget() {
 async fn a_body_that_does_not_arrive_in_time_gets_408_and_a_closed_connection() {
     let app = spawn_app_with(&[("CLIENT_BODY_TIMEOUT", "1")]).await;
     let mock = MockUpstream::start().await;
-    llm_config(&app, "slow", &mock.base).await;
+    llm_config(&app, "slow", &mock.base, "openai_compatible", &["sk-up-1"]).await;
     let mut stream = send_head(
         &app,
         &head("/llm/slow/v1/chat/completions", Some(PROXY_KEY), 100),
@@ -265,7 +291,14 @@ async fn the_buffer_budget_turns_away_bodies_past_it_with_503_and_retry_after() 
     ])
     .await;
     let mock = MockUpstream::start().await;
-    llm_config(&app, "budget", &mock.base).await;
+    llm_config(
+        &app,
+        "budget",
+        &mock.base,
+        "openai_compatible",
+        &["sk-up-1"],
+    )
+    .await;
     // The first body holds 60 000 bytes of the budget while it trickles in.
     let _holder = send_head(
         &app,
@@ -308,7 +341,7 @@ async fn the_buffer_budget_turns_away_bodies_past_it_with_503_and_retry_after() 
 async fn a_proxy_key_sent_as_a_key_parameter_never_reaches_the_upstream() {
     let app = spawn_app_with(&[]).await;
     let mock = MockUpstream::start().await;
-    llm_config(&app, "q", &mock.base).await;
+    llm_config(&app, "q", &mock.base, "openai_compatible", &["sk-up-1"]).await;
     let response = app
         .llm(
             reqwest::Method::GET,
@@ -473,7 +506,7 @@ async fn a_config_pointed_at_the_gateway_itself_is_stopped_with_508() {
 async fn requests_upstream_carry_the_hop_marker_and_other_gateways_pass() {
     let app = spawn_app_with(&[]).await;
     let mock = MockUpstream::start().await;
-    llm_config(&app, "via", &mock.base).await;
+    llm_config(&app, "via", &mock.base, "openai_compatible", &["sk-up-1"]).await;
     let response = app
         .llm(reqwest::Method::GET, "/llm/via/v1/models")
         .header("via", "1.1 corporate-proxy")
@@ -681,4 +714,153 @@ async fn connections_closed_by_the_upstream_do_not_linger_in_close_wait() {
         }
     }
     assert_eq!(lingering, 0, "sockets to the upstream still in CLOSE-WAIT");
+}
+
+/// With the default `LOG_LEVEL=info`, a failed exchange writes one warn line naming the config,
+/// the final status and every attempt's class, with the last key masked; the retry before it is
+/// an info line, and no line carries a whole key.
+#[tokio::test]
+async fn a_failed_exchange_logs_one_warn_line_with_its_attempts_and_a_masked_key() {
+    use crate::helpers::Behavior;
+    const LIMITED: &str = "sk-logged-limited-0123456789";
+    const BROKEN: &str = "sk-logged-broken-0123456789";
+    let server = ServerProcess::start(&[]);
+    let mock = MockUpstream::start().await;
+    mock.on(LIMITED, Behavior::Status(429, "{}", vec![]));
+    mock.on(BROKEN, Behavior::Status(503, "{}", vec![]));
+    server
+        .create_config(
+            &json!({"name": "logged", "slug": "logged", "config_type": "GENERIC",
+                "method": "GET", "target_url": mock.base, "api_key_location": "header",
+                "api_key_name": "X-Api-Key"}),
+            &[LIMITED, BROKEN],
+        )
+        .await;
+
+    let response = reqwest::Client::new()
+        .get(format!("http://{}/proxy/logged/thing", server.address))
+        .header("X-Proxy-Key", PROXY_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert!(matches!(response.status().as_u16(), 429 | 503));
+    let attempts = response.headers()["x-akr-attempts"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(mock.received().len(), 2, "both keys were tried");
+
+    let lines = server.log_lines_with("proxied request failed").await;
+    assert_eq!(lines.len(), 1, "one line per failed exchange: {lines:#?}");
+    let line = &lines[0];
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("config=logged"), "{line}");
+    assert!(line.contains(&format!("attempts={attempts}")), "{line}");
+    assert!(
+        attempts.contains("429") && attempts.contains("503"),
+        "{attempts}"
+    );
+    assert!(
+        line.contains(&format!("status={}", response.status().as_u16())),
+        "{line}"
+    );
+    assert!(
+        line.contains("key=sk-l****6789"),
+        "the key is masked: {line}"
+    );
+    for line in server.log_lines_with("logged").await {
+        assert!(
+            !line.contains("limited-0123") && !line.contains("broken-0123"),
+            "no log line carries a whole key: {line}"
+        );
+    }
+}
+
+/// The Anthropic and Gemini wire formats: an upstream error that echoes the key (Anthropic's
+/// `invalid x-api-key` message, a Gemini URL with `?key=`) reaches the client masked, still in
+/// the format's JSON.
+#[tokio::test]
+async fn keys_echoed_in_anthropic_and_gemini_errors_never_reach_the_client() {
+    use crate::helpers::Behavior;
+    const ANTHROPIC_KEY: &str = "sk-ant-echo-0123456789abcdef";
+    const GEMINI_KEY: &str = "AIza-echo-0123456789abcdef";
+    let app = spawn_app_with(&[]).await;
+    let mock = MockUpstream::start().await;
+    mock.on_path(
+        "/v1/messages",
+        Behavior::Status(
+            401,
+            r#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key: sk-ant-echo-0123456789abcdef"}}"#,
+            vec![],
+        ),
+    );
+    mock.on_path(
+        "/v1beta/models/m:generateContent",
+        Behavior::Status(
+            400,
+            r#"{"error":{"code":400,"message":"API key not valid for https://generativelanguage.googleapis.com/v1beta/models/m:generateContent?key=AIza-echo-0123456789abcdef&alt=json","status":"INVALID_ARGUMENT"}}"#,
+            vec![],
+        ),
+    );
+    llm_config(
+        &app,
+        "ant",
+        &mock.base,
+        "anthropic_native",
+        &[ANTHROPIC_KEY],
+    )
+    .await;
+    let gemini = app
+        .create_config(&json!({"name": "gem", "slug": "gem", "config_type": "LLM",
+            "target_base_url": mock.base, "api_format": "gemini_native",
+            "api_key_location": "query", "api_key_name": "key"}))
+        .await;
+    assert_eq!(gemini.status(), 201);
+    let gemini = gemini.json::<Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    app.add_keys(gemini, &[GEMINI_KEY]).await;
+
+    let anthropic = app
+        .client
+        .post(app.url("/llm/ant/v1/messages"))
+        .header("x-api-key", PROXY_KEY)
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({"model": "claude-test", "max_tokens": 16,
+            "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anthropic.status(), 401);
+    let text = anthropic.text().await.unwrap();
+    assert!(!text.contains("echo-0123456789"), "{text}");
+    assert!(
+        text.contains("invalid x-api-key: sk-a****cdef"),
+        "masked, not removed: {text}"
+    );
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["error"]["type"], "authentication_error", "{text}");
+
+    let gemini = app
+        .client
+        .post(app.url("/llm/gem/v1beta/models/m:generateContent"))
+        .header("x-goog-api-key", PROXY_KEY)
+        .json(&json!({"contents": [{"parts": [{"text": "hi"}]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gemini.status(), 400);
+    let received = mock.received().pop().unwrap();
+    assert!(
+        received.query.contains(&format!("key={GEMINI_KEY}")),
+        "{received:?}"
+    );
+    let text = gemini.text().await.unwrap();
+    assert!(!text.contains("echo-0123456789"), "{text}");
+    assert!(
+        text.contains("?key=AIza****cdef&alt=json"),
+        "masked in place: {text}"
+    );
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["error"]["status"], "INVALID_ARGUMENT", "{text}");
 }

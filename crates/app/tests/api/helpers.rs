@@ -233,6 +233,27 @@ impl TestApp {
     }
 }
 
+/// Creates an LLM config for the upstream at `base` speaking `api_format`, with `keys` in its
+/// pool, and returns its id.
+pub async fn llm_config(
+    app: &TestApp,
+    slug: &str,
+    base: &str,
+    api_format: &str,
+    keys: &[&str],
+) -> i64 {
+    let response = app
+        .create_config(&json!({"name": slug, "slug": slug, "config_type": "LLM",
+            "target_base_url": base, "api_format": api_format}))
+        .await;
+    assert_eq!(response.status(), 201);
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    app.add_keys(id, keys).await;
+    id
+}
+
 /// What the mock upstream answers for one key.
 #[derive(Clone, Debug)]
 pub enum Behavior {

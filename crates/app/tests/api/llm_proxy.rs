@@ -7,20 +7,7 @@ use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{Behavior, MockUpstream, PROXY_KEY, TestApp, spawn_app, spawn_app_with};
-
-async fn llm_config(app: &TestApp, slug: &str, base: &str, api_format: &str, keys: &[&str]) -> i64 {
-    let response = app
-        .create_config(&json!({"name": slug, "slug": slug, "config_type": "LLM",
-            "target_base_url": base, "api_format": api_format}))
-        .await;
-    assert_eq!(response.status(), 201);
-    let id = response.json::<Value>().await.unwrap()["id"]
-        .as_i64()
-        .unwrap();
-    app.add_keys(id, keys).await;
-    id
-}
+use crate::helpers::{Behavior, MockUpstream, PROXY_KEY, llm_config, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn openai_clients_authenticate_with_bearer_or_body_api_key() {
