@@ -41,6 +41,7 @@ pub const VARIABLES: &[(&str, Option<&str>)] = &[
     ("UPSTREAM_IDLE_SECONDS", Some("15")),
     ("BODY_BUFFER_BUDGET_BYTES", Some("268435456")),
     ("METRICS_TOKEN", None),
+    ("METRICS_PER_KEY_LIMIT", Some("0")),
     ("PROXY_PUBLIC_BASE_URL", None),
     ("DB_TYPE", None),
     ("DATABASE_PATH", Some("./data/api_key_rotator.db")),
@@ -215,6 +216,8 @@ pub struct Settings {
     pub body_buffer_budget_bytes: usize,
     /// Bearer token `/metrics` requires, when set.
     pub metrics_token: Option<SecretString>,
+    /// Keys per config that get per-key series on `/metrics` (the first ones by id); 0 = none.
+    pub metrics_per_key_limit: usize,
     /// The base URL clients use to reach this service, shown by `/admin/app-config`.
     pub proxy_public_base_url: String,
     /// The store.
@@ -490,6 +493,17 @@ impl Settings {
                 format!("must be at least MAX_BODY_BYTES ({max_body_bytes})"),
             ));
         }
+        let metrics_per_key_limit: usize =
+            raw.required("METRICS_PER_KEY_LIMIT", "a whole number of keys")?;
+        if metrics_per_key_limit > domain::key_page::MAX_PAGE_LIMIT {
+            return Err(invalid(
+                "METRICS_PER_KEY_LIMIT",
+                format!(
+                    "must be at most {} keys per config (0 turns per-key series off)",
+                    domain::key_page::MAX_PAGE_LIMIT
+                ),
+            ));
+        }
         let public_base = raw.url("PROXY_PUBLIC_BASE_URL", &["http", "https"])?;
         let proxy_public_base_url = match public_base {
             Some(url) => url.as_str().trim_end_matches('/').to_owned(),
@@ -524,6 +538,7 @@ impl Settings {
             metrics_token: raw
                 .text("METRICS_TOKEN")
                 .map(|token| SecretString::from(token.to_owned())),
+            metrics_per_key_limit,
             proxy_public_base_url,
             storage: storage_backend(&raw)?,
             cache: cache_backend(&raw)?,
@@ -850,6 +865,8 @@ mod tests {
             ("MAX_BODY_BYTES", "-1"),
             ("CLIENT_BODY_TIMEOUT", "0"),
             ("UPSTREAM_IDLE_SECONDS", "0"),
+            ("METRICS_PER_KEY_LIMIT", "1001"),
+            ("METRICS_PER_KEY_LIMIT", "all"),
             ("BODY_BUFFER_BUDGET_BYTES", "1024"),
             ("RESET_DB_TABLES", "maybe"),
             ("LOG_FORMAT", "xml"),

@@ -1,5 +1,7 @@
 //! Prometheus metrics: proxied requests by config, status class and outcome; upstream latency;
-//! retries; keys by health (computed at scrape time).
+//! retries; keys by health (computed at scrape time). Per-key series (requests, failures, health
+//! of at most `METRICS_PER_KEY_LIMIT` keys per config) exist only when that opt-in is set: by
+//! default every series is per config, so a scrape's size never grows with the pools.
 
 use std::sync::Mutex;
 
@@ -37,6 +39,48 @@ pub struct HealthLabels {
     pub health: &'static str,
 }
 
+/// Labels of a per-key metric (opt-in): the key's id, never its value.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyLabels {
+    /// Config slug.
+    pub config: String,
+    /// Key id, as in the admin API.
+    pub key_id: i64,
+}
+
+/// Labels of the per-key health gauge (opt-in).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyHealthLabels {
+    /// Config slug.
+    pub config: String,
+    /// Key id, as in the admin API.
+    pub key_id: i64,
+    /// `ok`, `cooling`, `failed` or `disabled`.
+    pub health: &'static str,
+}
+
+/// One key's figures for the per-key series, read at scrape time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySample {
+    /// Config slug.
+    pub config: String,
+    /// Key id.
+    pub key_id: i64,
+    /// `ok`, `cooling`, `failed` or `disabled`.
+    pub health: &'static str,
+    /// Upstream requests sent with the key, as the admin API counts them.
+    pub requests: u64,
+    /// Of those, the failed ones.
+    pub failures: u64,
+}
+
+/// The per-key families, registered only when the opt-in is set.
+struct PerKey {
+    requests: Family<KeyLabels, Counter>,
+    failures: Family<KeyLabels, Counter>,
+    health: Family<KeyHealthLabels, Gauge>,
+}
+
 /// The metrics of one process.
 pub struct Metrics {
     registry: Registry,
@@ -48,6 +92,7 @@ pub struct Metrics {
     pub retries: Family<ConfigLabels, Counter>,
     /// Keys by health.
     pub keys: Family<HealthLabels, Gauge>,
+    per_key: Option<PerKey>,
     scrape: Mutex<()>,
 }
 
@@ -58,7 +103,16 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Default for Metrics {
+    /// Per-config series only.
     fn default() -> Self {
+        Metrics::new(false)
+    }
+}
+
+impl Metrics {
+    /// The metrics, with the per-key families when `per_key` is set (`METRICS_PER_KEY_LIMIT`
+    /// above 0).
+    pub fn new(per_key: bool) -> Self {
         let mut registry = Registry::with_prefix("akr");
         let requests = Family::<RequestLabels, Counter>::default();
         let upstream_latency = Family::<ConfigLabels, Histogram>::new_with_constructor(|| {
@@ -80,18 +134,40 @@ impl Default for Metrics {
         );
         registry.register("proxy_retries", "Retries with another key", retries.clone());
         registry.register("keys", "Upstream keys by config and health", keys.clone());
+        let per_key = per_key.then(|| {
+            let per_key = PerKey {
+                requests: Family::default(),
+                failures: Family::default(),
+                health: Family::default(),
+            };
+            registry.register(
+                "key_requests",
+                "Upstream requests sent with a key (opt-in, first METRICS_PER_KEY_LIMIT keys per config)",
+                per_key.requests.clone(),
+            );
+            registry.register(
+                "key_failures",
+                "Failed upstream requests sent with a key (opt-in)",
+                per_key.failures.clone(),
+            );
+            registry.register(
+                "key_health",
+                "1 for a key's current health (opt-in)",
+                per_key.health.clone(),
+            );
+            per_key
+        });
         Metrics {
             registry,
             requests,
             upstream_latency,
             retries,
             keys,
+            per_key,
             scrape: Mutex::new(()),
         }
     }
-}
 
-impl Metrics {
     /// Counts one proxied request.
     pub fn count_request(&self, config: &str, status: u16, outcome: &'static str) {
         let status_class = match status / 100 {
@@ -110,8 +186,19 @@ impl Metrics {
             .inc();
     }
 
-    /// Renders the text exposition format; `keys_by_health` refreshes the health gauge first.
-    pub fn render(&self, keys_by_health: &[(String, &'static str, i64)]) -> String {
+    /// Whether the per-key families are exposed.
+    pub fn per_key(&self) -> bool {
+        self.per_key.is_some()
+    }
+
+    /// Renders the text exposition format; `keys_by_health` refreshes the health gauge first,
+    /// and `keys` the per-key series (ignored unless they are exposed). The per-key series are
+    /// rebuilt at every scrape from the figures read then, so a deleted key's series goes away.
+    pub fn render(
+        &self,
+        keys_by_health: &[(String, &'static str, i64)],
+        keys: &[KeySample],
+    ) -> String {
         let _scrape = self
             .scrape
             .lock()
@@ -124,6 +211,27 @@ impl Metrics {
                     health,
                 })
                 .set(*count);
+        }
+        if let Some(per_key) = &self.per_key {
+            per_key.requests.clear();
+            per_key.failures.clear();
+            per_key.health.clear();
+            for key in keys {
+                let labels = KeyLabels {
+                    config: key.config.clone(),
+                    key_id: key.key_id,
+                };
+                per_key.requests.get_or_create(&labels).inc_by(key.requests);
+                per_key.failures.get_or_create(&labels).inc_by(key.failures);
+                per_key
+                    .health
+                    .get_or_create(&KeyHealthLabels {
+                        config: key.config.clone(),
+                        key_id: key.key_id,
+                        health: key.health,
+                    })
+                    .set(1);
+            }
         }
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {

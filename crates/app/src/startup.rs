@@ -103,7 +103,7 @@ impl Application {
             events: ports.events.clone(),
             leases: ports.leases.clone(),
             snapshots: snapshots.clone(),
-            metrics: Metrics::default(),
+            metrics: Metrics::new(settings.metrics_per_key_limit > 0),
             bodies: BodyLimits::new(&settings),
             hop: HopMarker::new(&settings),
         });

@@ -1,6 +1,7 @@
 //! Operations endpoints: `/health` (process up), `/ready` (store and cache reachable) and
 //! `/metrics` (Prometheus text format, behind `METRICS_TOKEN` when it is set). A scrape costs
-//! one store query per config list and one grouped count, never a read of the key pools.
+//! one store query per config list and one grouped count, never a read of the key pools; with
+//! the per-key opt-in (`METRICS_PER_KEY_LIMIT=N`), one page of at most N keys per config more.
 
 use actix_web::{HttpRequest, HttpResponse, get, http::header, web};
 use secrecy::{ExposeSecret, SecretString};
@@ -8,7 +9,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::{errors::ApiError, state::AppState};
+use crate::{errors::ApiError, metrics::KeySample, state::AppState};
 
 /// Mounts the operations routes.
 pub fn configure(config: &mut web::ServiceConfig) {
@@ -44,10 +45,16 @@ async fn metrics(
     if let Some(token) = &state.settings.metrics_token {
         authorize_scrape(&request, token)?;
     }
-    let keys = keys_by_health(&state).await;
+    let (configs, tallies) = tokio::join!(state.admin.list_configs(), state.admin.key_tallies());
+    let configs = configs.unwrap_or_default();
+    let keys = match tallies {
+        Ok(tallies) => keys_by_health(&configs, &tallies),
+        Err(_) => Vec::new(),
+    };
+    let samples = key_samples(&state, &configs).await;
     Ok(HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(state.metrics.render(&keys)))
+        .body(state.metrics.render(&keys, &samples)))
 }
 
 /// Checks the scraper's `Authorization: Bearer <METRICS_TOKEN>`. The two tokens are compared as
@@ -77,11 +84,10 @@ fn authorize_scrape(request: &HttpRequest, token: &SecretString) -> Result<(), A
 /// store that is down yields no gauge rather than an error. The
 /// health is the stored one, which the server writes as soon as a key's health changes live;
 /// a key switched off counts as `disabled` whatever its health.
-async fn keys_by_health(state: &AppState) -> Vec<(String, &'static str, i64)> {
-    let (configs, tallies) = tokio::join!(state.admin.list_configs(), state.admin.key_tallies());
-    let (Ok(configs), Ok(tallies)) = (configs, tallies) else {
-        return Vec::new();
-    };
+fn keys_by_health(
+    configs: &[domain::ProxyConfig],
+    tallies: &std::collections::BTreeMap<domain::ProxyConfigId, domain::key_page::KeyTally>,
+) -> Vec<(String, &'static str, i64)> {
     let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     let mut rows = Vec::with_capacity(configs.len() * 4);
     for config in configs {
@@ -97,4 +103,42 @@ async fn keys_by_health(state: &AppState) -> Vec<(String, &'static str, i64)> {
         );
     }
     rows
+}
+
+/// The per-key figures of the first `METRICS_PER_KEY_LIMIT` keys (by id) of each config, read
+/// a page per config as the admin API reads them (live health, usage totals); nothing when the
+/// opt-in is off. A config whose page cannot be read is left out of this scrape.
+async fn key_samples(state: &AppState, configs: &[domain::ProxyConfig]) -> Vec<KeySample> {
+    let Some(limit) = domain::PageLimit::new(state.settings.metrics_per_key_limit)
+        .filter(|_| state.metrics.per_key())
+    else {
+        return Vec::new();
+    };
+    let query = domain::KeyPageQuery {
+        limit,
+        ..Default::default()
+    };
+    let pages = futures_util::future::join_all(
+        configs
+            .iter()
+            .map(|config| state.admin.list_key_page(config.id, &query)),
+    )
+    .await;
+    let now = chrono::Utc::now();
+    let mut samples = Vec::with_capacity(configs.len() * limit.get());
+    for (config, page) in configs.iter().zip(pages) {
+        let Ok(page) = page else { continue };
+        samples.extend(page.items.iter().map(|key| KeySample {
+            config: config.slug.to_string(),
+            key_id: key.id.0,
+            health: if key.is_active {
+                key.health.at(now).as_str()
+            } else {
+                "disabled"
+            },
+            requests: key.usage.request_count,
+            failures: key.usage.failure_count,
+        }));
+    }
+    samples
 }

@@ -189,3 +189,90 @@ async fn scrape(app: &TestApp, token: Option<&str>) -> reqwest::Response {
     }
     request.send().await.unwrap()
 }
+
+/// `METRICS_PER_KEY_LIMIT=N` adds requests, failures and health series for the first N keys
+/// (by id) of every config, labelled by key id (never the value); a scrape reads at most one
+/// page of N keys per config, whatever the pools hold.
+#[tokio::test]
+async fn per_key_series_are_an_opt_in_bounded_per_config() {
+    let key_rows = Arc::new(AtomicUsize::new(0));
+    let counter = key_rows.clone();
+    let app = spawn_app_wrapping_store(&[("METRICS_PER_KEY_LIMIT", "2")], |inner| {
+        Arc::new(CountingStore {
+            inner,
+            snapshot_loads: Arc::default(),
+            key_rows: counter,
+        })
+    })
+    .await;
+    let mock = MockUpstream::start().await;
+    mock.on("sk-per-key-limited", Behavior::Status(429, "{}", vec![]));
+    let id = app
+        .generic_config("per-key", "GET", &mock.base, "header", "X-Api-Key")
+        .await;
+    app.add_keys(
+        id,
+        &[
+            "sk-per-key-limited",
+            "sk-per-key-good",
+            "sk-per-key-3",
+            "sk-per-key-4",
+            "sk-per-key-5",
+        ],
+    )
+    .await;
+    let ids: Vec<i64> = app
+        .list_keys(id)
+        .await
+        .iter()
+        .map(|k| k["id"].as_i64().unwrap())
+        .collect();
+    app.admin(reqwest::Method::PATCH, &format!("/keys/{}", ids[1]))
+        .json(&serde_json::json!({"is_active": false}))
+        .send()
+        .await
+        .unwrap();
+    // Requests until the rate-limited key (the first by id) has been tried once.
+    for _ in 0..4 {
+        app.proxy(reqwest::Method::GET, "/proxy/per-key/x")
+            .send()
+            .await
+            .unwrap();
+    }
+    let (first, second) = (ids[0], ids[1]);
+    let expected = [
+        format!("akr_key_health{{config=\"per-key\",key_id=\"{first}\",health=\"cooling\"}} 1"),
+        format!("akr_key_health{{config=\"per-key\",key_id=\"{second}\",health=\"disabled\"}} 1"),
+        format!("akr_key_requests_total{{config=\"per-key\",key_id=\"{first}\"}} 1"),
+        format!("akr_key_failures_total{{config=\"per-key\",key_id=\"{first}\"}} 1"),
+        format!("akr_key_requests_total{{config=\"per-key\",key_id=\"{second}\"}} 0"),
+    ];
+    // Usage reaches the store within USAGE_FLUSH_SECONDS (1 s in tests).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let text = loop {
+        key_rows.store(0, Ordering::SeqCst);
+        let text = scrape(&app, None).await.text().await.unwrap();
+        if expected.iter().all(|line| text.contains(line.as_str()))
+            || std::time::Instant::now() > deadline
+        {
+            break text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    for line in &expected {
+        assert!(text.contains(line.as_str()), "{line} in {text}");
+    }
+    let series = |name: &str| {
+        text.lines()
+            .filter(|l| l.starts_with(name) && l.contains("key_id="))
+            .count()
+    };
+    assert_eq!(series("akr_key_health{"), 2, "two keys of five: {text}");
+    assert_eq!(series("akr_key_requests_total{"), 2, "{text}");
+    assert!(
+        key_rows.load(Ordering::SeqCst) <= 3,
+        "one page of the limit (plus the look-ahead row) per config: {} rows",
+        key_rows.load(Ordering::SeqCst)
+    );
+    assert!(!text.contains("sk-per-key"), "no key value: {text}");
+}
