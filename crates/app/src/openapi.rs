@@ -57,6 +57,8 @@ use utoipa::{
         KeyHealth,
         RetryClass,
         ProxyConfigInput,
+        GenericConfigInput,
+        LlmConfigInput,
         ProxyConfig,
         StatusInput,
         NewKeyInput,
@@ -72,7 +74,7 @@ use utoipa::{
         ErrorDetail,
         FieldError,
     )),
-    modifiers(&AdminToken),
+    modifiers(&AdminToken, &LlmPlacementRule),
     tags(
         (name = "session", description = "Public routes: the console's settings and admin login"),
         (name = "proxy-configs", description = "Upstream services and their settings"),
@@ -336,9 +338,136 @@ impl From<domain::KeyHealth> for KeyHealth {
     }
 }
 
-/// A config as created or replaced (`POST /admin/proxy-configs`, `PUT /admin/proxy-configs/{id}`).
-/// Enumerated fields are accepted in any case; fields of the other config type may be sent
-/// empty or null and are ignored.
+/// A config as created or replaced (`POST /admin/proxy-configs`, `PUT /admin/proxy-configs/{id}`):
+/// the fields of a GENERIC or of an LLM config, told apart by `config_type` (accepted in any case).
+/// Fields of the other config type may be sent empty or null and are ignored.
+pub struct ProxyConfigInput;
+
+impl utoipa::PartialSchema for ProxyConfigInput {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{Discriminator, OneOfBuilder, Ref};
+        let mut discriminator = Discriminator::new("config_type");
+        for (value, schema) in [("GENERIC", "GenericConfigInput"), ("LLM", "LlmConfigInput")] {
+            discriminator
+                .mapping
+                .insert(value.to_owned(), format!("#/components/schemas/{schema}"));
+        }
+        OneOfBuilder::new()
+            .item(Ref::from_schema_name("GenericConfigInput"))
+            .item(Ref::from_schema_name("LlmConfigInput"))
+            .discriminator(Some(discriminator))
+            .description(Some(
+                "A GENERIC or an LLM config, by `config_type` (any case). Fields of the other type may be sent empty or null and are ignored.",
+            ))
+            .examples([serde_json::json!({
+                "name": "OpenAI",
+                "slug": "openai",
+                "config_type": "LLM",
+                "target_base_url": "https://api.openai.com/v1",
+                "api_format": "openai_compatible",
+                "output_format": "none"
+            })])
+            .into()
+    }
+}
+
+impl ToSchema for ProxyConfigInput {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push((
+            "GenericConfigInput".to_owned(),
+            <GenericConfigInput as utoipa::PartialSchema>::schema(),
+        ));
+        schemas.push((
+            "LlmConfigInput".to_owned(),
+            <LlmConfigInput as utoipa::PartialSchema>::schema(),
+        ));
+        <GenericConfigInput as ToSchema>::schemas(schemas);
+        <LlmConfigInput as ToSchema>::schemas(schemas);
+    }
+}
+
+/// `config_type` of a GENERIC config (any case).
+#[derive(Serialize, ToSchema)]
+pub enum GenericType {
+    /// Any REST API.
+    #[serde(rename = "GENERIC")]
+    Generic,
+}
+
+/// `config_type` of an LLM config (any case).
+#[derive(Serialize, ToSchema)]
+pub enum LlmType {
+    /// An LLM API.
+    #[serde(rename = "LLM")]
+    Llm,
+}
+
+/// A GENERIC config: one method, one target URL, the key at a header or query parameter.
+#[derive(Serialize, ToSchema)]
+#[schema(examples(json!({
+    "name": "Weather",
+    "slug": "weather",
+    "config_type": "GENERIC",
+    "method": "GET",
+    "target_url": "https://api.weather.example/v1",
+    "api_key_location": "query",
+    "api_key_name": "appid"
+})))]
+pub struct GenericConfigInput {
+    /// Unique display name, 1 to 100 characters.
+    #[schema(
+        examples("Weather"),
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$",
+        max_length = 100
+    )]
+    pub name: String,
+    /// Unique URL name `[a-z0-9][a-z0-9._-]{0,99}`, accepted in any case, stored lower case;
+    /// the proxy routes match it case-insensitively.
+    #[schema(examples("weather"), pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
+    pub slug: String,
+    /// `GENERIC`, any case.
+    pub config_type: GenericType,
+    /// Whether the proxy routes serve it; `true` when omitted.
+    pub is_active: Option<bool>,
+    /// Where the upstream key goes.
+    pub api_key_location: KeyLocation,
+    /// The header or query parameter that carries the upstream key: an HTTP token (not a header
+    /// the proxy manages itself, such as `Host` or `Content-Length`).
+    #[schema(examples("X-Api-Key"), pattern = r"^[A-Za-z0-9!$'*.^_`|~-]{1,256}$")]
+    pub api_key_name: String,
+    /// Sent before the key, exactly as given (mind the trailing space: `token `); nothing when
+    /// omitted. Printable ASCII and spaces.
+    #[schema(examples("token "), max_length = 64, pattern = "^[ -~]*$")]
+    pub api_key_prefix: Option<String>,
+    /// The one accepted method (any case).
+    pub method: HttpMethod,
+    /// Absolute http(s) URL the proxied path is appended to (no credentials, no fragment).
+    #[schema(
+        examples("https://api.weather.example/v1"),
+        pattern = r#"^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z][A-Za-z0-9-]{0,30}(\.[A-Za-z][A-Za-z0-9-]{0,30}){0,4}(:[0-9]{1,4})?(/[!-"$-~]*)?$"#
+    )]
+    pub target_url: String,
+    /// Retries with other keys after the first attempt, 0 to 10; null or absent =
+    /// `PROXY_MAX_RETRIES`.
+    #[schema(examples(2), maximum = 10)]
+    pub max_retries: Option<u32>,
+    /// The failure classes re-sent to another key, replacing the default set; null or absent =
+    /// every class but `timeout`, and for `POST`/`PATCH` only `rate_limited`, `auth_failed` and
+    /// `connect_error`.
+    pub retry_on: Option<Vec<RetryClass>>,
+    /// Seconds to wait for the response head, 0 = no limit (at most 86400); null or absent =
+    /// `PROXY_TIMEOUT`.
+    #[schema(examples(30), maximum = 86400)]
+    pub response_timeout_seconds: Option<u32>,
+}
+
+/// An LLM config: an upstream in one of three formats, clients in one of five. A non-blank
+/// `api_key_name` or a non-null `api_key_prefix` needs `api_key_location`.
 #[derive(Serialize, ToSchema)]
 #[schema(examples(json!({
     "name": "OpenAI",
@@ -348,59 +477,94 @@ impl From<domain::KeyHealth> for KeyHealth {
     "api_format": "openai_compatible",
     "output_format": "none"
 })))]
-pub struct ProxyConfigInput {
+pub struct LlmConfigInput {
     /// Unique display name, 1 to 100 characters.
-    #[schema(examples("OpenAI"))]
+    #[schema(
+        examples("OpenAI"),
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$",
+        max_length = 100
+    )]
     pub name: String,
     /// Unique URL name `[a-z0-9][a-z0-9._-]{0,99}`, accepted in any case, stored lower case;
     /// the proxy routes match it case-insensitively.
-    #[schema(examples("openai"))]
+    #[schema(examples("openai"), pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
     pub slug: String,
-    /// `GENERIC` or `LLM`, any case.
-    #[schema(examples("LLM"))]
-    pub config_type: String,
+    /// `LLM`, any case.
+    pub config_type: LlmType,
     /// Whether the proxy routes serve it; `true` when omitted.
     pub is_active: Option<bool>,
-    /// `header` or `query`; required for GENERIC, an override of the format's own placement
-    /// for LLM. Comes with `api_key_name`.
-    #[schema(examples("header"))]
-    pub api_key_location: Option<String>,
-    /// The header or query parameter that carries the upstream key. For LLM, a blank name
-    /// with `api_key_location` means the format's own place (as if neither were sent).
-    #[schema(examples("Authorization"))]
+    /// Absolute http(s) URL the action path is appended to (no credentials, no fragment).
+    #[schema(
+        examples("https://api.openai.com/v1"),
+        pattern = r#"^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z][A-Za-z0-9-]{0,30}(\.[A-Za-z][A-Za-z0-9-]{0,30}){0,4}(:[0-9]{1,4})?(/[!-"$-~]*)?$"#
+    )]
+    pub target_base_url: String,
+    /// `openai_compatible` when omitted.
+    pub api_format: Option<ApiFormat>,
+    /// `none` (the upstream's format) when omitted.
+    pub output_format: Option<OutputFormat>,
+    /// Overrides the format's own placement of the key; comes with `api_key_name`.
+    pub api_key_location: Option<KeyLocation>,
+    /// The header or query parameter that carries the upstream key; blank with
+    /// `api_key_location` means the format's own place (as if neither were sent).
+    #[schema(
+        examples("Authorization"),
+        pattern = r"^(\s*|[A-Za-z0-9!$'*.^_`|~-]{1,256})$"
+    )]
     pub api_key_name: Option<String>,
-    /// Sent before the key, exactly as given (mind the trailing space: `Bearer `, `token `).
-    /// When omitted: `Bearer ` for an LLM config whose key header is `Authorization`, nothing
-    /// otherwise; `""` sends the key alone.
-    #[schema(examples("Bearer "), max_length = 64)]
+    /// Sent before the key, exactly as given (`Bearer `); when omitted, `Bearer ` for the
+    /// `Authorization` header, nothing otherwise; `""` sends the key alone. Printable ASCII and
+    /// spaces.
+    #[schema(examples("Bearer "), max_length = 64, pattern = "^[ -~]*$")]
     pub api_key_prefix: Option<String>,
-    /// GENERIC: the one accepted method.
-    #[schema(examples("GET"))]
-    pub method: Option<String>,
-    /// GENERIC: absolute http(s) URL the proxied path is appended to.
-    #[schema(examples("https://api.weather.example/v1"))]
-    pub target_url: Option<String>,
-    /// LLM: absolute http(s) URL the action path is appended to.
-    #[schema(examples("https://api.openai.com/v1"))]
-    pub target_base_url: Option<String>,
-    /// LLM: `openai_compatible` (default), `anthropic_native` or `gemini_native`.
-    #[schema(examples("openai_compatible"))]
-    pub api_format: Option<String>,
-    /// LLM: `none` (default), `openai`, `anthropic`, `gemini` or `openai_responses`.
-    #[schema(examples("none"))]
-    pub output_format: Option<String>,
     /// Retries with other keys after the first attempt, 0 to 10; null or absent =
     /// `PROXY_MAX_RETRIES`.
     #[schema(examples(2), maximum = 10)]
     pub max_retries: Option<u32>,
     /// The failure classes re-sent to another key, replacing the default set; null or absent =
-    /// every class but `timeout`, and for GENERIC `POST`/`PATCH` only `rate_limited`,
-    /// `auth_failed` and `connect_error`.
+    /// every class but `timeout`.
     pub retry_on: Option<Vec<RetryClass>>,
     /// Seconds to wait for the response head, 0 = no limit (at most 86400); null or absent =
-    /// `PROXY_TIMEOUT` (GENERIC) or `LLM_RESPONSE_TIMEOUT` (LLM).
+    /// `LLM_RESPONSE_TIMEOUT`.
     #[schema(examples(600), maximum = 86400)]
     pub response_timeout_seconds: Option<u32>,
+}
+
+/// What JSON Schema says and utoipa's derive cannot: in an LLM config, a non-blank
+/// `api_key_name` or a string `api_key_prefix` requires `api_key_location` (as `null`, or a
+/// blank name, is the same as leaving the field out, `dependentRequired` would say too much).
+struct LlmPlacementRule;
+
+impl Modify for LlmPlacementRule {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{RefOr, schema::Schema};
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        let Some(RefOr::T(Schema::Object(llm))) = components.schemas.get_mut("LlmConfigInput")
+        else {
+            return;
+        };
+        let needs_location = |field: &str, when: serde_json::Value| {
+            serde_json::json!({
+                "if": {"properties": {field: when}, "required": [field]},
+                "then": {
+                    "properties": {"api_key_location": {"type": "string", "enum": ["header", "query"]}},
+                    "required": ["api_key_location"]
+                }
+            })
+        };
+        llm.extensions.get_or_insert_with(Default::default).insert(
+            "allOf".to_owned(),
+            serde_json::json!([
+                needs_location(
+                    "api_key_name",
+                    serde_json::json!({"type": "string", "pattern": "\\S"})
+                ),
+                needs_location("api_key_prefix", serde_json::json!({"type": "string"})),
+            ]),
+        );
+    }
 }
 
 /// A stored config; the fields of the other config type are null.
@@ -911,11 +1075,51 @@ mod tests {
     #[test]
     fn the_request_examples_are_accepted_by_the_real_input_types() {
         let document = document();
-        let example = document["components"]["schemas"]["ProxyConfigInput"]["examples"][0].clone();
-        let input: domain::ProxyConfigInput = serde_json::from_value(example).unwrap();
-        input.validate().unwrap();
-        let domain_fields: BTreeSet<String> = properties(&document, "ProxyConfigInput");
-        assert!(domain_fields.contains("output_format") && domain_fields.len() == 15);
+        let schemas = &document["components"]["schemas"];
+        for name in ["ProxyConfigInput", "GenericConfigInput", "LlmConfigInput"] {
+            let example = schemas[name]["examples"][0].clone();
+            let input: domain::ProxyConfigInput = serde_json::from_value(example).unwrap();
+            input.validate().unwrap();
+        }
+        let one_of: Vec<&str> = schemas["ProxyConfigInput"]["oneOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| item["$ref"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            one_of,
+            [
+                "#/components/schemas/GenericConfigInput",
+                "#/components/schemas/LlmConfigInput"
+            ]
+        );
+        let required = |name: &str| -> BTreeSet<String> {
+            schemas[name]["required"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert!(required("LlmConfigInput").contains("target_base_url"));
+        assert!(
+            required("GenericConfigInput").is_superset(
+                &["method", "target_url", "api_key_location", "api_key_name"]
+                    .map(str::to_owned)
+                    .into()
+            )
+        );
+        assert_eq!(
+            schemas["LlmConfigInput"]["allOf"][0]["then"]["required"],
+            serde_json::json!(["api_key_location"])
+        );
+        // Every field the server reads is described by one of the two.
+        let described: BTreeSet<String> = properties(&document, "GenericConfigInput")
+            .union(&properties(&document, "LlmConfigInput"))
+            .cloned()
+            .collect();
+        assert_eq!(described.len(), 15, "{described:?}");
     }
 
     #[actix_web::test]

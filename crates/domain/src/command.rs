@@ -139,13 +139,64 @@ pub struct ProxyConfigInput {
     /// LLM: the client format, `none` by default.
     pub output_format: Option<String>,
     /// Retries with other keys after the first attempt; absent = `PROXY_MAX_RETRIES`.
+    #[serde(deserialize_with = "whole_number")]
     pub max_retries: Option<u32>,
     /// Failure classes re-sent to another key; absent = the default for the config's type and
     /// method (SPEC §8).
     pub retry_on: Option<Vec<String>>,
     /// Seconds to wait for the response head, `0` = no limit; absent = `PROXY_TIMEOUT` (GENERIC)
     /// or `LLM_RESPONSE_TIMEOUT` (LLM).
+    #[serde(deserialize_with = "whole_number")]
     pub response_timeout_seconds: Option<u32>,
+}
+
+/// A JSON integer, also when written with a zero fraction (`600.0`): JSON Schema's `integer`
+/// (what the OpenAPI document promises) counts it as one. Anything else, `600.5` or `-1`
+/// included, is refused as not a whole number.
+fn whole_number<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u32>, D::Error> {
+    struct WholeNumber;
+
+    impl serde::de::Visitor<'_> for WholeNumber {
+        type Value = Option<u32>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a whole number from 0 to {}", u32::MAX)
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Self::Value, E> {
+            u32::try_from(n)
+                .map(Some)
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(n), &self))
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Self::Value, E> {
+            u32::try_from(n)
+                .map(Some)
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(n), &self))
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Self::Value, E> {
+            if n.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&n) {
+                // Whole and within range: the conversion is exact.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                Ok(Some(n as u32))
+            } else {
+                Err(E::invalid_value(serde::de::Unexpected::Float(n), &self))
+            }
+        }
+    }
+
+    deserializer.deserialize_any(WholeNumber)
 }
 
 impl ProxyConfigInput {
@@ -233,6 +284,18 @@ impl ProxyConfigInput {
             .as_deref()
             .map(str::trim)
             .filter(|s| !s.is_empty());
+        if let Some(prefix) = self.api_key_prefix.as_deref() {
+            // Checked even where it is not used (an LLM config on its format's own placement),
+            // so a bad prefix is never accepted silently.
+            if let Err(reason) = KeyPlacement::check_prefix(prefix) {
+                errors.add("api_key_prefix", reason);
+                return None;
+            }
+            if location.is_none() {
+                errors.add("api_key_location", "is required when api_key_prefix is set");
+                return None;
+            }
+        }
         match (location, name) {
             (Some(location), Some(name)) => {
                 let placement = errors.parsed("api_key_name", KeyPlacement::new(location, name))?;
@@ -539,6 +602,50 @@ mod tests {
             ..llm_input()
         };
         assert_eq!(fields(&generic.validate().unwrap_err()), ["api_key_name"]);
+    }
+
+    #[test]
+    fn a_key_prefix_needs_a_location_and_is_checked_even_where_unused() {
+        let without_location = ProxyConfigInput {
+            api_key_prefix: Some("Bearer ".into()),
+            ..llm_input()
+        };
+        assert_eq!(
+            fields(&without_location.validate().unwrap_err()),
+            ["api_key_location"]
+        );
+        let own_place = ProxyConfigInput {
+            api_key_location: Some("header".into()),
+            api_key_name: Some(String::new()),
+            api_key_prefix: Some("x".repeat(65)),
+            ..llm_input()
+        };
+        assert_eq!(
+            fields(&own_place.validate().unwrap_err()),
+            ["api_key_prefix"]
+        );
+        let fine = ProxyConfigInput {
+            api_key_prefix: Some("token ".into()),
+            ..own_place
+        };
+        assert_eq!(placement_of(fine.validate().unwrap()), None);
+    }
+
+    #[test]
+    fn whole_numbers_may_be_written_with_a_zero_fraction() {
+        let parse = |json: &str| serde_json::from_str::<ProxyConfigInput>(json);
+        let input = parse(r#"{"max_retries": 2.0, "response_timeout_seconds": 600}"#).unwrap();
+        assert_eq!(
+            (input.max_retries, input.response_timeout_seconds),
+            (Some(2), Some(600))
+        );
+        assert_eq!(parse(r#"{"max_retries": null}"#).unwrap().max_retries, None);
+        for bad in ["2.5", "-1", "4294967296", "\"2\"", "1e20"] {
+            assert!(
+                parse(&format!(r#"{{"max_retries": {bad}}}"#)).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -316,7 +316,7 @@ async fn set_config_status(
     params(
         ("id" = i64, Path, description = "Proxy config id"),
         ("limit" = Option<u16>, Query, description = "Keys per page, 1 to 1000", minimum = 1, maximum = 1000, example = 100),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page, as is"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page, as is (a key id); empty = the first page", pattern = "^[0-9]{0,18}$", example = "4711"),
         ("health" = Option<crate::openapi::KeyHealth>, Query, description = "Only keys in this live health"),
         ("is_active" = Option<bool>, Query, description = "Only keys switched on (`true`) or off (`false`)"),
     ),

@@ -307,14 +307,23 @@ impl KeyPlacement {
     /// A short reason, phrased for the `api_key_prefix` field: longer than 64 characters, or
     /// holding anything but printable ASCII and spaces (a header value cannot carry the rest).
     pub fn with_prefix(mut self, prefix: &str) -> Result<Self, &'static str> {
+        Self::check_prefix(prefix)?;
+        self.prefix = prefix.into();
+        Ok(self)
+    }
+
+    /// Checks a prefix on its own: at most 64 characters, printable ASCII and spaces only.
+    ///
+    /// # Errors
+    /// A short reason, phrased for the `api_key_prefix` field.
+    pub fn check_prefix(prefix: &str) -> Result<(), &'static str> {
         if prefix.len() > MAX_KEY_PREFIX_CHARS {
             return Err("must be at most 64 characters");
         }
         if !prefix.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
             return Err("may contain only printable ASCII characters and spaces");
         }
-        self.prefix = prefix.into();
-        Ok(self)
+        Ok(())
     }
 
     /// The prefix a config gets when its admin sets none: `Bearer ` for an LLM config whose
