@@ -1,11 +1,12 @@
-//! [`SqlStore`]: the `ProxyStore` port over any sea-orm connection, written once for SQLite and
-//! MySQL.
+//! [`SqlStore`]: the `ProxyStore` port over any sea-orm connection, written once for SQLite,
+//! MySQL and PostgreSQL.
 //!
 //! Writes that read before they write run in one transaction, started `IMMEDIATE` on SQLite so
 //! two writers never meet in the middle (a deferred transaction that upgrades to a write fails
 //! at once with "database is locked" instead of waiting for the busy timeout). Batch import and
-//! usage flushes are a handful of multi-row statements, sized below both backends'
-//! bound-parameter limits (SQLite 32 766, MySQL 65 535) and well below MySQL's packet limit.
+//! usage flushes are a handful of multi-row statements, sized below every backend's
+//! bound-parameter limit (SQLite 32 766, MySQL and PostgreSQL 65 535) and well below MySQL's
+//! packet limit.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -32,7 +33,8 @@ use crate::{
     migration, stored_key,
 };
 
-/// Most bound parameters one statement may carry: under SQLite's 32 766 and MySQL's 65 535.
+/// Most bound parameters one statement may carry: under SQLite's 32 766 and the 65 535 of
+/// MySQL and PostgreSQL (whose wire protocol counts parameters in 16 bits).
 const MAX_PARAMETERS: usize = 30_000;
 /// Most bytes of key data one insert statement may carry: well under MySQL's smallest default
 /// `max_allowed_packet` (4 MiB on MySQL 5.7, 16 MiB on MariaDB, 64 MiB on MySQL 8).
@@ -56,7 +58,8 @@ pub struct SqlStore {
 impl SqlStore {
     /// Runs the migrations (after dropping the store's tables when `reset_tables` is set) and
     /// wraps the connection. On MySQL the pool needs at least two connections: one holds the
-    /// migration lock while another migrates.
+    /// migration lock while another migrates (PostgreSQL migrates on the one that holds its
+    /// lock).
     ///
     /// # Errors
     /// [`Error::Unavailable`] when the database cannot be reached; [`Error::Internal`] when the
@@ -168,8 +171,8 @@ impl SqlStore {
             .ok_or_else(|| Error::config_not_found(id))
     }
 
-    /// Reads a config inside a write transaction, locking its row on MySQL (SQLite's
-    /// `IMMEDIATE` transaction already excludes other writers).
+    /// Reads a config inside a write transaction, locking its row on MySQL and PostgreSQL
+    /// (SQLite's `IMMEDIATE` transaction already excludes other writers).
     async fn config_for_update(
         &self,
         txn: &DatabaseTransaction,
@@ -183,7 +186,7 @@ impl SqlStore {
             .ok_or_else(|| Error::config_not_found(id))
     }
 
-    /// Reads a key inside a write transaction, locking its row on MySQL.
+    /// Reads a key inside a write transaction, locking its row on MySQL and PostgreSQL.
     async fn key_for_update(
         &self,
         txn: &DatabaseTransaction,
@@ -197,8 +200,8 @@ impl SqlStore {
             .ok_or_else(|| Error::key_not_found(id))
     }
 
-    /// Checks the config exists and, on MySQL, locks its row until the transaction ends, so it
-    /// cannot be deleted under a batch insert.
+    /// Checks the config exists and, on MySQL and PostgreSQL, locks its row until the
+    /// transaction ends, so it cannot be deleted under a batch insert.
     async fn lock_config(&self, txn: &DatabaseTransaction, id: ProxyConfigId) -> Result<()> {
         proxy_config::Entity::find_by_id(id.0)
             .select_only()
@@ -237,7 +240,9 @@ impl SqlStore {
     }
 
     /// Turns a failed config write into the error to report: a unique violation becomes a
-    /// conflict naming the taken field, found by asking which one another config holds.
+    /// conflict naming the taken field. PostgreSQL names the violated index, which is the
+    /// answer (and its transaction accepts no further statement after the failure); MySQL and
+    /// SQLite do not, so there it is found by asking which field another config holds.
     async fn config_write_error<C: ConnectionTrait>(
         &self,
         db: &C,
@@ -247,6 +252,15 @@ impl SqlStore {
     ) -> Error {
         if convert::violation(&err) != Some(Violation::Unique) {
             return self.error(err);
+        }
+        match convert::violated_constraint(&err) {
+            Some(migration::UNIQUE_CONFIG_NAME) => {
+                return convert::conflict(Entity::ProxyConfig, "name");
+            }
+            Some(migration::UNIQUE_CONFIG_SLUG) => {
+                return convert::conflict(Entity::ProxyConfig, "slug");
+            }
+            _ => {}
         }
         let mut same_name = proxy_config::Entity::find()
             .select_only()
@@ -263,8 +277,8 @@ impl SqlStore {
     }
 
     /// The multi-row insert of one chunk of keys, skipping the ones the config already has:
-    /// `ON CONFLICT DO NOTHING` (SQLite) or `INSERT IGNORE` (MySQL). The affected row count is
-    /// the number inserted.
+    /// `ON CONFLICT DO NOTHING` (SQLite, PostgreSQL) or `INSERT IGNORE` (MySQL). The affected
+    /// row count is the number inserted.
     fn insert_keys_statement(
         &self,
         config: ProxyConfigId,
@@ -359,7 +373,8 @@ impl SqlStore {
             );
         if any_use {
             // MySQL evaluates assignments left to right with the new values: `last_status` must
-            // come before `last_used_at`, whose old value it compares with.
+            // come before `last_used_at`, whose old value it compares with. (SQLite and
+            // PostgreSQL read every old value, so the order is harmless there.)
             update
                 .value(
                     Column::LastStatus,
