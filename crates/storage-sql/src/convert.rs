@@ -796,6 +796,29 @@ mod tests {
     }
 
     #[test]
+    fn postgres_sqlstates_tell_outages_and_contention_from_bugs() {
+        let unavailable = |code: &str, connecting: bool| {
+            matches!(postgres_error(code, connecting), Error::Unavailable { .. })
+        };
+        for code in [
+            "28P01", "28000", "08006", "57P01", "57P03", "53300", "53100", "25006", "3D000",
+        ] {
+            assert!(unavailable(code, false), "{code}");
+        }
+        for code in ["40001", "40P01", "55P03", "57014"] {
+            match postgres_error(code, false) {
+                Error::Unavailable { message, .. } => assert_eq!(message, BUSY, "{code}"),
+                other => panic!("{code}: expected busy, got {other:?}"),
+            }
+        }
+        assert!(unavailable("42501", true), "a refused connection");
+        match postgres_error("42P01", false) {
+            Error::Internal(message) => assert!(message.contains("SQLSTATE 42P01"), "{message}"),
+            other => panic!("expected internal, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn pool_and_connection_errors_are_unavailable() {
         let timeout = DbErr::ConnectionAcquire(ConnAcquireErr::Timeout);
         assert!(matches!(
