@@ -450,12 +450,123 @@ fn the_enterprise_compose_file_runs_two_replicas_on_mysql_8_and_redis_7() {
     assert!(healthcheck_test(app).contains("/ready"));
 }
 
+/// Every compose file in `deploy/` (`docker-compose.*.yml`), relative to the project root.
+fn compose_files() -> Vec<String> {
+    let mut files: Vec<String> = fs::read_dir(project_root().join("deploy"))
+        .expect("deploy/ is readable")
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|name| name.starts_with("docker-compose.") && name.ends_with(".yml"))
+        .map(|name| format!("deploy/{name}"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 2, "compose files were found: {files:?}");
+    files
+}
+
+#[test]
+fn the_postgres_compose_file_runs_two_replicas_on_postgres_and_redis_7() {
+    let compose = yaml("deploy/docker-compose.postgres.yml");
+    let services = app_services(&compose);
+    assert_eq!(services.len(), 1, "one app service, replicated");
+    let (_, app) = &services[0];
+    assert_eq!(
+        str_at(app, &["build", "args", "EDITION"]),
+        Some("enterprise")
+    );
+    assert_eq!(
+        app.get("deploy")
+            .and_then(|d| d.get("replicas"))
+            .and_then(Value::as_u64),
+        Some(2)
+    );
+    assert_eq!(str_at(app, &["environment", "DB_TYPE"]), Some("postgres"));
+    assert_eq!(str_at(app, &["environment", "DB_PORT"]), Some("5432"));
+    for shared in ["JWT_SECRET", "GLOBAL_PROXY_KEYS", "ADMIN_PASSWORD"] {
+        let value = str_at(app, &["environment", shared]).unwrap_or_default();
+        assert!(value.contains(":?"), "{shared} is required: {value:?}");
+    }
+    let postgres = &compose["services"]["postgres"];
+    assert!(
+        str_at(postgres, &["image"]).is_some_and(|i| i.starts_with("postgres:")),
+        "{postgres:?}"
+    );
+    // The server and the app agree on the database, user and password.
+    let environment = compose_environment(app);
+    assert!(environment.contains("DB_PASSWORD"));
+    assert_eq!(
+        str_at(postgres, &["environment", "POSTGRES_DB"]),
+        str_at(app, &["environment", "DB_NAME"])
+    );
+    assert_eq!(
+        str_at(postgres, &["environment", "POSTGRES_USER"]),
+        str_at(app, &["environment", "DB_USER"])
+    );
+    assert_eq!(
+        str_at(postgres, &["environment", "POSTGRES_PASSWORD"]),
+        str_at(app, &["environment", "DB_PASSWORD"])
+    );
+    for dependency in ["postgres", "redis"] {
+        assert_eq!(
+            str_at(app, &["depends_on", dependency, "condition"]),
+            Some("service_healthy"),
+            "the app waits for {dependency}"
+        );
+        assert!(
+            compose["services"][dependency].get("healthcheck").is_some(),
+            "{dependency} has a health check"
+        );
+    }
+    assert!(healthcheck_test(app).contains("/ready"));
+}
+
+#[test]
+fn the_postgres_kustomization_points_the_base_configmap_at_postgres() {
+    let kustomization = yaml("deploy/k8s-postgres/kustomization.yaml");
+    let resources: Vec<&str> = kustomization["resources"]
+        .as_sequence()
+        .expect("resources")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(resources, ["../k8s"], "an overlay of the base manifests");
+    let patches = kustomization["patches"].as_sequence().expect("patches");
+    assert_eq!(patches.len(), 1);
+    let configmap = k8s_object("ConfigMap");
+    assert_eq!(
+        str_at(&patches[0], &["target", "name"]),
+        str_at(&configmap, &["metadata", "name"])
+    );
+    assert_eq!(str_at(&patches[0], &["target", "kind"]), Some("ConfigMap"));
+    let operations: Value =
+        serde_norway::from_str(str_at(&patches[0], &["patch"]).expect("an inline JSON patch"))
+            .expect("the patch is YAML");
+    let mut set = std::collections::BTreeMap::new();
+    for operation in operations.as_sequence().expect("a list of operations") {
+        assert_eq!(str_at(operation, &["op"]), Some("replace"));
+        let path = str_at(operation, &["path"]).unwrap_or_default();
+        let name = path.strip_prefix("/data/").expect("a ConfigMap data key");
+        assert!(
+            configmap["data"].get(name).is_some(),
+            "the base ConfigMap has {name} to replace"
+        );
+        set.insert(
+            name.to_owned(),
+            str_at(operation, &["value"]).unwrap_or_default().to_owned(),
+        );
+    }
+    assert!(
+        unknown(set.keys()).is_empty(),
+        "the overlay sets variables the server does not read"
+    );
+    assert_eq!(set.get("DB_TYPE").map(String::as_str), Some("postgres"));
+    assert_eq!(set.get("DB_PORT").map(String::as_str), Some("5432"));
+}
+
 #[test]
 fn compose_health_checks_hit_ready_or_health() {
-    for file in [
-        "deploy/docker-compose.lightweight.yml",
-        "deploy/docker-compose.enterprise.yml",
-    ] {
+    for file in compose_files() {
+        let file = file.as_str();
         for (name, service) in app_services(&yaml(file)) {
             let test = healthcheck_test(&service);
             assert!(
@@ -608,10 +719,8 @@ fn the_systemd_unit_runs_the_binary_hardened_with_an_environment_file() {
 #[test]
 fn every_variable_named_in_deploy_files_is_one_the_server_reads() {
     let mut named = BTreeSet::new();
-    for file in [
-        "deploy/docker-compose.lightweight.yml",
-        "deploy/docker-compose.enterprise.yml",
-    ] {
+    for file in compose_files() {
+        let file = file.as_str();
         let compose = yaml(file);
         for (_, service) in app_services(&compose) {
             named.extend(compose_environment(&service));

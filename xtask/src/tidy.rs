@@ -161,19 +161,25 @@ fn every_lib_and_module_file_starts_with_a_doc_paragraph() {
     );
 }
 
-/// Crates that must not be in a lightweight build: MySQL drivers and Redis clients.
+/// Crates that must not be in a lightweight build: network database drivers (MySQL,
+/// PostgreSQL) and Redis clients, and the adapters that use them.
 const ENTERPRISE_ONLY: &[&str] = &[
     "sqlx-mysql",
     "mysql_async",
     "mysql",
+    "sqlx-postgres",
+    "tokio-postgres",
+    "postgres",
+    "postgres-protocol",
     "fred",
     "redis",
     "storage-mysql",
+    "storage-postgres",
     "cache-redis",
 ];
 
 #[test]
-fn a_lightweight_build_contains_no_mysql_driver_and_no_redis_client() {
+fn a_lightweight_build_contains_no_network_database_driver_and_no_redis_client() {
     let output =
         std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args([

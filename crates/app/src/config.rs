@@ -101,6 +101,11 @@ pub enum StorageBackend {
         /// `mysql://user:password@host:port/database`.
         url: SecretUrl,
     },
+    /// PostgreSQL (enterprise edition).
+    Postgres {
+        /// `postgres://user:password@host:port/database[?sslmode=...]`.
+        url: SecretUrl,
+    },
 }
 
 /// Where rotation state, counters and change notifications live.
@@ -557,17 +562,46 @@ impl Settings {
 /// backend.
 const MYSQL_SELECTORS: [&str; 4] = ["DB_HOST", "DB_USER", "MYSQL_HOST", "MYSQL_DB_HOST"];
 
-/// `DB_TYPE` when set; otherwise MySQL when `DATABASE_URL` is a MySQL URL or Go DSN, or when one
-/// of [`MYSQL_SELECTORS`] is set, as in the original backend; otherwise SQLite.
+/// The kinds of database `DB_TYPE` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DbType {
+    Sqlite,
+    Mysql,
+    Postgres,
+}
+
+impl DbType {
+    /// The kind a parsed `DATABASE_URL` names, by its scheme.
+    fn of_url(url: &url::Url) -> Self {
+        match url.scheme() {
+            "sqlite" => DbType::Sqlite,
+            "postgres" | "postgresql" => DbType::Postgres,
+            _ => DbType::Mysql,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            DbType::Sqlite => "SQLite",
+            DbType::Mysql => "MySQL",
+            DbType::Postgres => "PostgreSQL",
+        }
+    }
+}
+
+/// `DB_TYPE` when set; otherwise the kind of a MySQL or PostgreSQL `DATABASE_URL` (a Go DSN is
+/// MySQL), else MySQL when one of [`MYSQL_SELECTORS`] is set, as in the original backend; else
+/// SQLite.
 fn storage_backend(raw: &Raw<'_>) -> Result<StorageBackend, ConfigError> {
     let explicit = match raw.text("DB_TYPE").map(str::to_ascii_lowercase).as_deref() {
         None => None,
-        Some("sqlite") => Some(false),
-        Some("mysql" | "mariadb") => Some(true),
+        Some("sqlite") => Some(DbType::Sqlite),
+        Some("mysql" | "mariadb") => Some(DbType::Mysql),
+        Some("postgres" | "postgresql") => Some(DbType::Postgres),
         Some(other) => {
             return Err(invalid(
                 "DB_TYPE",
-                format!("must be sqlite or mysql, got {other:?}"),
+                format!("must be sqlite, mysql or postgres, got {other:?}"),
             ));
         }
     };
@@ -575,12 +609,31 @@ fn storage_backend(raw: &Raw<'_>) -> Result<StorageBackend, ConfigError> {
         None => None,
         Some(text) => Some(parse_database_url(text)?),
     };
-    let url_is_mysql = database_url
-        .as_ref()
-        .is_some_and(|u| u.scheme() != "sqlite");
+    let url_kind = database_url.as_ref().map(DbType::of_url);
     let selected = MYSQL_SELECTORS.iter().any(|name| raw.text(name).is_some());
-    let use_mysql = explicit.unwrap_or(url_is_mysql || selected);
-    if !use_mysql {
+    let kind = explicit
+        .or(url_kind.filter(|kind| *kind != DbType::Sqlite))
+        .unwrap_or(if selected {
+            DbType::Mysql
+        } else {
+            DbType::Sqlite
+        });
+    // A network URL of the other engine is a mistake, not something to ignore.
+    if let (Some(url_kind), Some(explicit)) = (url_kind, explicit)
+        && url_kind != explicit
+        && url_kind != DbType::Sqlite
+        && explicit != DbType::Sqlite
+    {
+        return Err(invalid(
+            "DATABASE_URL",
+            format!(
+                "is a {} URL but DB_TYPE is {}; make them agree",
+                url_kind.name(),
+                explicit.name()
+            ),
+        ));
+    }
+    if kind == DbType::Sqlite {
         let path = match &database_url {
             Some(url) if url.scheme() == "sqlite" => PathBuf::from(url.path()),
             _ => PathBuf::from(
@@ -590,28 +643,42 @@ fn storage_backend(raw: &Raw<'_>) -> Result<StorageBackend, ConfigError> {
         };
         return Ok(StorageBackend::Sqlite { path });
     }
-    let url = match database_url.filter(|u| u.scheme() != "sqlite") {
+    let url = match database_url.filter(|u| DbType::of_url(u) == kind) {
         Some(url) => url,
-        None => {
-            let host = ["DB_HOST", "MYSQL_HOST", "MYSQL_DB_HOST"]
-                .iter()
-                .find_map(|name| raw.text(name))
-                .unwrap_or("127.0.0.1");
-            let port: u16 = raw.parse("DB_PORT", "a port number")?.unwrap_or(3306);
-            let mut url = url::Url::parse(&format!("mysql://{host}:{port}/"))
-                .map_err(|_| invalid("DB_HOST", format!("must be a host name, got {host:?}")))?;
-            let _ = url.set_username(raw.text("DB_USER").unwrap_or("root"));
-            let _ = url.set_password(raw.text("DB_PASSWORD"));
-            url.set_path(raw.text("DB_NAME").unwrap_or("api_key_rotator"));
-            url
-        }
+        None => url_from_parts(raw, kind)?,
     };
-    Ok(StorageBackend::Mysql {
-        url: SecretUrl(url.to_string()),
+    let url = SecretUrl(url.to_string());
+    Ok(match kind {
+        DbType::Postgres => StorageBackend::Postgres { url },
+        _ => StorageBackend::Mysql { url },
     })
 }
 
-/// A `DATABASE_URL`: a `mysql://`, `mariadb://` or `sqlite://` URL, or the original backend's
+/// The URL of a MySQL or PostgreSQL database from `DB_HOST` (or the original's `MYSQL_HOST`,
+/// `MYSQL_DB_HOST`), `DB_PORT`, `DB_USER`, `DB_PASSWORD` and `DB_NAME`, with each engine's
+/// usual port and administrative user as defaults.
+fn url_from_parts(raw: &Raw<'_>, kind: DbType) -> Result<url::Url, ConfigError> {
+    let (scheme, default_port, default_user) = match kind {
+        DbType::Postgres => ("postgres", 5432, "postgres"),
+        _ => ("mysql", 3306, "root"),
+    };
+    let host = ["DB_HOST", "MYSQL_HOST", "MYSQL_DB_HOST"]
+        .iter()
+        .find_map(|name| raw.text(name))
+        .unwrap_or("127.0.0.1");
+    let port: u16 = raw
+        .parse("DB_PORT", "a port number")?
+        .unwrap_or(default_port);
+    let mut url = url::Url::parse(&format!("{scheme}://{host}:{port}/"))
+        .map_err(|_| invalid("DB_HOST", format!("must be a host name, got {host:?}")))?;
+    let _ = url.set_username(raw.text("DB_USER").unwrap_or(default_user));
+    let _ = url.set_password(raw.text("DB_PASSWORD"));
+    url.set_path(raw.text("DB_NAME").unwrap_or("api_key_rotator"));
+    Ok(url)
+}
+
+/// A `DATABASE_URL`: a `mysql://`, `mariadb://`, `postgres://`, `postgresql://` or `sqlite://`
+/// URL, or the original backend's
 /// Go-style DSN (`user:pass@tcp(host:port)/db?charset=utf8mb4&parseTime=True&loc=Local`, with or
 /// without a `mysql://` in front), which becomes the equivalent `mysql://` URL.
 pub(crate) fn parse_database_url(text: &str) -> Result<url::Url, ConfigError> {
@@ -621,14 +688,18 @@ pub(crate) fn parse_database_url(text: &str) -> Result<url::Url, ConfigError> {
     let url = url::Url::parse(text).map_err(|_| {
         invalid(
             "DATABASE_URL",
-            "must be a URL like mysql://user:password@host:3306/database or a Go DSN like \
+            "must be a URL like mysql://user:password@host:3306/database or \
+             postgres://user:password@host:5432/database, or a Go DSN like \
              user:password@tcp(host:3306)/database, got a malformed value",
         )
     })?;
-    if !matches!(url.scheme(), "mysql" | "mariadb" | "sqlite") {
+    if !matches!(
+        url.scheme(),
+        "mysql" | "mariadb" | "postgres" | "postgresql" | "sqlite"
+    ) {
         return Err(invalid(
             "DATABASE_URL",
-            "must use the mysql, mariadb or sqlite scheme",
+            "must use the mysql, mariadb, postgres, postgresql or sqlite scheme",
         ));
     }
     if url.scheme() != "sqlite" && url.host_str().is_none_or(str::is_empty) {
@@ -652,6 +723,10 @@ impl<'a> GoDsn<'a> {
     /// The DSN's parts, `None` when `text` is not in the Go form (it is then read as a URL).
     fn parse(text: &'a str) -> Option<Self> {
         let text = text.strip_prefix("mysql://").unwrap_or(text);
+        if text.contains("://") {
+            // Another scheme (postgres://...): a URL, never a Go DSN.
+            return None;
+        }
         // The password may contain '@': the Go driver splits at the last one.
         let (credentials, rest) = text.rsplit_once('@')?;
         let (address, path) = if let Some(rest) = rest.strip_prefix("tcp(") {
@@ -859,7 +934,7 @@ mod tests {
             ("DB_TYPE", "oracle"),
             ("CACHE_TYPE", "memcached"),
             ("REDIS_URL", "not a url"),
-            ("DATABASE_URL", "postgres://x/y"),
+            ("DATABASE_URL", "oracle://x/y"),
             ("PROXY_TIMEOUT", "soon"),
             ("LLM_RESPONSE_TIMEOUT", "-1"),
             ("MAX_BODY_BYTES", "-1"),
@@ -919,6 +994,70 @@ mod tests {
                 let message = err.to_string();
                 assert!(message.contains(why), "{message}");
                 assert!(!message.contains(value), "{message}");
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn postgres_is_chosen_by_its_url_or_by_db_type_with_its_own_defaults() {
+        for url in [
+            "postgres://akr:pw@pg.internal:5433/akr?sslmode=require",
+            "postgresql://akr:pw@pg.internal:5433/akr?sslmode=require",
+        ] {
+            Jail::expect_with(|jail| {
+                clear_env(jail);
+                jail.set_env("DATABASE_URL", url);
+                // The original's MySQL selectors do not override an explicit URL.
+                jail.set_env("DB_HOST", "mysql.internal");
+                let StorageBackend::Postgres { url: chosen } = load().unwrap().storage else {
+                    panic!("{url} selects PostgreSQL")
+                };
+                assert_eq!(chosen.expose(), url);
+                Ok(())
+            });
+        }
+        Jail::expect_with(|jail| {
+            clear_env(jail);
+            jail.set_env("DB_TYPE", "Postgres");
+            jail.set_env("DB_HOST", "pg.internal");
+            jail.set_env("DB_PASSWORD", "s3cret");
+            let StorageBackend::Postgres { url } = load().unwrap().storage else {
+                panic!("DB_TYPE=postgres selects PostgreSQL")
+            };
+            assert_eq!(
+                url.expose(),
+                "postgres://postgres:s3cret@pg.internal:5432/api_key_rotator"
+            );
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            clear_env(jail);
+            jail.set_env("DB_TYPE", "postgresql");
+            let StorageBackend::Postgres { url } = load().unwrap().storage else {
+                panic!("DB_TYPE=postgresql selects PostgreSQL")
+            };
+            assert_eq!(
+                url.expose(),
+                "postgres://postgres@127.0.0.1:5432/api_key_rotator"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_url_of_one_engine_and_a_db_type_of_another_are_refused() {
+        for (db_type, url) in [
+            ("postgres", "mysql://root@db:3306/akr"),
+            ("mysql", "postgres://postgres@db/akr"),
+        ] {
+            Jail::expect_with(|jail| {
+                clear_env(jail);
+                jail.set_env("DB_TYPE", db_type);
+                jail.set_env("DATABASE_URL", url);
+                let err = load().unwrap_err();
+                assert_eq!(err.variable, "DATABASE_URL");
+                assert!(err.to_string().contains("make them agree"), "{err}");
                 Ok(())
             });
         }

@@ -35,6 +35,13 @@ pub enum ImportError {
 /// [`ImportError::Source`] for a MySQL URL or DSN that cannot be read.
 pub fn parse_source(text: &str) -> Result<StorageBackend, ImportError> {
     let text = text.trim();
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        return Err(ImportError::Source(
+            "is a PostgreSQL URL, but the original backend ran on SQLite or MySQL only; give \
+             its SQLite path or MySQL URL (a PostgreSQL store is the target: DATABASE_URL)"
+                .to_owned(),
+        ));
+    }
     let looks_like_mysql = text.starts_with("mysql://")
         || text.starts_with("mariadb://")
         || text.contains("@tcp(")
@@ -164,6 +171,10 @@ mod tests {
             }
         );
         assert!(parse_source("mysql://root@tcp(db:3306)/").is_err());
+        assert!(matches!(
+            parse_source("postgres://postgres@db/old"),
+            Err(ImportError::Source(message)) if message.contains("SQLite or MySQL only")
+        ));
     }
 
     #[test]

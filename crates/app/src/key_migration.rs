@@ -7,8 +7,9 @@
 //! file, never the command line), refuses up front when the store holds rows it could not read,
 //! rewrites the rows in batches through `storage_sql` (each batch one transaction; a rerun after
 //! any interruption, `kill -9` included, carries on where the last committed batch ended),
-//! prints a line per batch and a summary, and on SQLite compacts the file so no stale copy of
-//! the old values stays in it. Ctrl-C stops it after the current batch.
+//! prints a line per batch and a summary, and on SQLite compacts the file (on PostgreSQL
+//! rewrites `api_keys` with `VACUUM FULL`) so no stale copy of the old values stays in the
+//! tables. Ctrl-C stops it after the current batch.
 
 use std::{
     io::Write,
@@ -302,6 +303,12 @@ fn summarize(
         writeln!(
             out,
             "{}: SQLite file compacted (secure_delete, VACUUM, write-ahead log truncated): it holds no old copy of the values",
+            plan.name
+        )?;
+    } else if matches!(settings.storage, StorageBackend::Postgres { .. }) {
+        writeln!(
+            out,
+            "{}: api_keys rewritten with VACUUM FULL; the write-ahead log, WAL archives and backups taken before this run still hold the old values; rotate them (docs/operations.md)",
             plan.name
         )?;
     } else {

@@ -71,6 +71,7 @@ pub async fn connect(settings: &Settings) -> Result<Ports, WiringError> {
     let store_name = match settings.storage {
         StorageBackend::Sqlite { .. } => "sqlite",
         StorageBackend::Mysql { .. } => "mysql",
+        StorageBackend::Postgres { .. } => "postgres",
     };
     Ok(Ports {
         store,
@@ -111,6 +112,7 @@ fn store_name(settings: &Settings) -> &'static str {
     match settings.storage {
         StorageBackend::Sqlite { .. } => "SQLite",
         StorageBackend::Mysql { .. } => "MySQL",
+        StorageBackend::Postgres { .. } => "PostgreSQL",
     }
 }
 
@@ -159,13 +161,26 @@ async fn open_store(
             let sql = store.sql_store().clone();
             Ok((Arc::new(store), sql))
         }
+        #[cfg(feature = "enterprise")]
+        StorageBackend::Postgres { url } => {
+            let options = storage_postgres::PostgresOptions {
+                reset_tables,
+                key_cipher,
+                ..storage_postgres::PostgresOptions::new(url.expose())
+            };
+            let store = storage_postgres::PostgresStore::connect(options)
+                .await
+                .map_err(|source| WiringError::Open {
+                    backend: "PostgreSQL",
+                    source,
+                })?;
+            let sql = store.sql_store().clone();
+            Ok((Arc::new(store), sql))
+        }
         #[cfg(not(feature = "enterprise"))]
-        StorageBackend::Mysql { .. } => Err(WiringError::NotCompiled {
-            backend: "MySQL",
-            why: "DB_TYPE=mysql, DATABASE_URL or DB_HOST",
-            feature: "enterprise",
-            fallback: "DB_TYPE=sqlite",
-        }),
+        storage @ (StorageBackend::Mysql { .. } | StorageBackend::Postgres { .. }) => {
+            Err(not_compiled(storage))
+        }
     }
 }
 
@@ -210,6 +225,14 @@ pub async fn read_original(
             feature: "enterprise",
             fallback: "a SQLite path",
         }),
+        // `import_original::parse_source` never yields one: the original never ran on it.
+        StorageBackend::Postgres { .. } => Err(WiringError::Open {
+            backend: "the original database",
+            source: domain::Error::Internal(
+                "the original backend never ran on PostgreSQL; give its SQLite path or MySQL URL"
+                    .to_owned(),
+            ),
+        }),
     }
 }
 
@@ -245,6 +268,16 @@ pub async fn import_original(
             let _ = store.close().await;
             report.map_err(import_error("MySQL"))
         }
+        #[cfg(feature = "enterprise")]
+        StorageBackend::Postgres { url } => {
+            let options = storage_postgres::PostgresOptions::new(url.expose());
+            let store = storage_postgres::PostgresStore::connect(options)
+                .await
+                .map_err(import_error("PostgreSQL"))?;
+            let report = store.sql_store().import_original(data).await;
+            let _ = store.close().await;
+            report.map_err(import_error("PostgreSQL"))
+        }
         #[allow(
             unreachable_patterns,
             reason = "reached only in a build without one edition"
@@ -278,6 +311,15 @@ pub async fn upgrade_original(settings: &Settings) -> Result<ImportReport, Wirin
             let _ = store.close().await;
             Ok(report)
         }
+        #[cfg(feature = "enterprise")]
+        StorageBackend::Postgres { url } => {
+            let options = storage_postgres::PostgresOptions::new(url.expose());
+            let (store, report) = storage_postgres::PostgresStore::upgrade_original(options)
+                .await
+                .map_err(upgrade_error("PostgreSQL"))?;
+            let _ = store.close().await;
+            Ok(report)
+        }
         #[allow(
             unreachable_patterns,
             reason = "reached only in a build without one edition"
@@ -298,6 +340,12 @@ fn not_compiled(storage: &StorageBackend) -> WiringError {
         StorageBackend::Mysql { .. } => WiringError::NotCompiled {
             backend: "MySQL",
             why: "DB_TYPE=mysql, DATABASE_URL or DB_HOST",
+            feature: "enterprise",
+            fallback: "DB_TYPE=sqlite",
+        },
+        StorageBackend::Postgres { .. } => WiringError::NotCompiled {
+            backend: "PostgreSQL",
+            why: "DB_TYPE=postgres or a postgres:// DATABASE_URL",
             feature: "enterprise",
             fallback: "DB_TYPE=sqlite",
         },

@@ -370,12 +370,46 @@ pub(crate) enum Violation {
 }
 
 /// The constraint behind a failed write, if that is what failed.
+///
+/// sea-orm tells it for the drivers compiled in; PostgreSQL's own SQLSTATEs (`23505`
+/// unique_violation, `23503` foreign_key_violation) are read here too, so the answer does not
+/// hang on which driver features the build unified.
 pub(crate) fn violation(err: &DbErr) -> Option<Violation> {
     match err.sql_err() {
-        Some(SqlErr::UniqueConstraintViolation(_)) => Some(Violation::Unique),
-        Some(SqlErr::ForeignKeyConstraintViolation(_)) => Some(Violation::ForeignKey),
+        Some(SqlErr::UniqueConstraintViolation(_)) => return Some(Violation::Unique),
+        Some(SqlErr::ForeignKeyConstraintViolation(_)) => return Some(Violation::ForeignKey),
+        _ => {}
+    }
+    match sqlstate(err).as_deref() {
+        Some("23505") => Some(Violation::Unique),
+        Some("23503") => Some(Violation::ForeignKey),
         _ => None,
     }
+}
+
+/// The driver error a statement failed with, if the database answered with one.
+fn database_error_of(err: &DbErr) -> Option<&dyn sea_orm::sqlx::error::DatabaseError> {
+    match err {
+        DbErr::Conn(RuntimeErr::SqlxError(sqlx))
+        | DbErr::Exec(RuntimeErr::SqlxError(sqlx))
+        | DbErr::Query(RuntimeErr::SqlxError(sqlx)) => match &**sqlx {
+            sea_orm::sqlx::Error::Database(db) => Some(db.as_ref()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The code the database answered a failed statement with: a SQLSTATE on PostgreSQL and
+/// MySQL, an extended result code on SQLite.
+pub(crate) fn sqlstate(err: &DbErr) -> Option<String> {
+    database_error_of(err)?.code().map(|code| code.into_owned())
+}
+
+/// The name of the constraint a failed write ran into, when the database reports it
+/// (PostgreSQL does; MySQL and SQLite do not).
+pub(crate) fn violated_constraint(err: &DbErr) -> Option<&str> {
+    database_error_of(err)?.constraint()
 }
 
 /// A conflict on a unique field.
@@ -470,8 +504,9 @@ fn database_error(
                 _ => Error::Internal(format!("the database rejected a statement (code {code})")),
             }
         }
+        DbBackend::Postgres => postgres_error(&code, connecting),
         _ => {
-            // SQLSTATE classes: 08 connection exception, 28 invalid authorization,
+            // MySQL. SQLSTATE classes: 08 connection exception, 28 invalid authorization,
             // 40 transaction rollback (deadlock, serialization failure).
             let class = code.get(..2).unwrap_or_default();
             if class == "28" {
@@ -492,6 +527,48 @@ fn database_error(
                 ))
             }
         }
+    }
+}
+
+/// A PostgreSQL error by its SQLSTATE (appendix A of the PostgreSQL manual): trouble with the
+/// server or the connection, and lock or statement timeouts, are `Unavailable`; anything else
+/// is a statement the store should not have sent, `Internal`.
+fn postgres_error(code: &str, connecting: bool) -> Error {
+    let class = code.get(..2).unwrap_or_default();
+    match (class, code) {
+        // invalid_authorization_specification, invalid_password
+        ("28", _) => Error::database(
+            "the database refused the credentials; check the database user and password",
+        ),
+        // connection_exception
+        ("08", _) => Error::database(LOST),
+        // admin_shutdown, crash_shutdown, cannot_connect_now (starting up or in recovery)
+        (_, "57P01" | "57P02" | "57P03") => Error::database(
+            "the database server is shutting down or starting up; retry in a moment",
+        ),
+        // too_many_connections
+        (_, "53300") => Error::database(
+            "the database server has no free connection slot; raise its max_connections or              lower the instances' pool sizes",
+        ),
+        // insufficient_resources: disk full, out of memory
+        ("53", _) => Error::database("the database server is out of disk space or memory"),
+        // read_only_sql_transaction: connected to a hot standby
+        (_, "25006") => Error::database(
+            "the database is read-only; point the database URL at the primary server",
+        ),
+        // invalid_catalog_name: the database does not exist
+        (_, "3D000") => {
+            Error::database("the database does not exist; create it or check the database name")
+        }
+        _ if connecting => Error::database(
+            "the database server refused the connection; check the database name and the user's privileges",
+        ),
+        // transaction_rollback (serialization failure, deadlock), lock_not_available
+        // (lock_timeout), query_canceled (statement_timeout)
+        ("40", _) | (_, "55P03" | "57014") => Error::database(BUSY),
+        _ => Error::Internal(format!(
+            "the database rejected a statement (SQLSTATE {code})"
+        )),
     }
 }
 
@@ -716,6 +793,29 @@ mod tests {
         assert_eq!(key.health, KeyHealth::Cooling { until });
         assert_eq!(key.usage.request_count, 4);
         assert_eq!(key.usage.last_status, Some(200));
+    }
+
+    #[test]
+    fn postgres_sqlstates_tell_outages_and_contention_from_bugs() {
+        let unavailable = |code: &str, connecting: bool| {
+            matches!(postgres_error(code, connecting), Error::Unavailable { .. })
+        };
+        for code in [
+            "28P01", "28000", "08006", "57P01", "57P03", "53300", "53100", "25006", "3D000",
+        ] {
+            assert!(unavailable(code, false), "{code}");
+        }
+        for code in ["40001", "40P01", "55P03", "57014"] {
+            match postgres_error(code, false) {
+                Error::Unavailable { message, .. } => assert_eq!(message, BUSY, "{code}"),
+                other => panic!("{code}: expected busy, got {other:?}"),
+            }
+        }
+        assert!(unavailable("42501", true), "a refused connection");
+        match postgres_error("42P01", false) {
+            Error::Internal(message) => assert!(message.contains("SQLSTATE 42P01"), "{message}"),
+            other => panic!("expected internal, got {other:?}"),
+        }
     }
 
     #[test]

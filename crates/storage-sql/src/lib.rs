@@ -1,11 +1,11 @@
-//! The SQL store shared by the SQLite and MySQL adapters, written once: sea-orm entities, the
+//! The SQL store shared by the SQLite, MySQL and PostgreSQL adapters, written once: sea-orm entities, the
 //! schema migrations, the `ProxyStore` repository ([`SqlStore`]) and the mapping between rows,
 //! database errors and domain types (`convert`).
 //!
 //! An adapter crate opens a sea-orm connection with its driver's settings, hands it to
 //! [`SqlStore::open`] (which runs the migrations) and exposes its own store type, implementing
 //! the port with [`forward_proxy_store!`]. This crate enables no database driver itself: each
-//! adapter turns on the one it needs, so a lightweight build carries no MySQL driver.
+//! adapter turns on the one it needs, so a lightweight build carries no network database driver.
 //!
 //! With a [`KeyCipher`] (from `ENCRYPTION_KEY`), key values are encrypted on every write and
 //! decrypted on every read, so the snapshot a proxy caches holds plain values and a proxied

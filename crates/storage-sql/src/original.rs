@@ -9,9 +9,13 @@
 //! becomes its stored `(key_value, key_hash)`.
 //!
 //! The in-place upgrade renames the original tables to [`BACKUP_CONFIGS`] and [`BACKUP_KEYS`],
-//! creates ours and imports, in one transaction on SQLite. MySQL commits every DDL statement by
-//! itself, so there the renames and the schema come first and the import is one transaction; if
-//! it fails, the new tables are dropped and the original ones renamed back.
+//! creates ours and imports, in one transaction on SQLite and PostgreSQL. MySQL commits every
+//! DDL statement by itself, so there the renames and the schema come first and the import is
+//! one transaction; if it fails, the new tables are dropped and the original ones renamed back.
+//!
+//! The original never ran on PostgreSQL, but a PostgreSQL store is a common target of an
+//! import: ids kept from the original are written explicitly, which PostgreSQL's identity
+//! sequences do not see, so every import ends by moving them past the largest id.
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use domain::{
@@ -76,6 +80,11 @@ async fn columns_of<C: ConnectionTrait>(db: &C, table: &str) -> Result<Vec<Strin
         DbBackend::MySql => {
             "SELECT CAST(COLUMN_NAME AS CHAR) AS name FROM information_schema.COLUMNS \
              WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?"
+        }
+        // The schema unqualified names resolve to; `sql_identifier` cast to plain text.
+        DbBackend::Postgres => {
+            "SELECT CAST(column_name AS TEXT) AS name FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = $1"
         }
         _ => "SELECT name FROM pragma_table_info(?)",
     };
@@ -153,13 +162,18 @@ fn flag(row: &sea_orm::QueryResult, column: &str) -> Option<bool> {
     }
 }
 
-/// GORM's timestamps: RFC 3339, Go's `2006-01-02 15:04:05.999999999-07:00` (SQLite) or a
-/// MySQL `DATETIME` without a zone (read as UTC).
+/// GORM's timestamps: RFC 3339, Go's `2006-01-02 15:04:05.999999999-07:00` (SQLite), a
+/// PostgreSQL `timestamptz` as text (`2025-03-01 02:00:00.123+00`) or a MySQL `DATETIME`
+/// without a zone (read as UTC).
 fn timestamp(row: &sea_orm::QueryResult, column: &str) -> Option<DateTime<Utc>> {
     let value = text(row, column)?;
-    let value = value.trim();
+    parse_timestamp(value.trim())
+}
+
+fn parse_timestamp(value: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(value)
         .or_else(|_| DateTime::parse_from_str(value, "%Y-%m-%d %H:%M:%S%.f%:z"))
+        .or_else(|_| DateTime::parse_from_str(value, "%Y-%m-%d %H:%M:%S%.f%#z"))
         .map(|at| at.with_timezone(&Utc))
         .ok()
         .or_else(|| {
@@ -414,14 +428,36 @@ impl SqlStore {
     pub async fn import_original(&self, data: &OriginalData) -> Result<ImportReport> {
         let txn = self.begin_write().await?;
         let report = self.importer(&txn).run(plan_import(data)).await?;
+        self.sync_id_sequences(&txn).await?;
         self.commit(txn).await?;
         Ok(report)
     }
 
+    /// On PostgreSQL, moves the id sequences of both tables past their largest id, so rows
+    /// inserted with explicit ids are not handed out again; other databases derive the next id
+    /// from the table itself.
+    async fn sync_id_sequences<C: ConnectionTrait>(&self, db: &C) -> Result<()> {
+        if self.backend != DbBackend::Postgres {
+            return Ok(());
+        }
+        for table in ["proxy_configs", "api_keys"] {
+            // `is_called = false`: the next value handed out is exactly MAX(id) + 1.
+            let sql = format!(
+                "SELECT setval(pg_get_serial_sequence('{table}', 'id'), \
+                 COALESCE(MAX(id), 0) + 1, false) FROM \"{table}\""
+            );
+            db.execute_unprepared(&sql)
+                .await
+                .map_err(|err| self.error(err))?;
+        }
+        Ok(())
+    }
+
     /// Upgrades a database the original backend wrote into this store, in place: its tables
     /// are renamed to [`BACKUP_CONFIGS`] and [`BACKUP_KEYS`], this store's schema is created and
-    /// their rows imported. On SQLite all of it is one transaction; on MySQL (whose DDL commits
-    /// by itself) a failed import drops the new tables and renames the original ones back.
+    /// their rows imported. On SQLite and PostgreSQL all of it is one transaction; on MySQL
+    /// (whose DDL commits by itself) a failed import drops the new tables and renames the
+    /// original ones back.
     ///
     /// # Errors
     /// `Internal` when `db` holds no original tables or the backup names are taken;
@@ -456,6 +492,9 @@ impl SqlStore {
 
     async fn upgrade_in_one_transaction(&self) -> Result<ImportReport> {
         let txn = self.begin_write().await?;
+        crate::migration::lock_schema(&txn)
+            .await
+            .map_err(|err| self.error(err))?;
         for statement in rename_statements(self.backend, OriginalTables::InPlace) {
             txn.execute_unprepared(&statement)
                 .await
@@ -466,6 +505,7 @@ impl SqlStore {
             .map_err(|err| self.error(err))?;
         let data = read_original(&txn, OriginalTables::Backup).await?;
         let report = self.importer(&txn).run(plan_import(&data)).await?;
+        self.sync_id_sequences(&txn).await?;
         self.commit(txn).await?;
         Ok(report)
     }
@@ -517,7 +557,8 @@ fn rename_statements(backend: DbBackend, from: OriginalTables) -> Vec<String> {
         DbBackend::MySql => vec![format!(
             "RENAME TABLE `{keys}` TO `{to_keys}`, `{configs}` TO `{to_configs}`"
         )],
-        // SQLite rewrites the foreign key of the keys table to the renamed configs table.
+        // SQLite rewrites the foreign key of the keys table to the renamed configs table;
+        // PostgreSQL's foreign keys follow the table, not its name.
         _ => vec![
             format!("ALTER TABLE \"{keys}\" RENAME TO \"{to_keys}\""),
             format!("ALTER TABLE \"{configs}\" RENAME TO \"{to_configs}\""),
@@ -547,6 +588,25 @@ mod tests {
             sql,
             "SELECT CAST(`id` AS CHAR) AS `id` FROM `api_keys` ORDER BY `id`"
         );
+    }
+
+    #[test]
+    fn timestamps_read_in_every_form_an_original_or_a_cast_writes() {
+        let expected = "2025-03-01T02:00:00.123Z";
+        for value in [
+            "2025-03-01T10:00:00.123+08:00",
+            "2025-03-01 10:00:00.123+08:00",
+            "2025-03-01 02:00:00.123+00",
+            "2025-03-01 02:00:00.123",
+        ] {
+            let at = parse_timestamp(value).unwrap_or_else(|| panic!("{value} parses"));
+            assert_eq!(
+                at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                expected,
+                "{value}"
+            );
+        }
+        assert!(parse_timestamp("yesterday").is_none());
     }
 
     #[test]

@@ -1,11 +1,12 @@
-//! [`SqlStore`]: the `ProxyStore` port over any sea-orm connection, written once for SQLite and
-//! MySQL.
+//! [`SqlStore`]: the `ProxyStore` port over any sea-orm connection, written once for SQLite,
+//! MySQL and PostgreSQL.
 //!
 //! Writes that read before they write run in one transaction, started `IMMEDIATE` on SQLite so
 //! two writers never meet in the middle (a deferred transaction that upgrades to a write fails
 //! at once with "database is locked" instead of waiting for the busy timeout). Batch import and
-//! usage flushes are a handful of multi-row statements, sized below both backends'
-//! bound-parameter limits (SQLite 32 766, MySQL 65 535) and well below MySQL's packet limit.
+//! usage flushes are a handful of multi-row statements, sized below every backend's
+//! bound-parameter limit (SQLite 32 766, MySQL and PostgreSQL 65 535) and well below MySQL's
+//! packet limit.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -32,7 +33,8 @@ use crate::{
     migration, stored_key,
 };
 
-/// Most bound parameters one statement may carry: under SQLite's 32 766 and MySQL's 65 535.
+/// Most bound parameters one statement may carry: under SQLite's 32 766 and the 65 535 of
+/// MySQL and PostgreSQL (whose wire protocol counts parameters in 16 bits).
 const MAX_PARAMETERS: usize = 30_000;
 /// Most bytes of key data one insert statement may carry: well under MySQL's smallest default
 /// `max_allowed_packet` (4 MiB on MySQL 5.7, 16 MiB on MariaDB, 64 MiB on MySQL 8).
@@ -41,6 +43,8 @@ const MAX_INSERT_BYTES: usize = 2 * 1024 * 1024;
 const INSERT_PARAMETERS_PER_KEY: usize = 6;
 /// Bound parameters per key of the usage update (four `CASE` branches and the `IN` list).
 const USAGE_PARAMETERS_PER_KEY: usize = 11;
+/// Bound parameters per key of PostgreSQL's usage update (one `VALUES` row of five).
+const POSTGRES_USAGE_PARAMETERS_PER_KEY: usize = 5;
 
 /// The `ProxyStore` over a sea-orm connection whose schema [`SqlStore::open`] brought up to date.
 ///
@@ -56,7 +60,8 @@ pub struct SqlStore {
 impl SqlStore {
     /// Runs the migrations (after dropping the store's tables when `reset_tables` is set) and
     /// wraps the connection. On MySQL the pool needs at least two connections: one holds the
-    /// migration lock while another migrates.
+    /// migration lock while another migrates (PostgreSQL migrates on the one that holds its
+    /// lock).
     ///
     /// # Errors
     /// [`Error::Unavailable`] when the database cannot be reached; [`Error::Internal`] when the
@@ -168,8 +173,8 @@ impl SqlStore {
             .ok_or_else(|| Error::config_not_found(id))
     }
 
-    /// Reads a config inside a write transaction, locking its row on MySQL (SQLite's
-    /// `IMMEDIATE` transaction already excludes other writers).
+    /// Reads a config inside a write transaction, locking its row on MySQL and PostgreSQL
+    /// (SQLite's `IMMEDIATE` transaction already excludes other writers).
     async fn config_for_update(
         &self,
         txn: &DatabaseTransaction,
@@ -183,7 +188,7 @@ impl SqlStore {
             .ok_or_else(|| Error::config_not_found(id))
     }
 
-    /// Reads a key inside a write transaction, locking its row on MySQL.
+    /// Reads a key inside a write transaction, locking its row on MySQL and PostgreSQL.
     async fn key_for_update(
         &self,
         txn: &DatabaseTransaction,
@@ -197,8 +202,8 @@ impl SqlStore {
             .ok_or_else(|| Error::key_not_found(id))
     }
 
-    /// Checks the config exists and, on MySQL, locks its row until the transaction ends, so it
-    /// cannot be deleted under a batch insert.
+    /// Checks the config exists and, on MySQL and PostgreSQL, locks its row until the
+    /// transaction ends, so it cannot be deleted under a batch insert.
     async fn lock_config(&self, txn: &DatabaseTransaction, id: ProxyConfigId) -> Result<()> {
         proxy_config::Entity::find_by_id(id.0)
             .select_only()
@@ -237,7 +242,9 @@ impl SqlStore {
     }
 
     /// Turns a failed config write into the error to report: a unique violation becomes a
-    /// conflict naming the taken field, found by asking which one another config holds.
+    /// conflict naming the taken field. PostgreSQL names the violated index, which is the
+    /// answer (and its transaction accepts no further statement after the failure); MySQL and
+    /// SQLite do not, so there it is found by asking which field another config holds.
     async fn config_write_error<C: ConnectionTrait>(
         &self,
         db: &C,
@@ -247,6 +254,15 @@ impl SqlStore {
     ) -> Error {
         if convert::violation(&err) != Some(Violation::Unique) {
             return self.error(err);
+        }
+        match convert::violated_constraint(&err) {
+            Some(migration::UNIQUE_CONFIG_NAME) => {
+                return convert::conflict(Entity::ProxyConfig, "name");
+            }
+            Some(migration::UNIQUE_CONFIG_SLUG) => {
+                return convert::conflict(Entity::ProxyConfig, "slug");
+            }
+            _ => {}
         }
         let mut same_name = proxy_config::Entity::find()
             .select_only()
@@ -263,8 +279,8 @@ impl SqlStore {
     }
 
     /// The multi-row insert of one chunk of keys, skipping the ones the config already has:
-    /// `ON CONFLICT DO NOTHING` (SQLite) or `INSERT IGNORE` (MySQL). The affected row count is
-    /// the number inserted.
+    /// `ON CONFLICT DO NOTHING` (SQLite, PostgreSQL) or `INSERT IGNORE` (MySQL). The affected
+    /// row count is the number inserted.
     fn insert_keys_statement(
         &self,
         config: ProxyConfigId,
@@ -359,7 +375,8 @@ impl SqlStore {
             );
         if any_use {
             // MySQL evaluates assignments left to right with the new values: `last_status` must
-            // come before `last_used_at`, whose old value it compares with.
+            // come before `last_used_at`, whose old value it compares with. (SQLite and
+            // PostgreSQL read every old value, so the order is harmless there.)
             update
                 .value(
                     Column::LastStatus,
@@ -374,6 +391,52 @@ impl SqlStore {
             .value(Column::UpdatedAt, Expr::val(at))
             .and_where(Expr::col(Column::Id).is_in(deltas.iter().map(|d| d.key_id.0)));
         self.backend.build(&update)
+    }
+
+    /// PostgreSQL's form of [`Self::usage_statement`], with the same rules: one `UPDATE` joined
+    /// to a `VALUES` list of the deltas. PostgreSQL evaluates the `CASE` form branch by branch
+    /// for every row, so its cost grows with the square of the keys flushed: 10 000 keys took
+    /// 80 s that way and take well under a second this way (`docs/operations.md`).
+    fn postgres_usage_statement(&self, deltas: &[UsageDelta], at: DateTime<Utc>) -> Statement {
+        use std::fmt::Write as _;
+        let mut values: Vec<sea_orm::Value> =
+            Vec::with_capacity(1 + deltas.len() * POSTGRES_USAGE_PARAMETERS_PER_KEY);
+        values.push(at.into());
+        let mut rows = String::with_capacity(deltas.len() * 96);
+        for (i, delta) in deltas.iter().enumerate() {
+            let n = 2 + i * POSTGRES_USAGE_PARAMETERS_PER_KEY;
+            let separator = if i == 0 { "" } else { ", " };
+            // The casts type the derived table even when a column is NULL in every row.
+            let _ = write!(
+                rows,
+                "{separator}(${n}::bigint, ${}::bigint, ${}::bigint, ${}::integer, ${}::timestamptz)",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4
+            );
+            values.push(delta.key_id.0.into());
+            values.push(convert::counter(delta.requests).into());
+            values.push(convert::counter(delta.failures).into());
+            values.push(delta.last_status.map(i32::from).into());
+            values.push(delta.last_used_at.map(convert::stored_time).into());
+        }
+        // As `KeyUsage::apply`: the latest use wins, keeping the old status when the latest
+        // attempt had none; every right-hand side reads the row's old values.
+        let newer = "d.last_used_at IS NOT NULL \
+                     AND (k.last_used_at IS NULL OR k.last_used_at <= d.last_used_at)";
+        let sql = format!(
+            "UPDATE api_keys AS k SET \
+             request_count = k.request_count + d.requests, \
+             failure_count = k.failure_count + d.failures, \
+             last_status = CASE WHEN {newer} THEN COALESCE(d.last_status, k.last_status) \
+             ELSE k.last_status END, \
+             last_used_at = CASE WHEN {newer} THEN d.last_used_at ELSE k.last_used_at END, \
+             updated_at = $1 \
+             FROM (VALUES {rows}) AS d(id, requests, failures, last_status, last_used_at) \
+             WHERE k.id = d.id"
+        );
+        Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
     }
 
     /// The grouped count behind [`ProxyStore::count_keys`]: one row per config, switch and
@@ -680,9 +743,19 @@ impl ProxyStore for SqlStore {
     async fn apply_usage(&self, deltas: &[UsageDelta]) -> Result<()> {
         let deltas = merge_deltas(deltas);
         let at = convert::now();
-        let mut statements = deltas
-            .chunks(MAX_PARAMETERS / USAGE_PARAMETERS_PER_KEY)
-            .map(|chunk| self.usage_statement(chunk, at));
+        let postgres = self.backend == DbBackend::Postgres;
+        let per_key = if postgres {
+            POSTGRES_USAGE_PARAMETERS_PER_KEY
+        } else {
+            USAGE_PARAMETERS_PER_KEY
+        };
+        let mut statements = deltas.chunks(MAX_PARAMETERS / per_key).map(|chunk| {
+            if postgres {
+                self.postgres_usage_statement(chunk, at)
+            } else {
+                self.usage_statement(chunk, at)
+            }
+        });
         match (statements.next(), statements.next()) {
             (None, _) => Ok(()),
             (Some(only), None) => {

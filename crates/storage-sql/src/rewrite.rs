@@ -302,20 +302,25 @@ impl SqlStore {
 
     /// Leaves no stale copy of rewritten values in the database files. SQLite: folds the
     /// write-ahead log into the file and truncates it, then `VACUUM`s (rebuilding every page)
-    /// and truncates the log again. MySQL keeps no such copies in its tables; its binary logs
-    /// and older backups are the operator's to rotate (`docs/operations.md`).
+    /// and truncates the log again. PostgreSQL keeps every old row version until a vacuum, so
+    /// `api_keys` is rewritten into new files with `VACUUM FULL` (it holds the table's
+    /// exclusive lock for the seconds that takes). MySQL keeps no such copies in its tables;
+    /// binary logs, write-ahead logs and older backups are the operator's to rotate
+    /// (`docs/operations.md`).
     ///
     /// # Errors
     /// The database failed.
     pub async fn compact(&self) -> Result<()> {
-        if self.backend != DbBackend::Sqlite {
-            return Ok(());
-        }
-        for statement in [
-            "PRAGMA wal_checkpoint(TRUNCATE)",
-            "VACUUM",
-            "PRAGMA wal_checkpoint(TRUNCATE)",
-        ] {
+        let statements: &[&str] = match self.backend {
+            DbBackend::Sqlite => &[
+                "PRAGMA wal_checkpoint(TRUNCATE)",
+                "VACUUM",
+                "PRAGMA wal_checkpoint(TRUNCATE)",
+            ],
+            DbBackend::Postgres => &["VACUUM FULL api_keys"],
+            _ => &[],
+        };
+        for statement in statements {
             self.db
                 .execute_unprepared(statement)
                 .await

@@ -1,5 +1,6 @@
 //! The built binary's `keys encrypt`, `keys rotate-encryption` and `keys decrypt` (SPEC §9) on
-//! SQLite, and on MySQL when `TEST_MYSQL_URL` is set in the enterprise edition: counts printed,
+//! SQLite, and on MySQL and PostgreSQL when `TEST_MYSQL_URL` / `TEST_POSTGRES_URL` are set in
+//! the enterprise edition: counts printed,
 //! every run idempotent, the file left with no key value, and a `kill -9` in the middle of a
 //! run followed by a second run leaving every key readable, none lost or doubled. Also the
 //! helpers the encryption tests share (stores filled directly, a scratch MySQL database, a
@@ -80,6 +81,44 @@ pub async fn drop_scratch_mysql(url: &str, name: &str) {
     admin.close().await.unwrap();
 }
 
+/// A fresh, empty database beside the one `TEST_POSTGRES_URL` names: its URL and name.
+#[cfg(feature = "enterprise")]
+pub async fn scratch_postgres(url: &str, label: &str) -> (String, String) {
+    use sea_orm::ConnectionTrait;
+    let name = format!("akr_{label}_{}", domain::contract::unique_suffix());
+    let admin =
+        storage_postgres::PostgresStore::connect(storage_postgres::PostgresOptions::new(url))
+            .await
+            .expect("TEST_POSTGRES_URL is set, so PostgreSQL must be reachable");
+    admin
+        .sql_store()
+        .connection()
+        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    let mut scratch = url::Url::parse(url).unwrap();
+    scratch.set_path(&name);
+    (scratch.to_string(), name)
+}
+
+/// Drops a database [`scratch_postgres`] made.
+#[cfg(feature = "enterprise")]
+pub async fn drop_scratch_postgres(url: &str, name: &str) {
+    use sea_orm::ConnectionTrait;
+    let admin =
+        storage_postgres::PostgresStore::connect(storage_postgres::PostgresOptions::new(url))
+            .await
+            .unwrap();
+    admin
+        .sql_store()
+        .connection()
+        .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+}
+
 /// Every key of `namespace` and everything stored under it, as bytes to search; the keys are
 /// deleted afterwards.
 #[cfg(feature = "enterprise")]
@@ -127,6 +166,8 @@ enum Target {
     Sqlite(PathBuf),
     #[cfg(feature = "enterprise")]
     Mysql(String),
+    #[cfg(feature = "enterprise")]
+    Postgres(String),
 }
 
 impl Target {
@@ -134,7 +175,7 @@ impl Target {
         match self {
             Target::Sqlite(path) => ("DATABASE_PATH", path.display().to_string()),
             #[cfg(feature = "enterprise")]
-            Target::Mysql(url) => ("DATABASE_URL", url.clone()),
+            Target::Mysql(url) | Target::Postgres(url) => ("DATABASE_URL", url.clone()),
         }
     }
 
@@ -159,6 +200,17 @@ impl Target {
             .unwrap()
             .sql_store()
             .clone(),
+            #[cfg(feature = "enterprise")]
+            Target::Postgres(url) => {
+                storage_postgres::PostgresStore::connect(storage_postgres::PostgresOptions {
+                    key_cipher,
+                    ..storage_postgres::PostgresOptions::new(url.as_str())
+                })
+                .await
+                .unwrap()
+                .sql_store()
+                .clone()
+            }
         }
     }
 
@@ -260,6 +312,17 @@ async fn encrypt_rotate_and_decrypt(target: Target, dir: &Path) {
                     .len()
                     == 0
         );
+    }
+
+    #[cfg(feature = "enterprise")]
+    if let Target::Postgres(url) = &target {
+        match postgres_table_file(url).await {
+            Some(bytes) => assert!(
+                values.iter().all(|v| leaks(&bytes, v, 5).is_none()),
+                "VACUUM FULL left no old row version in the files of api_keys"
+            ),
+            None => eprintln!("skipped: the PostgreSQL data directory is not readable here"),
+        }
     }
 
     let rotation = [("ENCRYPTION_KEY", KEY_A), ("NEW_ENCRYPTION_KEY", KEY_B)];
@@ -386,6 +449,63 @@ async fn a_keys_command_killed_mid_way_on_mysql_finishes_on_the_next_run() {
     let dir = tempfile::tempdir().unwrap();
     a_kill_9_mid_way_loses_or_doubles_no_key(Target::Mysql(scratch), dir.path()).await;
     drop_scratch_mysql(&url, &name).await;
+}
+
+/// The bytes of the file holding `api_keys` of the database at `url`, when the server runs on
+/// this machine and its data directory is readable (the tests run as root in CI).
+#[cfg(feature = "enterprise")]
+async fn postgres_table_file(url: &str) -> Option<Vec<u8>> {
+    use sea_orm::{ConnectionTrait, Statement};
+    let store =
+        storage_postgres::PostgresStore::connect(storage_postgres::PostgresOptions::new(url))
+            .await
+            .unwrap();
+    let row = store
+        .sql_store()
+        .connection()
+        .query_one_raw(Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT current_setting('data_directory') AS dir, \
+             pg_relation_filepath('api_keys') AS file",
+        ))
+        .await
+        .ok()
+        .flatten()?;
+    let dir: String = row.try_get("", "dir").ok()?;
+    let file: String = row.try_get("", "file").ok()?;
+    store.close().await.unwrap();
+    std::fs::read(Path::new(&dir).join(file)).ok()
+}
+
+#[cfg(feature = "enterprise")]
+fn postgres_url() -> Option<String> {
+    match std::env::var("TEST_POSTGRES_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            eprintln!("skipped: TEST_POSTGRES_URL unset");
+            None
+        }
+    }
+}
+
+#[cfg(feature = "enterprise")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_commands_encrypt_rotate_and_decrypt_a_postgres_store() {
+    let Some(url) = postgres_url() else { return };
+    let (scratch, name) = scratch_postgres(&url, "commands").await;
+    let dir = tempfile::tempdir().unwrap();
+    encrypt_rotate_and_decrypt(Target::Postgres(scratch), dir.path()).await;
+    drop_scratch_postgres(&url, &name).await;
+}
+
+#[cfg(feature = "enterprise")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keys_command_killed_mid_way_on_postgres_finishes_on_the_next_run() {
+    let Some(url) = postgres_url() else { return };
+    let (scratch, name) = scratch_postgres(&url, "kill").await;
+    let dir = tempfile::tempdir().unwrap();
+    a_kill_9_mid_way_loses_or_doubles_no_key(Target::Postgres(scratch), dir.path()).await;
+    drop_scratch_postgres(&url, &name).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

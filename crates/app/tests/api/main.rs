@@ -13,6 +13,8 @@ mod cors;
 mod encryption;
 #[cfg(feature = "enterprise")]
 mod enterprise;
+#[cfg(feature = "enterprise")]
+mod enterprise_postgres;
 mod failover;
 mod generic_proxy;
 mod hardening;

@@ -1,9 +1,15 @@
 //! The first schema: `proxy_configs` and `api_keys` with every SPEC §1 field, their unique
 //! indexes and the cascading foreign key.
 //!
-//! Timestamps are `DATETIME(6)` on MySQL (microseconds, no time zone conversion, no 2038 limit)
-//! and RFC 3339 text on SQLite; MySQL tables use `utf8mb4` with the binary collation, so
-//! uniqueness means the same thing on both backends (byte-exact; slugs are lower case already).
+//! Timestamps are `DATETIME(6)` on MySQL (microseconds, no time zone conversion, no 2038 limit),
+//! `timestamp with time zone` on PostgreSQL (microseconds, UTC) and RFC 3339 text on SQLite;
+//! MySQL tables use `utf8mb4` with the binary collation, so uniqueness means the same thing on
+//! every backend: byte-exact (SQLite's default `BINARY` collation and PostgreSQL's
+//! deterministic collations compare equal only what is byte-equal; slugs are lower case
+//! already).
+//!
+//! PostgreSQL was added after this migration shipped; no PostgreSQL database predates it, so
+//! its two PostgreSQL-only choices below changed no existing schema.
 
 use sea_orm::DbBackend;
 use sea_orm_migration::prelude::*;
@@ -69,6 +75,17 @@ fn table_options(backend: DbBackend, table: &mut TableCreateStatement) {
     }
 }
 
+/// The 64 hex digits of a key's fingerprint. PostgreSQL gets `varchar`: its `char(n)` compares
+/// with a text parameter only after a cast that keeps the index out of use.
+fn key_hash(backend: DbBackend) -> ColumnDef {
+    let mut def = ColumnDef::new(ApiKeys::KeyHash);
+    match backend {
+        DbBackend::Postgres => def.string_len(64),
+        _ => def.char_len(64),
+    };
+    def.not_null().to_owned()
+}
+
 fn id_column(column: impl IntoIden) -> ColumnDef {
     ColumnDef::new(column)
         .big_integer()
@@ -126,13 +143,13 @@ fn create_proxy_configs(backend: DbBackend) -> TableCreateStatement {
         .col(timestamp(backend, ProxyConfigs::UpdatedAt).not_null())
         .index(
             Index::create()
-                .name("uq_proxy_configs_name")
+                .name(super::UNIQUE_CONFIG_NAME)
                 .col(ProxyConfigs::Name)
                 .unique(),
         )
         .index(
             Index::create()
-                .name("uq_proxy_configs_slug")
+                .name(super::UNIQUE_CONFIG_SLUG)
                 .col(ProxyConfigs::Slug)
                 .unique(),
         );
@@ -151,7 +168,7 @@ fn create_api_keys(backend: DbBackend) -> TableCreateStatement {
                 .not_null(),
         )
         .col(ColumnDef::new(ApiKeys::KeyValue).text().not_null())
-        .col(ColumnDef::new(ApiKeys::KeyHash).char_len(64).not_null())
+        .col(key_hash(backend))
         .col(ColumnDef::new(ApiKeys::IsActive).boolean().not_null())
         .col(
             ColumnDef::new(ApiKeys::Health)
@@ -196,19 +213,24 @@ fn create_api_keys(backend: DbBackend) -> TableCreateStatement {
 }
 
 /// Lists a config's keys in id order without a sort: SQLite appends the rowid and InnoDB the
-/// primary key to every secondary index.
-fn index_keys_by_config() -> IndexCreateStatement {
-    Index::create()
+/// primary key to every secondary index; PostgreSQL does not, so there the id is a column of
+/// the index.
+fn index_keys_by_config(backend: DbBackend) -> IndexCreateStatement {
+    let mut index = Index::create();
+    index
         .name("idx_api_keys_proxy_config_id")
         .table(ApiKeys::Table)
-        .col(ApiKeys::ProxyConfigId)
-        .to_owned()
+        .col(ApiKeys::ProxyConfigId);
+    if backend == DbBackend::Postgres {
+        index.col(ApiKeys::Id);
+    }
+    index
 }
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
-    /// One transaction, so a failed run on SQLite leaves no half-made schema behind (MySQL
-    /// commits each DDL statement by itself whatever we ask).
+    /// One transaction, so a failed run on SQLite or PostgreSQL leaves no half-made schema
+    /// behind (MySQL commits each DDL statement by itself whatever we ask).
     fn use_transaction(&self) -> Option<bool> {
         Some(true)
     }
@@ -217,7 +239,7 @@ impl MigrationTrait for Migration {
         let backend = manager.get_database_backend();
         manager.create_table(create_proxy_configs(backend)).await?;
         manager.create_table(create_api_keys(backend)).await?;
-        manager.create_index(index_keys_by_config()).await
+        manager.create_index(index_keys_by_config(backend)).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
@@ -237,7 +259,9 @@ impl MigrationTrait for Migration {
 
 #[cfg(test)]
 mod tests {
-    use sea_orm_migration::sea_query::{MysqlQueryBuilder, SqliteQueryBuilder};
+    use sea_orm_migration::sea_query::{
+        MysqlQueryBuilder, PostgresQueryBuilder, SqliteQueryBuilder,
+    };
 
     use super::*;
 
@@ -263,6 +287,34 @@ mod tests {
         assert!(
             keys.ends_with("ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"),
             "{keys}"
+        );
+    }
+
+    #[test]
+    fn postgres_schema_uses_identity_ids_zoned_timestamps_and_a_covering_key_index() {
+        let configs = create_proxy_configs(DbBackend::Postgres).to_string(PostgresQueryBuilder);
+        assert!(
+            configs
+                .contains(r#""id" bigint GENERATED BY DEFAULT AS IDENTITY NOT NULL PRIMARY KEY"#),
+            "{configs}"
+        );
+        assert!(
+            configs.contains(r#"CONSTRAINT "uq_proxy_configs_slug" UNIQUE ("slug")"#),
+            "{configs}"
+        );
+        let keys = create_api_keys(DbBackend::Postgres).to_string(PostgresQueryBuilder);
+        assert!(
+            keys.contains(r#""cooldown_until" timestamp with time zone NULL"#),
+            "{keys}"
+        );
+        assert!(
+            keys.contains(r#""key_hash" varchar(64) NOT NULL"#),
+            "{keys}"
+        );
+        let index = index_keys_by_config(DbBackend::Postgres).to_string(PostgresQueryBuilder);
+        assert!(
+            index.ends_with(r#"ON "api_keys" ("proxy_config_id", "id")"#),
+            "{index}"
         );
     }
 }
