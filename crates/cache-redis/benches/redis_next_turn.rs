@@ -70,8 +70,8 @@ fn measure(c: &mut Criterion, runtime: &tokio::runtime::Runtime, url: &str, bloc
         admin.init().await.unwrap();
         let _: i64 = admin
             .del(vec![
-                format!("{namespace}:rr:1"),
-                format!("{namespace}:health-version"),
+                format!("{{{namespace}}}:rr:1"),
+                format!("{{{namespace}}}:health-version"),
             ])
             .await
             .unwrap();
