@@ -149,7 +149,10 @@ impl std::fmt::Debug for SecretUrl {
                     let _ = url.set_password(Some("****"));
                 }
                 // A Redis Sentinel URL may carry the sentinels' password in its query.
-                if url.query_pairs().any(|(name, _)| name == "sentinelPassword") {
+                if url
+                    .query_pairs()
+                    .any(|(name, _)| name == "sentinelPassword")
+                {
                     let pairs: Vec<(String, String)> = url
                         .query_pairs()
                         .map(|(name, value)| {
@@ -1084,7 +1087,10 @@ mod tests {
     fn a_redis_ca_file_needs_a_tls_url() {
         Jail::expect_with(|jail| {
             clear_env(jail);
-            jail.set_env("REDIS_URL", "rediss-sentinel://s1:26379/0?sentinelServiceName=m");
+            jail.set_env(
+                "REDIS_URL",
+                "rediss-sentinel://s1:26379/0?sentinelServiceName=m",
+            );
             jail.set_env("REDIS_TLS_CA_CERT_FILE", "/etc/akr/redis-ca.pem");
             let CacheBackend::Redis {
                 tls_ca_cert_file, ..

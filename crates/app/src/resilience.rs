@@ -311,7 +311,10 @@ mod tests {
             .returning(|| Err(Error::cache("redis answered MOVED")));
         shared.expect_draw().never();
         let state = FallbackRotation::new(Arc::new(shared));
-        assert!(state.ping().await.is_err(), "the probe's failure is reported");
+        assert!(
+            state.ping().await.is_err(),
+            "the probe's failure is reported"
+        );
         assert!(state.is_degraded(), "before any request was served");
         assert_eq!(state.degradations(), 1);
         let draw = state.draw(ProxyConfigId(1)).await.unwrap();

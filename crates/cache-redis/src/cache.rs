@@ -921,7 +921,11 @@ impl RotationState for RedisCache {
     async fn ping(&self) -> Result<()> {
         let _: Value = self
             .client()
-            .eval(PROBE, vec![self.inner.names.health_version()], Vec::<String>::new())
+            .eval(
+                PROBE,
+                vec![self.inner.names.health_version()],
+                Vec::<String>::new(),
+            )
             .await
             .map_err(redis)?;
         Ok(())

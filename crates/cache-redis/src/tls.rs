@@ -82,10 +82,8 @@ mod tests {
             matches!(&missing, Err(Error::Unavailable { message, .. }) if message.contains("REDIS_TLS_CA_CERT_FILE")),
             "{missing:?}"
         );
-        let dir = std::env::temp_dir().join(format!(
-            "akr-tls-{}",
-            domain::contract::unique_suffix()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("akr-tls-{}", domain::contract::unique_suffix()));
         std::fs::create_dir_all(&dir).ok();
         let empty = dir.join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").ok();

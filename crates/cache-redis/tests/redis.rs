@@ -240,7 +240,9 @@ fn change(id: i64, slug: &str) -> ConfigChange {
 }
 
 async fn redis_cache_meets_the_rotation_state_contract(topology: Topology) {
-    let Some(url) = redis_url(topology) else { return };
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
     let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     domain::contract::rotation_state(&connect(&url, &ns).await).await;
@@ -248,7 +250,9 @@ async fn redis_cache_meets_the_rotation_state_contract(topology: Topology) {
 }
 
 async fn redis_cache_meets_the_usage_counters_contract(topology: Topology) {
-    let Some(url) = redis_url(topology) else { return };
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
     let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     domain::contract::usage_counters(&connect(&url, &ns).await).await;
@@ -256,7 +260,9 @@ async fn redis_cache_meets_the_usage_counters_contract(topology: Topology) {
 }
 
 async fn redis_cache_meets_the_leases_contract(topology: Topology) {
-    let Some(url) = redis_url(topology) else { return };
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
     let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     domain::contract::leases(&connect(&url, &ns).await).await;
@@ -264,7 +270,9 @@ async fn redis_cache_meets_the_leases_contract(topology: Topology) {
 }
 
 async fn redis_cache_meets_the_config_events_contract(topology: Topology) {
-    let Some(url) = redis_url(topology) else { return };
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
     let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     domain::contract::config_events(&connect(&url, &ns).await).await;
@@ -272,7 +280,9 @@ async fn redis_cache_meets_the_config_events_contract(topology: Topology) {
 }
 
 async fn two_instances_share_one_counter(topology: Topology) {
-    let Some(url) = redis_url(topology) else { return };
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
     let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     let (a, b) = (connect(&url, &ns).await, connect(&url, &ns).await);
@@ -293,7 +303,9 @@ async fn two_instances_share_one_counter(topology: Topology) {
 }
 
 async fn a_change_published_by_one_instance_reaches_the_other_within_100_ms(topology: Topology) {
-    let Some(url) = redis_url(topology) else { return };
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
     // A latency bound: measured while no other test in this binary loads the machine.
     let _turn = RUN_ALONE.write().await;
     let ns = namespace();
@@ -334,7 +346,9 @@ async fn a_change_published_by_one_instance_reaches_the_other_within_100_ms(topo
 }
 
 async fn one_instance_sees_the_others_health_marks_on_its_next_read(topology: Topology) {
-    let Some(url) = redis_url(topology) else { return };
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
     let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     let (a, b) = (connect(&url, &ns).await, connect(&url, &ns).await);
@@ -373,7 +387,9 @@ async fn one_instance_sees_the_others_health_marks_on_its_next_read(topology: To
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_connections_are_survived() {
-    let Some(url) = redis_url(Topology::Standalone) else { return };
+    let Some(url) = redis_url(Topology::Standalone) else {
+        return;
+    };
     let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     let (publisher, victim) = (connect(&url, &ns).await, connect(&url, &ns).await);
@@ -453,7 +469,9 @@ async fn killed_connections_are_survived() {
 }
 
 async fn flush_publishes_usage_to_redis_and_forget_removes_it(topology: Topology) {
-    let Some(url) = redis_url(topology) else { return };
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
     let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     let cache = connect(&url, &ns).await;
@@ -540,7 +558,10 @@ async fn invalid_options_are_refused_before_connecting() {
 /// The value of a config's counter in Redis (0 before the first draw).
 async fn counter_in_redis(url: &str, namespace: &str, config: ProxyConfigId) -> i64 {
     let admin = admin(url).await;
-    let value: Option<i64> = admin.get(format!("{{{namespace}}}:rr:{config}")).await.unwrap();
+    let value: Option<i64> = admin
+        .get(format!("{{{namespace}}}:rr:{config}"))
+        .await
+        .unwrap();
     admin.quit().await.ok();
     value.unwrap_or(0)
 }
@@ -635,7 +656,9 @@ async fn next_resync(stream: &mut ChangeStream) {
 }
 
 async fn redis_cache_with_counter_blocks_meets_the_rotation_state_contract(topology: Topology) {
-    let Some(url) = redis_url(topology) else { return };
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
     let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     domain::contract::rotation_state(&connect_with_blocks(&url, &ns, 32).await).await;
@@ -643,15 +666,21 @@ async fn redis_cache_with_counter_blocks_meets_the_rotation_state_contract(topol
 }
 
 async fn redis_cache_with_counter_blocks_meets_the_config_events_contract(topology: Topology) {
-    let Some(url) = redis_url(topology) else { return };
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
     let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     domain::contract::config_events(&connect_with_blocks(&url, &ns, 32).await).await;
     purge(&url, &ns).await;
 }
 
-async fn instances_with_counter_blocks_never_share_a_value_and_split_keys_evenly(topology: Topology) {
-    let Some(url) = redis_url(topology) else { return };
+async fn instances_with_counter_blocks_never_share_a_value_and_split_keys_evenly(
+    topology: Topology,
+) {
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
     let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     const BLOCK: u32 = 32;
@@ -698,8 +727,12 @@ async fn instances_with_counter_blocks_never_share_a_value_and_split_keys_evenly
     purge(&url, &ns).await;
 }
 
-async fn with_counter_blocks_one_instance_sees_the_others_health_changes_within_200_ms(topology: Topology) {
-    let Some(url) = redis_url(topology) else { return };
+async fn with_counter_blocks_one_instance_sees_the_others_health_changes_within_200_ms(
+    topology: Topology,
+) {
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
     // A latency bound: measured while no other test in this binary loads the machine.
     let _turn = RUN_ALONE.write().await;
     let ns = namespace();
@@ -762,7 +795,9 @@ async fn with_counter_blocks_one_instance_sees_the_others_health_changes_within_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_counter_blocks_a_health_change_missed_while_disconnected_is_seen_after_reconnect() {
-    let Some(url) = redis_url(Topology::Standalone) else { return };
+    let Some(url) = redis_url(Topology::Standalone) else {
+        return;
+    };
     let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     const BLOCK: u32 = 1_024;
@@ -826,7 +861,9 @@ async fn with_counter_blocks_a_health_change_missed_while_disconnected_is_seen_a
 }
 
 async fn with_counter_blocks_a_cancelled_request_loses_no_value(topology: Topology) {
-    let Some(url) = redis_url(topology) else { return };
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
     let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     const BLOCK: u32 = 8;
@@ -860,7 +897,9 @@ async fn with_counter_blocks_a_cancelled_request_loses_no_value(topology: Topolo
 }
 
 async fn without_counter_blocks_every_turn_increments_the_shared_counter(topology: Topology) {
-    let Some(url) = redis_url(topology) else { return };
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
     let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     let cache = connect(&url, &ns).await;
@@ -878,8 +917,12 @@ async fn without_counter_blocks_every_turn_increments_the_shared_counter(topolog
     purge(&url, &ns).await;
 }
 
-async fn without_counter_blocks_a_selection_sees_the_others_health_changes_at_once(topology: Topology) {
-    let Some(url) = redis_url(topology) else { return };
+async fn without_counter_blocks_a_selection_sees_the_others_health_changes_at_once(
+    topology: Topology,
+) {
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
     let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     let (a, b) = (connect(&url, &ns).await, connect(&url, &ns).await);
@@ -915,7 +958,9 @@ async fn without_counter_blocks_a_selection_sees_the_others_health_changes_at_on
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_counter_blocks_a_selection_sees_a_change_missed_while_disconnected() {
-    let Some(url) = redis_url(Topology::Standalone) else { return };
+    let Some(url) = redis_url(Topology::Standalone) else {
+        return;
+    };
     let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     let (a, b) = two_with_blocks(&url, &ns, 1_024).await;
@@ -1013,7 +1058,9 @@ fn with_password(url: &str, password: &str) -> String {
 /// Connects with a wrong password in the URL: the ACL user's credentials are what the data
 /// nodes check.
 async fn wrong_credentials_are_refused_with_a_clear_error(topology: Topology) {
-    let Some(url) = redis_url(topology) else { return };
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
     let result = RedisCache::connect(RedisOptions {
         connect_timeout: Duration::from_secs(3),
         ..options(&with_password(&url, "not-the-password"), &namespace())
@@ -1041,12 +1088,19 @@ on_topology!(
     Sentinel,
     wrong_credentials_are_refused_with_a_clear_error
 );
-on_topology!(tls_acl, Tls, wrong_credentials_are_refused_with_a_clear_error);
+on_topology!(
+    tls_acl,
+    Tls,
+    wrong_credentials_are_refused_with_a_clear_error
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_a_server_certificate_no_trusted_authority_signed_is_refused() {
-    let Some(url) = redis_url(Topology::Tls) else { return };
-    let unrelated = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unrelated-ca.pem");
+    let Some(url) = redis_url(Topology::Tls) else {
+        return;
+    };
+    let unrelated =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unrelated-ca.pem");
     // The system's authorities (no file), then a CA that did not sign the server's certificate.
     for trusted in [None, Some(unrelated)] {
         let result = RedisCache::connect(RedisOptions {
@@ -1104,7 +1158,9 @@ async fn namespace_served_elsewhere(node: &fred::prelude::Client) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_a_standalone_url_to_one_node_fails_the_shared_state_probe() {
-    let Some(url) = redis_url(Topology::Cluster) else { return };
+    let Some(url) = redis_url(Topology::Cluster) else {
+        return;
+    };
     let node_url = first_node_as_standalone(&url);
     let node = admin(&node_url).await;
     let ns = namespace_served_elsewhere(&node).await;
