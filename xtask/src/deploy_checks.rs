@@ -106,11 +106,15 @@ fn k8s_objects() -> Vec<(String, Value)> {
         .collect()
 }
 
+/// The one object of `kind` among the base manifests, the files directly in `deploy/k8s` (its
+/// subdirectories are overlays patching them, e.g. for Redis Cluster or Sentinel).
 fn k8s_object(kind: &str) -> Value {
-    let mut found: Vec<Value> = k8s_objects()
-        .into_iter()
-        .filter(|(k, _)| k == kind)
-        .map(|(_, v)| v)
+    let base = project_root().join("deploy/k8s");
+    let mut found: Vec<Value> = yaml_files(&base)
+        .iter()
+        .filter(|path| path.parent() == Some(base.as_path()))
+        .flat_map(|path| yaml_documents(path))
+        .filter(|doc| doc.get("kind").and_then(Value::as_str) == Some(kind))
         .collect();
     assert_eq!(found.len(), 1, "one {kind} in deploy/k8s");
     found.remove(0)
@@ -561,6 +565,75 @@ fn the_postgres_kustomization_points_the_base_configmap_at_postgres() {
     );
     assert_eq!(set.get("DB_TYPE").map(String::as_str), Some("postgres"));
     assert_eq!(set.get("DB_PORT").map(String::as_str), Some("5432"));
+}
+
+#[test]
+fn the_redis_topology_overrides_point_the_app_at_their_cluster_or_sentinels() {
+    for (file, scheme, nodes) in [
+        (
+            "deploy/docker-compose.redis-cluster.yml",
+            "redis-cluster://",
+            "redis-node-",
+        ),
+        (
+            "deploy/docker-compose.redis-sentinel.yml",
+            "redis-sentinel://",
+            "redis-sentinel-",
+        ),
+    ] {
+        let compose = yaml(file);
+        let services = app_services(&compose);
+        assert_eq!(services.len(), 1, "{file}: one app service to override");
+        let url = str_at(&services[0].1, &["environment", "REDIS_URL"]).unwrap_or_default();
+        assert!(url.starts_with(scheme), "{file}: REDIS_URL {url:?}");
+        let mapping = compose["services"].as_mapping().expect("services");
+        for host in url
+            .split(['@', '&', '?'])
+            .filter_map(|part| part.trim_start_matches("node=").split(':').next())
+            .filter(|host| host.starts_with(nodes))
+        {
+            assert!(
+                mapping.contains_key(host),
+                "{file}: REDIS_URL names {host}, which is no service"
+            );
+        }
+        assert!(
+            url.contains(nodes),
+            "{file}: REDIS_URL names the {nodes}* services"
+        );
+    }
+}
+
+#[test]
+fn the_kubernetes_redis_overlays_patch_the_base_and_move_redis_url_into_the_secret() {
+    for overlay in ["redis-cluster", "redis-sentinel"] {
+        let dir = format!("deploy/k8s/{overlay}");
+        let kustomization = yaml(&format!("{dir}/kustomization.yaml"));
+        assert_eq!(
+            kustomization["resources"][0].as_str(),
+            Some(".."),
+            "{overlay} builds on the base"
+        );
+        let patches = kustomization["patches"].as_sequence().expect("patches");
+        for patch in patches {
+            let path = patch["path"].as_str().expect("a patch file");
+            assert!(
+                project_root().join(&dir).join(path).exists(),
+                "{overlay}: {path} is missing"
+            );
+        }
+        let secret = yaml(&format!("{dir}/secret.example.yaml"));
+        let url = str_at(&secret, &["stringData", "REDIS_URL"]).unwrap_or_default();
+        assert!(
+            url.starts_with(&format!("{overlay}://")),
+            "{overlay}: REDIS_URL {url:?}"
+        );
+        let config = yaml(&format!("{dir}/configmap.yaml"));
+        assert!(
+            config["data"]["REDIS_HOST"].is_null(),
+            "{overlay} drops the standalone REDIS_HOST"
+        );
+    }
 }
 
 #[test]

@@ -62,6 +62,7 @@ pub const VARIABLES: &[(&str, Option<&str>)] = &[
     ("REDIS_PASSWORD", None),
     ("REDIS_DB", Some("0")),
     ("REDIS_NAMESPACE", Some("akr")),
+    ("REDIS_TLS_CA_CERT_FILE", None),
     ("ROTATION_BLOCK_SIZE", Some("1")),
     ("RESET_DB_TABLES", Some("false")),
     ("ENCRYPTION_KEY", None),
@@ -115,8 +116,11 @@ pub enum CacheBackend {
     Memory,
     /// Redis, shared by every instance (enterprise edition).
     Redis {
-        /// `redis://[:password@]host:port/db`.
+        /// `redis://[[user]:password@]host:port/db`, or a Cluster (`redis-cluster://`) or
+        /// Sentinel (`redis-sentinel://`) URL; `rediss…` for TLS.
         url: SecretUrl,
+        /// The CA certificates (PEM) to trust for TLS instead of the system's.
+        tls_ca_cert_file: Option<PathBuf>,
         /// Key prefix, so several deployments can share one Redis.
         namespace: String,
         /// Round-robin counter values reserved per Redis round trip (1 = exact fairness).
@@ -146,11 +150,30 @@ impl SecretUrl {
 impl std::fmt::Debug for SecretUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match url::Url::parse(&self.0) {
-            Ok(mut url) if url.password().is_some() => {
-                let _ = url.set_password(Some("****"));
+            Ok(mut url) => {
+                if url.password().is_some() {
+                    let _ = url.set_password(Some("****"));
+                }
+                // A Redis Sentinel URL may carry the sentinels' password in its query.
+                if url
+                    .query_pairs()
+                    .any(|(name, _)| name == "sentinelPassword")
+                {
+                    let pairs: Vec<(String, String)> = url
+                        .query_pairs()
+                        .map(|(name, value)| {
+                            let value = if name == "sentinelPassword" {
+                                "****".to_owned()
+                            } else {
+                                value.into_owned()
+                            };
+                            (name.into_owned(), value)
+                        })
+                        .collect();
+                    url.query_pairs_mut().clear().extend_pairs(pairs);
+                }
                 write!(f, "{url}")
             }
-            Ok(url) => write!(f, "{url}"),
             Err(_) => f.write_str("<url>"),
         }
     }
@@ -796,7 +819,7 @@ fn cache_backend(raw: &Raw<'_>) -> Result<CacheBackend, ConfigError> {
             ));
         }
     };
-    let redis_url = raw.url("REDIS_URL", &["redis", "rediss"])?;
+    let redis_url = raw.url("REDIS_URL", REDIS_SCHEMES)?;
     // Checked in every edition, so a typo is caught before the setting starts to matter.
     let rotation_block_size: u32 = raw.required(
         "ROTATION_BLOCK_SIZE",
@@ -829,12 +852,38 @@ fn cache_backend(raw: &Raw<'_>) -> Result<CacheBackend, ConfigError> {
         }
     };
     let namespace = raw.text("REDIS_NAMESPACE").unwrap_or("akr").to_owned();
+    if namespace.contains(['{', '}']) {
+        return Err(invalid(
+            "REDIS_NAMESPACE",
+            "must not contain braces: the namespace becomes the hash tag of every key",
+        ));
+    }
+    let tls_ca_cert_file = raw.text("REDIS_TLS_CA_CERT_FILE").map(PathBuf::from);
+    if tls_ca_cert_file.is_some() && !url.scheme().starts_with("rediss") {
+        return Err(invalid(
+            "REDIS_TLS_CA_CERT_FILE",
+            "is set but REDIS_URL does not use TLS: use a rediss:// (or rediss-cluster://, \
+             rediss-sentinel://) URL",
+        ));
+    }
     Ok(CacheBackend::Redis {
         url: SecretUrl(url.to_string()),
+        tls_ca_cert_file,
         namespace,
         rotation_block_size,
     })
 }
+
+/// The schemes of `REDIS_URL`: the client's forms for standalone, Cluster and Sentinel, each
+/// with TLS (`rediss…`) or without.
+const REDIS_SCHEMES: &[&str] = &[
+    "redis",
+    "rediss",
+    "redis-cluster",
+    "rediss-cluster",
+    "redis-sentinel",
+    "rediss-sentinel",
+];
 
 #[cfg(test)]
 mod tests {
@@ -1086,6 +1135,7 @@ mod tests {
                 url,
                 namespace,
                 rotation_block_size,
+                ..
             } = &settings.cache
             else {
                 panic!("expected redis")
@@ -1161,6 +1211,65 @@ mod tests {
             assert_eq!(load().unwrap_err().variable, "DATABASE_URL");
             Ok(())
         });
+    }
+
+    #[test]
+    fn redis_cluster_sentinel_and_tls_urls_are_taken_as_written() {
+        for url in [
+            "redis-cluster://app:pw@10.0.0.1:7000?node=10.0.0.2:7000&node=10.0.0.3:7000",
+            "rediss-cluster://app:pw@cache.internal:7000",
+            "redis-sentinel://app:pw@s1.internal:26379/0?sentinelServiceName=main&node=s2.internal:26379",
+            "rediss://app:pw@cache.internal:6380/0",
+        ] {
+            Jail::expect_with(|jail| {
+                clear_env(jail);
+                jail.set_env("REDIS_URL", url);
+                let CacheBackend::Redis {
+                    url: parsed,
+                    tls_ca_cert_file,
+                    ..
+                } = load().unwrap().cache
+                else {
+                    panic!("{url} selects redis")
+                };
+                assert_eq!(parsed.expose(), url);
+                assert_eq!(tls_ca_cert_file, None);
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn a_redis_ca_file_needs_a_tls_url() {
+        Jail::expect_with(|jail| {
+            clear_env(jail);
+            jail.set_env(
+                "REDIS_URL",
+                "rediss-sentinel://s1:26379/0?sentinelServiceName=m",
+            );
+            jail.set_env("REDIS_TLS_CA_CERT_FILE", "/etc/akr/redis-ca.pem");
+            let CacheBackend::Redis {
+                tls_ca_cert_file, ..
+            } = load().unwrap().cache
+            else {
+                panic!("expected redis")
+            };
+            assert_eq!(tls_ca_cert_file, Some("/etc/akr/redis-ca.pem".into()));
+            jail.set_env("REDIS_URL", "redis://cache:6379/0");
+            assert_eq!(load().unwrap_err().variable, "REDIS_TLS_CA_CERT_FILE");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn sentinel_passwords_are_hidden_too() {
+        let url = SecretUrl(
+            "redis-sentinel://app:pw1@s1:26379/0?sentinelServiceName=m&sentinelPassword=pw2"
+                .to_owned(),
+        );
+        let shown = format!("{url:?}");
+        assert!(!shown.contains("pw1") && !shown.contains("pw2"), "{shown}");
+        assert!(shown.contains("sentinelServiceName=m"), "{shown}");
     }
 
     #[test]

@@ -74,6 +74,18 @@ impl FallbackRotation {
         self.transitions.load(Ordering::Relaxed)
     }
 
+    /// Switches to the local state (logging it once per switch) until the next retry.
+    fn fall_back(&self, message: &str, now: i64) {
+        self.retry_at_ms.store(
+            now + RETRY_SHARED_AFTER.as_millis() as i64,
+            Ordering::Relaxed,
+        );
+        if !self.degraded.swap(true, Ordering::Relaxed) {
+            self.transitions.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%message, "the shared cache is unreachable: rotation, cooldowns and key health continue in this instance only until it is back");
+        }
+    }
+
     async fn either<T, S, SF, L, LF>(&self, shared: S, local: L) -> Result<T>
     where
         S: FnOnce() -> SF,
@@ -87,14 +99,7 @@ impl FallbackRotation {
         }
         match shared().await {
             Err(Error::Unavailable { message, .. }) => {
-                self.retry_at_ms.store(
-                    now + RETRY_SHARED_AFTER.as_millis() as i64,
-                    Ordering::Relaxed,
-                );
-                if !self.degraded.swap(true, Ordering::Relaxed) {
-                    self.transitions.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%message, "the shared cache is unreachable: rotation, cooldowns and key health continue in this instance only until it is back");
-                }
+                self.fall_back(&message, now);
                 local().await
             }
             answer => {
@@ -193,9 +198,15 @@ impl RotationState for FallbackRotation {
             .await
     }
 
-    /// Reports the shared state's own reachability, so `/ready` tells the truth.
+    /// Reports whether the shared state's operations succeed (the adapter's probe, not only a
+    /// `PING`), so `/ready` tells the truth; a failure switches to the local state at once, so
+    /// the probe run at start-up already says so in the log rather than the first request.
     async fn ping(&self) -> Result<()> {
-        self.shared.ping().await
+        let probe = self.shared.ping().await;
+        if let Err(Error::Unavailable { message, .. }) = &probe {
+            self.fall_back(message, Utc::now().timestamp_millis());
+        }
+        probe
     }
 }
 
@@ -290,6 +301,26 @@ mod tests {
             local.health_version, shared.health_version,
             "both states answered version 0"
         );
+    }
+
+    #[tokio::test]
+    async fn a_failing_probe_falls_back_at_once_and_reports_the_failure() {
+        let mut shared = MockRotationState::new();
+        shared
+            .expect_ping()
+            .returning(|| Err(Error::cache("redis answered MOVED")));
+        shared.expect_draw().never();
+        let state = FallbackRotation::new(Arc::new(shared));
+        assert!(
+            state.ping().await.is_err(),
+            "the probe's failure is reported"
+        );
+        assert!(state.is_degraded(), "before any request was served");
+        assert_eq!(state.degradations(), 1);
+        let draw = state.draw(ProxyConfigId(1)).await.unwrap();
+        assert_eq!(draw.counter, 0, "served locally without asking Redis again");
+        assert!(state.ping().await.is_err());
+        assert_eq!(state.degradations(), 1, "logged once");
     }
 
     #[tokio::test]

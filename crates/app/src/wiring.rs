@@ -370,11 +370,13 @@ async fn connect_cache(settings: &Settings) -> Result<CachePorts, WiringError> {
         #[cfg(feature = "enterprise")]
         CacheBackend::Redis {
             url,
+            tls_ca_cert_file,
             namespace,
             rotation_block_size,
         } => {
             let options = cache_redis::RedisOptions {
                 url: url.expose().to_owned(),
+                tls_ca_cert_file: tls_ca_cert_file.clone(),
                 namespace: namespace.clone(),
                 rotation_block_size: *rotation_block_size,
                 // A request waits at most this long on Redis before the local fallback serves it.
@@ -389,6 +391,10 @@ async fn connect_cache(settings: &Settings) -> Result<CachePorts, WiringError> {
             )?);
             // Proxying must outlive a Redis outage: rotation falls back to this instance.
             let rotation = Arc::new(crate::resilience::FallbackRotation::new(cache.clone()));
+            // Connected is not working: probe the shared-state operations now, so a cache that
+            // answers PING but not them (a cluster node named by a standalone URL, an ACL user
+            // that may not run scripts) is logged and reported by /ready from start-up on.
+            let _ = rotation.ping().await;
             Ok((rotation, cache.clone(), cache.clone(), cache, "redis"))
         }
         #[cfg(not(feature = "enterprise"))]

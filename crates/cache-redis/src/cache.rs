@@ -53,7 +53,7 @@ use domain::{
 };
 use fred::{
     clients::SubscriberClient,
-    error::Error as RedisError,
+    error::{Error as RedisError, ErrorKind},
     prelude::{
         Builder, Client, ClientInterface, ClientLike, Config, EventInterface, HashesInterface,
         KeysInterface, LuaInterface, Pool, PubsubInterface, ReconnectPolicy, TcpConfig, Value,
@@ -72,6 +72,7 @@ use crate::{
     mirror::{HealthChange, HealthMirror, HealthNotice, KeyMark},
     options::RedisOptions,
     subscription::{self, Routes},
+    tls,
 };
 
 /// `cool_down`: extends a cooldown unless the current one lasts longer, then bumps the health
@@ -127,6 +128,9 @@ redis.call('PUBLISH', ARGV[1],
   'ok ' .. string.format('%d', version) .. ' ' .. table.concat(ids, ' '))
 return version
 ";
+
+/// `ping`: reads the health version as the other scripts reach it. `KEYS[1]` = health version.
+const PROBE: &str = "return redis.call('GET', KEYS[1])";
 
 /// Keys per command when deleting or flushing many keys at once.
 const BATCH: usize = 1_000;
@@ -204,15 +208,49 @@ fn invalid(message: &str) -> Error {
     Error::cache(format!("invalid redis settings: {message}"))
 }
 
-/// Waits for a client's first connection, at most `limit`.
-async fn init(client: &impl ClientLike, limit: Duration) -> Result<()> {
+/// Waits for a client's first connection, at most `limit`. Over TLS, a handshake the client
+/// refused (a certificate that does not verify) looks like a connection that failed, so the
+/// message names the certificate too.
+async fn init(client: &impl ClientLike, limit: Duration, tls: bool) -> Result<()> {
     match tokio::time::timeout(limit, client.init()).await {
         Ok(Ok(_connection_task)) => Ok(()),
+        Ok(Err(error)) if tls && matches!(error.kind(), ErrorKind::IO | ErrorKind::Tls) => {
+            let _ = redis(error);
+            Err(Error::cache(
+                "redis is unreachable over TLS or its certificate does not verify; check REDIS_URL, \
+                 that Redis is running, and REDIS_TLS_CA_CERT_FILE for a private certificate authority",
+            ))
+        }
         Ok(Err(error)) => Err(redis(error)),
         Err(_) => Err(Error::cache(
             "redis did not accept a connection in time; check REDIS_URL and that Redis is running",
         )),
     }
+}
+
+/// The client's settings from the URL (whose scheme picks standalone, Cluster or Sentinel, and
+/// TLS), with the trusted certificate authorities of TLS set from the options.
+fn client_config(options: &RedisOptions) -> Result<Config> {
+    // Every scheme the client knows starts with "redis" (rediss, redis-cluster, ...).
+    let mut config = Some(&options.url)
+        .filter(|url| url.starts_with("redis"))
+        .and_then(|url| Config::from_url(url).ok())
+        .ok_or_else(|| {
+            invalid(
+                "REDIS_URL must be a redis://, rediss://, redis-cluster://, rediss-cluster://, \
+                 redis-sentinel:// or rediss-sentinel:// URL",
+            )
+        })?;
+    match (&mut config.tls, &options.tls_ca_cert_file) {
+        (Some(tls), ca_file) => *tls = tls::connector(ca_file.as_deref())?.into(),
+        (None, Some(_)) => {
+            return Err(invalid(
+                "REDIS_TLS_CA_CERT_FILE is set but REDIS_URL does not use TLS; use rediss://",
+            ));
+        }
+        (None, None) => {}
+    }
+    Ok(config)
 }
 
 impl RedisCache {
@@ -224,8 +262,15 @@ impl RedisCache {
     /// `Unavailable { Cache }` when the options are invalid (empty namespace, pool size 0,
     /// rotation block size 0, a bad URL) or Redis cannot be reached within `connect_timeout`.
     pub async fn connect(options: RedisOptions) -> Result<RedisCache> {
-        if options.namespace.is_empty() || options.namespace.contains(char::is_whitespace) {
-            return Err(invalid("the namespace must be non-empty, without spaces"));
+        if options.namespace.is_empty()
+            || options
+                .namespace
+                .contains(|c: char| c.is_whitespace() || c == '{' || c == '}')
+        {
+            // Braces would change the hash tag that keeps the namespace in one cluster slot.
+            return Err(invalid(
+                "the namespace must be non-empty, without spaces or braces",
+            ));
         }
         if options.pool_size == 0 {
             return Err(invalid("the pool size must be at least 1"));
@@ -236,11 +281,8 @@ impl RedisCache {
             ));
         }
         let block_mode = options.rotation_block_size > 1;
-        // Every scheme the client knows starts with "redis" (redis-cluster, redis-sentinel, ...).
-        let config = Some(&options.url)
-            .filter(|url| url.starts_with("redis"))
-            .and_then(|url| Config::from_url(url).ok())
-            .ok_or_else(|| invalid("REDIS_URL must be a redis:// URL"))?;
+        let config = client_config(&options)?;
+        let tls = config.tls.is_some();
         let mut builder = Builder::from_config(config);
         builder
             .with_connection_config(|connection| {
@@ -273,8 +315,8 @@ impl RedisCache {
         let pool = builder.build_pool(options.pool_size).map_err(redis)?;
         let subscriber = builder.build_subscriber_client().map_err(redis)?;
         let limit = options.connect_timeout * 2;
-        init(&pool, limit).await?;
-        if let Err(error) = init(&subscriber, limit).await {
+        init(&pool, limit, tls).await?;
+        if let Err(error) = init(&subscriber, limit, tls).await {
             let _ = pool.quit().await;
             return Err(error);
         }
@@ -873,8 +915,19 @@ impl RotationState for RedisCache {
         Ok(())
     }
 
+    /// Runs a read-only script on the namespace's hash slot rather than a `PING`: it fails
+    /// whenever the shared-state operations would, e.g. on one node of a Redis Cluster named by
+    /// a standalone `redis://` URL (`MOVED`), or for an ACL user that may not run scripts.
     async fn ping(&self) -> Result<()> {
-        let _: Value = self.client().ping(None).await.map_err(redis)?;
+        let _: Value = self
+            .client()
+            .eval(
+                PROBE,
+                vec![self.inner.names.health_version()],
+                Vec::<String>::new(),
+            )
+            .await
+            .map_err(redis)?;
         Ok(())
     }
 }

@@ -20,8 +20,20 @@ pub(crate) fn cache_error(error: &RedisError) -> Error {
         ErrorKind::Auth => "redis rejected the credentials; check REDIS_PASSWORD or REDIS_URL",
         ErrorKind::Config | ErrorKind::Url => "invalid redis settings; check REDIS_URL",
         ErrorKind::Backpressure => "redis is overloaded",
-        ErrorKind::Cluster | ErrorKind::Routing | ErrorKind::Sentinel => {
-            "redis cluster is not ready"
+        // A clustered client follows MOVED itself: one that reaches us came from a cluster node
+        // addressed as a standalone server, which can only serve its own slots.
+        ErrorKind::Cluster if error.is_moved() => {
+            "redis answered MOVED: REDIS_URL names one node of a Redis Cluster; \
+             use redis-cluster://host:port?node=host2:port2"
+        }
+        ErrorKind::Cluster | ErrorKind::Routing => "redis cluster is not ready",
+        // The client tried every sentinel; the last failure may be the primary's AUTH.
+        ErrorKind::Sentinel => {
+            "no sentinel named a primary that accepted the connection; check REDIS_URL's \
+             sentinels, sentinelServiceName and credentials"
+        }
+        ErrorKind::Tls => {
+            "the TLS handshake with redis failed; check the certificate and REDIS_TLS_CA_CERT_FILE"
         }
         _ => "redis answered unexpectedly",
     };
@@ -98,5 +110,17 @@ mod tests {
         let shown = cache_error(&raw).to_string();
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.starts_with("cache unavailable: "), "{shown}");
+    }
+
+    #[test]
+    fn a_moved_reply_says_to_use_the_cluster_url() {
+        let moved = RedisError::new(ErrorKind::Cluster, "MOVED 3999 10.0.0.2:6381");
+        assert!(
+            cache_error(&moved).to_string().contains("redis-cluster://"),
+            "{}",
+            cache_error(&moved)
+        );
+        let down = RedisError::new(ErrorKind::Cluster, "CLUSTERDOWN The cluster is down");
+        assert!(!cache_error(&down).to_string().contains("MOVED"));
     }
 }

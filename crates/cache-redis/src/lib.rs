@@ -3,7 +3,10 @@
 //! balancer rotates over one counter per config and sees the others' cooldowns and failures on
 //! its very next read; it also carries config-change notices between instances over pub/sub.
 //!
-//! Built from [`RedisOptions`] (URL, key namespace, pool size, timeouts, rotation block size).
+//! Built from [`RedisOptions`] (URL, trusted TLS authorities, key namespace, pool size, timeouts,
+//! rotation block size). The URL's scheme picks standalone, Sentinel or Cluster, with or without
+//! TLS, and the client library follows failovers and slot moves itself; every key of a namespace
+//! carries the hash tag `{namespace}`, so each script and pipeline touches one cluster slot.
 //! Every failure is reported as `domain::Error::Unavailable { dependency: Cache, .. }` with a
 //! sanitised message. In-process aggregation and fan-out reuse `cache-memory`'s building blocks.
 //!
@@ -19,6 +22,7 @@ mod keys;
 mod mirror;
 mod options;
 mod subscription;
+mod tls;
 
 pub use cache::RedisCache;
 pub use options::RedisOptions;

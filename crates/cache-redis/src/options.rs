@@ -1,14 +1,26 @@
-//! [`RedisOptions`]: where Redis is, the key prefix, the pool size, the timeouts and the size of
-//! the counter blocks an instance reserves.
+//! [`RedisOptions`]: where Redis is (standalone, Sentinel or Cluster, with or without TLS), the
+//! key prefix, the pool size, the timeouts and the size of the counter blocks an instance
+//! reserves.
 
-use std::{fmt, time::Duration};
+use std::{fmt, path::PathBuf, time::Duration};
 
 /// How a [`crate::RedisCache`] connects.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisOptions {
-    /// `redis://[[username]:password@]host:port/db`. The credentials are never printed: `Debug`
-    /// masks them.
+    /// Where Redis is, in the client's URL forms; the topology follows the scheme:
+    /// - standalone: `redis://[[username]:password@]host:port/db`;
+    /// - Cluster: `redis-cluster://[[username]:password@]host:port?node=host2:port2&node=…`
+    ///   (one reachable node is enough, the others are discovered);
+    /// - Sentinel: `redis-sentinel://[[username]:password@]host:port/db?sentinelServiceName=name&node=host2:port2&…`
+    ///   (the hosts are the sentinels; the username and password are the data nodes').
+    ///
+    /// `rediss`, `rediss-cluster` and `rediss-sentinel` connect with TLS. The credentials are
+    /// never printed: `Debug` masks them.
     pub url: String,
+    /// A PEM file of the certificate authorities to trust for TLS (`rediss…` URLs) instead of the
+    /// system's: for a Redis whose certificate a private CA signed. A server certificate that
+    /// does not verify against them (or, without this file, against the system's) is refused.
+    pub tls_ca_cert_file: Option<PathBuf>,
     /// Prefix of every key and channel, so several deployments (or test runs) can share one
     /// Redis: `{namespace}:rr:{config_id}`, `{namespace}:cool:{key_id}`, `{namespace}:health`,
     /// `{namespace}:usage:{key_id}`, `{namespace}:lease:{name}`, `{namespace}:config-changes`;
@@ -42,6 +54,7 @@ impl Default for RedisOptions {
     fn default() -> Self {
         RedisOptions {
             url: "redis://127.0.0.1:6379/0".to_owned(),
+            tls_ca_cert_file: None,
             namespace: "akr".to_owned(),
             pool_size: 4,
             connect_timeout: Duration::from_secs(5),
@@ -55,6 +68,7 @@ impl fmt::Debug for RedisOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisOptions")
             .field("url", &redact_url(&self.url))
+            .field("tls_ca_cert_file", &self.tls_ca_cert_file)
             .field("namespace", &self.namespace)
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
@@ -64,17 +78,39 @@ impl fmt::Debug for RedisOptions {
     }
 }
 
-/// The URL with any credentials between `://` and `@` replaced by `***`.
+/// The URL with any credentials between `://` and `@` replaced by `***`, and the sentinels'
+/// password (`sentinelPassword=` in the query) too.
 pub(crate) fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return "***".to_owned();
     };
     let rest = &url[scheme_end..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let shown = match rest[..authority_end].rfind('@') {
         Some(at) => format!("{}***{}", &url[..scheme_end], &rest[at..]),
         None => url.to_owned(),
-    }
+    };
+    redact_sentinel_password(&shown)
+}
+
+/// `sentinelPassword=…` in a query replaced by `sentinelPassword=***`.
+fn redact_sentinel_password(url: &str) -> String {
+    const PARAMETER: &str = "sentinelPassword=";
+    let Some(query_start) = url.find('?') else {
+        return url.to_owned();
+    };
+    let (base, query) = url.split_at(query_start + 1);
+    let pairs: Vec<&str> = query
+        .split('&')
+        .map(|pair| {
+            if pair.starts_with(PARAMETER) {
+                "sentinelPassword=***"
+            } else {
+                pair
+            }
+        })
+        .collect();
+    format!("{base}{}", pairs.join("&"))
 }
 
 #[cfg(test)]
@@ -103,5 +139,24 @@ mod tests {
         );
         assert_eq!(redact_url("redis://:pw@h:1"), "redis://***@h:1");
         assert_eq!(redact_url("not a url"), "***");
+    }
+
+    #[test]
+    fn cluster_and_sentinel_urls_hide_every_password() {
+        assert_eq!(
+            redact_url("redis-cluster://app:pw@10.0.0.1:7000?node=10.0.0.2:7000"),
+            "redis-cluster://***@10.0.0.1:7000?node=10.0.0.2:7000"
+        );
+        assert_eq!(
+            redact_url(
+                "rediss-sentinel://app:pw@s1:26379/0?sentinelServiceName=main&sentinelPassword=spw&node=s2:26379"
+            ),
+            "rediss-sentinel://***@s1:26379/0?sentinelServiceName=main&sentinelPassword=***&node=s2:26379"
+        );
+        assert_eq!(
+            redact_url("redis-cluster://h:7000?node=x@y:1"),
+            "redis-cluster://h:7000?node=x@y:1",
+            "an @ in the query is not a credential"
+        );
     }
 }

@@ -1,12 +1,20 @@
 //! `RedisCache` against the domain contract suites and as two app instances use it: one shared
 //! counter, each other's cooldowns, config changes across instances, and connections killed
-//! under it; with and without counter blocks (a rotation block size above 1). Needs
-//! `TEST_REDIS_URL` (each test prints `skipped: TEST_REDIS_URL unset` without it); every test
-//! works under its own key namespace and deletes it afterwards.
+//! under it; with and without counter blocks (a rotation block size above 1).
+//!
+//! The tests that hold for any topology run once per topology, each in a module named after it,
+//! against the URL of its variable: `standalone` (`TEST_REDIS_URL`), `cluster`
+//! (`TEST_REDIS_CLUSTER_URL`, a Redis Cluster), `sentinel` (`TEST_REDIS_SENTINEL_URL`) and `tls`
+//! (`TEST_REDIS_TLS_URL`, a `rediss://` server whose certificate `TEST_REDIS_TLS_CA_CERT_FILE`
+//! signed); `.ci/redis-topologies.sh` starts the last three. A test whose variable is unset
+//! prints `skipped: <variable> unset`. Every test works under its own key namespace and deletes
+//! it afterwards.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 use std::{
     collections::{HashMap, HashSet},
+    path::PathBuf,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -20,26 +28,62 @@ use domain::{
 };
 use fred::{
     prelude::{
-        Builder, ClientInterface, ClientLike, Config, HashesInterface, KeysInterface, Value,
+        Builder, ClientInterface, ClientLike, Config, HashesInterface, KeysInterface, TlsConnector,
+        Value,
+    },
+    rustls::{
+        ClientConfig, RootCertStore,
+        crypto::ring,
+        pki_types::{CertificateDer, pem::PemObject},
     },
     types::{CustomCommand, client::ClientKillFilter},
 };
-use futures_util::{FutureExt, StreamExt, future::join_all};
+use futures_util::{FutureExt, StreamExt, TryStreamExt, future::join_all};
 
-/// The test Redis, or `None` (after saying so) when the tests should skip.
-/// Taken for reading by every Redis test and for writing by the latency test, so that test
-/// measures pub/sub latency, not the scheduling of 10 000 concurrent increments beside it.
+/// Taken for reading by every Redis test and for writing by the latency tests, so they measure
+/// pub/sub latency, not the scheduling of 10 000 concurrent increments beside them.
 static RUN_ALONE: std::sync::LazyLock<tokio::sync::RwLock<()>> =
     std::sync::LazyLock::new(|| tokio::sync::RwLock::new(()));
 
-fn redis_url() -> Option<String> {
-    match std::env::var("TEST_REDIS_URL") {
+/// The Redis deployments the tests run against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Topology {
+    Standalone,
+    Cluster,
+    Sentinel,
+    Tls,
+}
+
+impl Topology {
+    /// The variable holding this topology's URL.
+    fn variable(self) -> &'static str {
+        match self {
+            Topology::Standalone => "TEST_REDIS_URL",
+            Topology::Cluster => "TEST_REDIS_CLUSTER_URL",
+            Topology::Sentinel => "TEST_REDIS_SENTINEL_URL",
+            Topology::Tls => "TEST_REDIS_TLS_URL",
+        }
+    }
+}
+
+/// The test Redis of `topology`, or `None` (after saying so) when the tests should skip.
+fn redis_url(topology: Topology) -> Option<String> {
+    match std::env::var(topology.variable()) {
         Ok(url) if !url.trim().is_empty() => Some(url),
         _ => {
-            eprintln!("skipped: TEST_REDIS_URL unset");
+            eprintln!("skipped: {} unset", topology.variable());
             None
         }
     }
+}
+
+/// The CA file of the TLS server, for `rediss` URLs.
+fn ca_file(url: &str) -> Option<PathBuf> {
+    url.starts_with("rediss").then(|| {
+        std::env::var("TEST_REDIS_TLS_CA_CERT_FILE")
+            .expect("TEST_REDIS_TLS_CA_CERT_FILE names the CA of TEST_REDIS_TLS_URL")
+            .into()
+    })
 }
 
 /// A namespace no other test or run uses.
@@ -50,6 +94,7 @@ fn namespace() -> String {
 fn options(url: &str, namespace: &str) -> RedisOptions {
     RedisOptions {
         url: url.to_owned(),
+        tls_ca_cert_file: ca_file(url),
         namespace: namespace.to_owned(),
         pool_size: 2,
         connect_timeout: Duration::from_secs(5),
@@ -69,7 +114,7 @@ async fn connect_with_blocks(url: &str, namespace: &str, block_size: u32) -> Red
         ..options(url, namespace)
     })
     .await
-    .expect("TEST_REDIS_URL is set, so Redis must be reachable")
+    .expect("the topology's URL is set, so Redis must be reachable")
 }
 
 /// Two instances sharing `namespace`, both in block mode.
@@ -80,43 +125,42 @@ async fn two_with_blocks(url: &str, namespace: &str, block_size: u32) -> (RedisC
     )
 }
 
+/// A TLS connector trusting only the certificates of `ca_file`.
+fn trusting(ca_file: &std::path::Path) -> TlsConnector {
+    let mut roots = RootCertStore::empty();
+    for certificate in CertificateDer::pem_file_iter(ca_file).unwrap() {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    TlsConnector::from(config)
+}
+
 /// A plain client for checks and for killing the cache's connections.
 async fn admin(url: &str) -> fred::prelude::Client {
-    let client = Builder::from_config(Config::from_url(url).unwrap())
-        .build()
-        .unwrap();
+    let mut config = Config::from_url(url).unwrap();
+    if let (Some(tls), Some(ca)) = (&mut config.tls, ca_file(url)) {
+        *tls = trusting(&ca).into();
+    }
+    let client = Builder::from_config(config).build().unwrap();
     client.init().await.unwrap();
     client
 }
 
-/// Deletes every key of `namespace`.
+/// Deletes every key of `namespace`. They all carry its hash tag, so a scan of that one slot
+/// finds them on a Cluster too.
 async fn purge(url: &str, namespace: &str) {
     let admin = admin(url).await;
-    let mut cursor = "0".to_owned();
-    loop {
-        let (next, keys): (String, Vec<String>) = admin
-            .custom(
-                CustomCommand::new_static("SCAN", None, false),
-                vec![
-                    cursor.clone(),
-                    "MATCH".into(),
-                    format!("{namespace}:*"),
-                    "COUNT".into(),
-                    "1000".into(),
-                ],
-            )
-            .await
-            .unwrap();
-        if !keys.is_empty() {
-            let _: Value = admin
-                .custom(CustomCommand::new_static("DEL", None, false), keys)
-                .await
-                .unwrap();
-        }
-        if next == "0" {
-            break;
-        }
-        cursor = next;
+    let keys: Vec<fred::types::Key> = admin
+        .scan_buffered(format!("{{{namespace}}}:*"), Some(1_000), None)
+        .try_collect()
+        .await
+        .unwrap();
+    for chunk in keys.chunks(1_000) {
+        let _: i64 = admin.del(chunk.to_vec()).await.unwrap();
     }
     admin.quit().await.ok();
 }
@@ -195,45 +239,50 @@ fn change(id: i64, slug: &str) -> ConfigChange {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_cache_meets_the_rotation_state_contract() {
-    let Some(url) = redis_url() else { return };
+async fn redis_cache_meets_the_rotation_state_contract(topology: Topology) {
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
     let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     domain::contract::rotation_state(&connect(&url, &ns).await).await;
     purge(&url, &ns).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_cache_meets_the_usage_counters_contract() {
-    let Some(url) = redis_url() else { return };
+async fn redis_cache_meets_the_usage_counters_contract(topology: Topology) {
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
     let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     domain::contract::usage_counters(&connect(&url, &ns).await).await;
     purge(&url, &ns).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_cache_meets_the_leases_contract() {
-    let Some(url) = redis_url() else { return };
+async fn redis_cache_meets_the_leases_contract(topology: Topology) {
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
     let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     domain::contract::leases(&connect(&url, &ns).await).await;
     purge(&url, &ns).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_cache_meets_the_config_events_contract() {
-    let Some(url) = redis_url() else { return };
+async fn redis_cache_meets_the_config_events_contract(topology: Topology) {
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
     let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     domain::contract::config_events(&connect(&url, &ns).await).await;
     purge(&url, &ns).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_instances_share_one_counter() {
-    let Some(url) = redis_url() else { return };
+async fn two_instances_share_one_counter(topology: Topology) {
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
     let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     let (a, b) = (connect(&url, &ns).await, connect(&url, &ns).await);
@@ -253,9 +302,10 @@ async fn two_instances_share_one_counter() {
     purge(&url, &ns).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_change_published_by_one_instance_reaches_the_other_within_100_ms() {
-    let Some(url) = redis_url() else { return };
+async fn a_change_published_by_one_instance_reaches_the_other_within_100_ms(topology: Topology) {
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
     // A latency bound: measured while no other test in this binary loads the machine.
     let _turn = RUN_ALONE.write().await;
     let ns = namespace();
@@ -295,9 +345,10 @@ async fn a_change_published_by_one_instance_reaches_the_other_within_100_ms() {
     purge(&url, &ns).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_instance_sees_the_others_health_marks_on_its_next_read() {
-    let Some(url) = redis_url() else { return };
+async fn one_instance_sees_the_others_health_marks_on_its_next_read(topology: Topology) {
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
     let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     let (a, b) = (connect(&url, &ns).await, connect(&url, &ns).await);
@@ -336,7 +387,9 @@ async fn one_instance_sees_the_others_health_marks_on_its_next_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_connections_are_survived() {
-    let Some(url) = redis_url() else { return };
+    let Some(url) = redis_url(Topology::Standalone) else {
+        return;
+    };
     let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     let (publisher, victim) = (connect(&url, &ns).await, connect(&url, &ns).await);
@@ -415,9 +468,10 @@ async fn killed_connections_are_survived() {
     purge(&url, &ns).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn flush_publishes_usage_to_redis_and_forget_removes_it() {
-    let Some(url) = redis_url() else { return };
+async fn flush_publishes_usage_to_redis_and_forget_removes_it(topology: Topology) {
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
     let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     let cache = connect(&url, &ns).await;
@@ -436,7 +490,7 @@ async fn flush_publishes_usage_to_redis_and_forget_removes_it() {
     let deltas = cache.flush().await.unwrap();
     assert_eq!(deltas.len(), 1);
     let admin = admin(&url).await;
-    let usage_key = format!("{ns}:usage:11");
+    let usage_key = format!("{{{ns}}}:usage:11");
     let totals: std::collections::HashMap<String, String> =
         admin.hgetall(usage_key.as_str()).await.unwrap();
     assert_eq!(totals.get("requests").map(String::as_str), Some("2"));
@@ -504,7 +558,10 @@ async fn invalid_options_are_refused_before_connecting() {
 /// The value of a config's counter in Redis (0 before the first draw).
 async fn counter_in_redis(url: &str, namespace: &str, config: ProxyConfigId) -> i64 {
     let admin = admin(url).await;
-    let value: Option<i64> = admin.get(format!("{namespace}:rr:{config}")).await.unwrap();
+    let value: Option<i64> = admin
+        .get(format!("{{{namespace}}}:rr:{config}"))
+        .await
+        .unwrap();
     admin.quit().await.ok();
     value.unwrap_or(0)
 }
@@ -598,27 +655,32 @@ async fn next_resync(stream: &mut ChangeStream) {
     assert_eq!(resync.ok(), Some(true), "a resync follows the reconnect");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_cache_with_counter_blocks_meets_the_rotation_state_contract() {
-    let Some(url) = redis_url() else { return };
+async fn redis_cache_with_counter_blocks_meets_the_rotation_state_contract(topology: Topology) {
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
     let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     domain::contract::rotation_state(&connect_with_blocks(&url, &ns, 32).await).await;
     purge(&url, &ns).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_cache_with_counter_blocks_meets_the_config_events_contract() {
-    let Some(url) = redis_url() else { return };
+async fn redis_cache_with_counter_blocks_meets_the_config_events_contract(topology: Topology) {
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
     let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     domain::contract::config_events(&connect_with_blocks(&url, &ns, 32).await).await;
     purge(&url, &ns).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn instances_with_counter_blocks_never_share_a_value_and_split_keys_evenly() {
-    let Some(url) = redis_url() else { return };
+async fn instances_with_counter_blocks_never_share_a_value_and_split_keys_evenly(
+    topology: Topology,
+) {
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
     let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     const BLOCK: u32 = 32;
@@ -665,9 +727,12 @@ async fn instances_with_counter_blocks_never_share_a_value_and_split_keys_evenly
     purge(&url, &ns).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_counter_blocks_one_instance_sees_the_others_health_changes_within_200_ms() {
-    let Some(url) = redis_url() else { return };
+async fn with_counter_blocks_one_instance_sees_the_others_health_changes_within_200_ms(
+    topology: Topology,
+) {
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
     // A latency bound: measured while no other test in this binary loads the machine.
     let _turn = RUN_ALONE.write().await;
     let ns = namespace();
@@ -730,7 +795,9 @@ async fn with_counter_blocks_one_instance_sees_the_others_health_changes_within_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_counter_blocks_a_health_change_missed_while_disconnected_is_seen_after_reconnect() {
-    let Some(url) = redis_url() else { return };
+    let Some(url) = redis_url(Topology::Standalone) else {
+        return;
+    };
     let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     const BLOCK: u32 = 1_024;
@@ -793,9 +860,10 @@ async fn with_counter_blocks_a_health_change_missed_while_disconnected_is_seen_a
     purge(&url, &ns).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_counter_blocks_a_cancelled_request_loses_no_value() {
-    let Some(url) = redis_url() else { return };
+async fn with_counter_blocks_a_cancelled_request_loses_no_value(topology: Topology) {
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
     let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     const BLOCK: u32 = 8;
@@ -828,9 +896,10 @@ async fn with_counter_blocks_a_cancelled_request_loses_no_value() {
     purge(&url, &ns).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_counter_blocks_every_turn_increments_the_shared_counter() {
-    let Some(url) = redis_url() else { return };
+async fn without_counter_blocks_every_turn_increments_the_shared_counter(topology: Topology) {
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
     let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     let cache = connect(&url, &ns).await;
@@ -848,9 +917,12 @@ async fn without_counter_blocks_every_turn_increments_the_shared_counter() {
     purge(&url, &ns).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_counter_blocks_a_selection_sees_the_others_health_changes_at_once() {
-    let Some(url) = redis_url() else { return };
+async fn without_counter_blocks_a_selection_sees_the_others_health_changes_at_once(
+    topology: Topology,
+) {
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
     let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     let (a, b) = (connect(&url, &ns).await, connect(&url, &ns).await);
@@ -886,7 +958,9 @@ async fn without_counter_blocks_a_selection_sees_the_others_health_changes_at_on
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_counter_blocks_a_selection_sees_a_change_missed_while_disconnected() {
-    let Some(url) = redis_url() else { return };
+    let Some(url) = redis_url(Topology::Standalone) else {
+        return;
+    };
     let _turn = RUN_ALONE.read().await;
     let ns = namespace();
     let (a, b) = two_with_blocks(&url, &ns, 1_024).await;
@@ -926,5 +1000,185 @@ async fn with_counter_blocks_a_selection_sees_a_change_missed_while_disconnected
         "the usable keys b kept were dropped with its mirror's trust"
     );
     admin.quit().await.ok();
+    purge(&url, &ns).await;
+}
+
+// Topologies: Cluster, Sentinel and TLS.
+
+/// Generates, in module `$module`, one `#[tokio::test]` per named test, running it against
+/// `Topology::$topology`.
+macro_rules! on_topology {
+    ($module:ident, $topology:ident, $($test:ident),+ $(,)?) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Topology::$topology).await;
+                }
+            )+
+        }
+    };
+}
+
+/// Runs the named tests against every topology.
+macro_rules! on_every_topology {
+    ($($test:ident),+ $(,)?) => {
+        on_topology!(standalone, Standalone, $($test),+);
+        on_topology!(cluster, Cluster, $($test),+);
+        on_topology!(sentinel, Sentinel, $($test),+);
+        on_topology!(tls, Tls, $($test),+);
+    };
+}
+
+on_every_topology!(
+    redis_cache_meets_the_rotation_state_contract,
+    redis_cache_meets_the_usage_counters_contract,
+    redis_cache_meets_the_leases_contract,
+    redis_cache_meets_the_config_events_contract,
+    redis_cache_with_counter_blocks_meets_the_rotation_state_contract,
+    redis_cache_with_counter_blocks_meets_the_config_events_contract,
+    two_instances_share_one_counter,
+    a_change_published_by_one_instance_reaches_the_other_within_100_ms,
+    one_instance_sees_the_others_health_marks_on_its_next_read,
+    flush_publishes_usage_to_redis_and_forget_removes_it,
+    instances_with_counter_blocks_never_share_a_value_and_split_keys_evenly,
+    with_counter_blocks_one_instance_sees_the_others_health_changes_within_200_ms,
+    with_counter_blocks_a_cancelled_request_loses_no_value,
+    without_counter_blocks_every_turn_increments_the_shared_counter,
+    without_counter_blocks_a_selection_sees_the_others_health_changes_at_once,
+);
+
+/// `url` with its password replaced.
+fn with_password(url: &str, password: &str) -> String {
+    let mut parsed = url::Url::parse(url).unwrap();
+    parsed.set_password(Some(password)).unwrap();
+    parsed.to_string()
+}
+
+/// Connects with a wrong password in the URL: the ACL user's credentials are what the data
+/// nodes check.
+async fn wrong_credentials_are_refused_with_a_clear_error(topology: Topology) {
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
+    let result = RedisCache::connect(RedisOptions {
+        connect_timeout: Duration::from_secs(3),
+        ..options(&with_password(&url, "not-the-password"), &namespace())
+    })
+    .await;
+    match result {
+        Err(Error::Unavailable {
+            dependency: Dependency::Cache,
+            message,
+        }) => {
+            assert!(message.contains("credentials"), "{message}");
+            assert!(!message.contains("not-the-password"), "{message}");
+        }
+        other => panic!("expected the credentials to be refused, got {other:?}"),
+    }
+}
+
+on_topology!(
+    cluster_acl,
+    Cluster,
+    wrong_credentials_are_refused_with_a_clear_error
+);
+on_topology!(
+    sentinel_acl,
+    Sentinel,
+    wrong_credentials_are_refused_with_a_clear_error
+);
+on_topology!(
+    tls_acl,
+    Tls,
+    wrong_credentials_are_refused_with_a_clear_error
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_a_server_certificate_no_trusted_authority_signed_is_refused() {
+    let Some(url) = redis_url(Topology::Tls) else {
+        return;
+    };
+    let unrelated =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unrelated-ca.pem");
+    // The system's authorities (no file), then a CA that did not sign the server's certificate.
+    for trusted in [None, Some(unrelated)] {
+        let result = RedisCache::connect(RedisOptions {
+            tls_ca_cert_file: trusted.clone(),
+            connect_timeout: Duration::from_secs(3),
+            ..options(&url, &namespace())
+        })
+        .await;
+        match result {
+            Err(Error::Unavailable {
+                dependency: Dependency::Cache,
+                message,
+            }) => assert!(message.contains("certificate"), "{trusted:?}: {message}"),
+            other => panic!("trusting {trusted:?}, expected a refusal, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_a_ca_file_for_a_plain_url_is_refused() {
+    let result = RedisCache::connect(RedisOptions {
+        tls_ca_cert_file: Some(PathBuf::from("/etc/ssl/certs/ca-certificates.crt")),
+        ..RedisOptions::default()
+    })
+    .await;
+    assert!(
+        matches!(&result, Err(Error::Unavailable { message, .. }) if message.contains("rediss://")),
+        "{result:?}"
+    );
+}
+
+/// The cluster's first node as a standalone `redis://` URL, as a new user might write it.
+fn first_node_as_standalone(cluster_url: &str) -> String {
+    let parsed = url::Url::parse(cluster_url).unwrap();
+    format!(
+        "redis://{}:{}@{}:{}/0",
+        parsed.username(),
+        parsed.password().unwrap_or_default(),
+        parsed.host_str().unwrap(),
+        parsed.port().unwrap()
+    )
+}
+
+/// A namespace whose slot `node` (a plain client to one cluster node) does not serve.
+async fn namespace_served_elsewhere(node: &fred::prelude::Client) -> String {
+    for _ in 0..100 {
+        let candidate = namespace();
+        let probe: Result<Option<String>, _> = node.get(format!("{{{candidate}}}:probe")).await;
+        if probe.is_err() {
+            return candidate;
+        }
+    }
+    panic!("one node serves every slot: not a cluster of several masters");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_a_standalone_url_to_one_node_fails_the_shared_state_probe() {
+    let Some(url) = redis_url(Topology::Cluster) else {
+        return;
+    };
+    let node_url = first_node_as_standalone(&url);
+    let node = admin(&node_url).await;
+    let ns = namespace_served_elsewhere(&node).await;
+    node.quit().await.ok();
+    // PING answers; the shared state does not, and the probe behind /ready says why.
+    let cache = connect(&node_url, &ns).await;
+    let probe = cache.ping().await;
+    match probe {
+        Err(Error::Unavailable {
+            dependency: Dependency::Cache,
+            message,
+        }) => assert!(message.contains("redis-cluster://"), "{message}"),
+        other => panic!("expected the probe to fail, got {other:?}"),
+    }
+    assert!(cache.draw(ProxyConfigId(1)).await.is_err());
+    // The same namespace through the cluster URL works.
+    let clustered = connect(&url, &ns).await;
+    clustered.ping().await.unwrap();
+    assert_eq!(clustered.draw(ProxyConfigId(1)).await.unwrap().counter, 0);
     purge(&url, &ns).await;
 }

@@ -1,4 +1,5 @@
-//! Operations endpoints: `/health` (process up), `/ready` (store and cache reachable) and
+//! Operations endpoints: `/health` (process up), `/ready` (store reachable, shared-cache
+//! operations succeeding: the cache adapter's probe, not a bare PING) and
 //! `/metrics` (Prometheus text format, behind `METRICS_TOKEN` when it is set). A scrape costs
 //! one store query per config list and one grouped count, never a read of the key pools; with
 //! the per-key opt-in (`METRICS_PER_KEY_LIMIT=N`), one page of at most N keys per config more.

@@ -1,6 +1,12 @@
 //! The enterprise edition: several instances sharing MariaDB and Redis behave as one service,
 //! and each keeps proxying through a Redis or database outage. Needs `TEST_MYSQL_URL` and
 //! `TEST_REDIS_URL`; prints a `skipped:` line otherwise.
+//!
+//! The two-instance tests that hold for any Redis topology also run, in modules named after
+//! them, against a Redis Cluster (`TEST_REDIS_CLUSTER_URL`), a Sentinel set-up
+//! (`TEST_REDIS_SENTINEL_URL`) and a TLS Redis (`TEST_REDIS_TLS_URL`, whose CA is
+//! `TEST_REDIS_TLS_CA_CERT_FILE`), which `.ci/redis-topologies.sh` starts; the Cluster also gets a
+//! failover under load and a standalone URL pointed at one of its nodes.
 
 use std::{
     collections::HashMap,
@@ -15,22 +21,87 @@ use crate::{
     relay::Relay,
 };
 
+/// Taken for reading by every test here and for writing by the Cluster failover test, so no
+/// other test sees the cluster while one of its masters is down.
+static TOPOLOGY: std::sync::LazyLock<tokio::sync::RwLock<()>> =
+    std::sync::LazyLock::new(|| tokio::sync::RwLock::new(()));
+
+/// Tests here running at once: each starts two or three instances with their own MySQL pools,
+/// and run against four Redis topologies together they would exceed MariaDB's default
+/// `max_connections` (151).
+static RUNNING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(6);
+
+/// A test's turn: a place among the tests running at once, and the shared side of the topology
+/// lock.
+struct Turn {
+    _running: tokio::sync::SemaphorePermit<'static>,
+    _topology: tokio::sync::RwLockReadGuard<'static, ()>,
+}
+
+/// Lets the servers a test dropped stop before its runtime goes: their accept loops run on it
+/// and act on the stop `TestApp::drop` sent only when polled, and until they do, their worker
+/// threads keep the instances' MySQL connections open.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+async fn turn() -> Turn {
+    let running = RUNNING
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
+    Turn {
+        _running: running,
+        _topology: TOPOLOGY.read().await,
+    }
+}
+
+/// The Redis deployments the tests run against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Topology {
+    Standalone,
+    Cluster,
+    Sentinel,
+    Tls,
+}
+
+impl Topology {
+    fn variable(self) -> &'static str {
+        match self {
+            Topology::Standalone => "TEST_REDIS_URL",
+            Topology::Cluster => "TEST_REDIS_CLUSTER_URL",
+            Topology::Sentinel => "TEST_REDIS_SENTINEL_URL",
+            Topology::Tls => "TEST_REDIS_TLS_URL",
+        }
+    }
+}
+
 struct Shared {
     mysql: String,
     redis: String,
+    /// `REDIS_TLS_CA_CERT_FILE` for a `rediss` URL.
+    redis_ca: Option<String>,
     namespace: String,
 }
 
 fn shared() -> Option<Shared> {
+    shared_on(Topology::Standalone)
+}
+
+fn shared_on(topology: Topology) -> Option<Shared> {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-    match (var("TEST_MYSQL_URL"), var("TEST_REDIS_URL")) {
+    match (var("TEST_MYSQL_URL"), var(topology.variable())) {
         (Some(mysql), Some(redis)) => Some(Shared {
+            redis_ca: redis
+                .starts_with("rediss")
+                .then(|| var("TEST_REDIS_TLS_CA_CERT_FILE"))
+                .flatten(),
             mysql,
             redis,
             namespace: format!("akr-e2e-{}", domain::contract::unique_suffix()),
         }),
         _ => {
-            eprintln!("skipped: TEST_MYSQL_URL or TEST_REDIS_URL unset");
+            eprintln!("skipped: TEST_MYSQL_URL or {} unset", topology.variable());
             None
         }
     }
@@ -51,6 +122,9 @@ async fn instance_via(
         ("REDIS_URL", redis),
         ("REDIS_NAMESPACE", shared.namespace.as_str()),
     ];
+    if let Some(ca) = &shared.redis_ca {
+        settings.push(("REDIS_TLS_CA_CERT_FILE", ca.as_str()));
+    }
     settings.extend_from_slice(extra);
     spawn_app_with(&settings).await
 }
@@ -119,9 +193,11 @@ async fn split_over_two_instances(
     mock.keys_used()
 }
 
-#[tokio::test]
-async fn two_instances_share_one_rotation_exactly() {
-    let Some(shared) = shared() else { return };
+async fn two_instances_share_one_rotation_exactly(topology: Topology) {
+    let Some(shared) = shared_on(topology) else {
+        return;
+    };
+    let _turn = turn().await;
     let used = split_over_two_instances(&shared, &[]).await;
     for key in ["k1", "k2", "k3"] {
         assert!(
@@ -132,9 +208,13 @@ async fn two_instances_share_one_rotation_exactly() {
     }
 }
 
-#[tokio::test]
-async fn with_counter_blocks_the_split_is_even_to_within_one_block_per_instance() {
-    let Some(shared) = shared() else { return };
+async fn with_counter_blocks_the_split_is_even_to_within_one_block_per_instance(
+    topology: Topology,
+) {
+    let Some(shared) = shared_on(topology) else {
+        return;
+    };
+    let _turn = turn().await;
     let used = split_over_two_instances(&shared, &[("ROTATION_BLOCK_SIZE", "32")]).await;
     assert_eq!(used.values().sum::<usize>(), 3_000);
     // Values are never drawn twice; at most the rest of one block per instance goes unused.
@@ -147,9 +227,13 @@ async fn with_counter_blocks_the_split_is_even_to_within_one_block_per_instance(
     }
 }
 
-#[tokio::test]
-async fn with_counter_blocks_a_cooldown_on_one_instance_reaches_the_other_within_200_ms() {
-    let Some(shared) = shared() else { return };
+async fn with_counter_blocks_a_cooldown_on_one_instance_reaches_the_other_within_200_ms(
+    topology: Topology,
+) {
+    let Some(shared) = shared_on(topology) else {
+        return;
+    };
+    let _turn = turn().await;
     let blocks = [("ROTATION_BLOCK_SIZE", "32")];
     let (a, b) = (
         instance(&shared, &blocks).await,
@@ -187,9 +271,11 @@ async fn with_counter_blocks_a_cooldown_on_one_instance_reaches_the_other_within
     );
 }
 
-#[tokio::test]
-async fn an_admin_change_on_one_instance_reaches_the_other_within_200_ms() {
-    let Some(shared) = shared() else { return };
+async fn an_admin_change_on_one_instance_reaches_the_other_within_200_ms(topology: Topology) {
+    let Some(shared) = shared_on(topology) else {
+        return;
+    };
+    let _turn = turn().await;
     let (a, b) = (instance(&shared, &[]).await, instance(&shared, &[]).await);
     let mock = MockUpstream::start().await;
     let slug = unique("notice");
@@ -222,9 +308,11 @@ async fn an_admin_change_on_one_instance_reaches_the_other_within_200_ms() {
     }
 }
 
-#[tokio::test]
-async fn cooldowns_and_failures_taken_on_one_instance_hold_on_the_other() {
-    let Some(shared) = shared() else { return };
+async fn cooldowns_and_failures_taken_on_one_instance_hold_on_the_other(topology: Topology) {
+    let Some(shared) = shared_on(topology) else {
+        return;
+    };
+    let _turn = turn().await;
     let (a, b) = (instance(&shared, &[]).await, instance(&shared, &[]).await);
     let mock = MockUpstream::start().await;
     mock.on(
@@ -263,9 +351,11 @@ async fn cooldowns_and_failures_taken_on_one_instance_hold_on_the_other() {
     assert_eq!(health, [json!("cooling"), json!("failed"), json!("ok")]);
 }
 
-#[tokio::test]
-async fn failed_keys_are_re_probed_by_one_instance_at_a_time() {
-    let Some(shared) = shared() else { return };
+async fn failed_keys_are_re_probed_by_one_instance_at_a_time(topology: Topology) {
+    let Some(shared) = shared_on(topology) else {
+        return;
+    };
+    let _turn = turn().await;
     let fast = [("KEY_RECOVERY_INTERVAL_SECONDS", "1")];
     let (a, b) = (
         instance(&shared, &fast).await,
@@ -314,6 +404,7 @@ async fn failed_keys_are_re_probed_by_one_instance_at_a_time() {
 #[tokio::test]
 async fn proxying_survives_a_redis_outage_and_shares_state_again_after_it() {
     let Some(shared) = shared() else { return };
+    let _turn = turn().await;
     let relay = Relay::start(host_port(&shared.redis)).await;
     let a = instance_via(&shared, &shared.mysql, &through(&shared.redis, &relay), &[]).await;
     let b = instance(&shared, &[]).await;
@@ -375,6 +466,7 @@ async fn proxying_survives_a_redis_outage_and_shares_state_again_after_it() {
 #[tokio::test]
 async fn proxying_survives_a_database_outage_and_admin_writes_say_so() {
     let Some(shared) = shared() else { return };
+    let _turn = turn().await;
     let relay = Relay::start(host_port(&shared.mysql)).await;
     let a = instance_via(&shared, &through(&shared.mysql, &relay), &shared.redis, &[]).await;
     let mock = MockUpstream::start().await;
@@ -428,3 +520,40 @@ async fn proxying_survives_a_database_outage_and_admin_writes_say_so() {
         200
     );
 }
+
+/// Generates, in module `$module`, one `#[tokio::test]` per named test, running it against
+/// `Topology::$topology`.
+macro_rules! on_topology {
+    ($module:ident, $topology:ident, $($test:ident),+ $(,)?) => {
+        mod $module {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(super::Topology::$topology).await;
+                    super::settle().await;
+                }
+            )+
+        }
+    };
+}
+
+/// Runs the named tests against every topology.
+macro_rules! on_every_topology {
+    ($($test:ident),+ $(,)?) => {
+        on_topology!(standalone, Standalone, $($test),+);
+        on_topology!(cluster, Cluster, $($test),+);
+        on_topology!(sentinel, Sentinel, $($test),+);
+        on_topology!(tls, Tls, $($test),+);
+    };
+}
+
+on_every_topology!(
+    two_instances_share_one_rotation_exactly,
+    with_counter_blocks_the_split_is_even_to_within_one_block_per_instance,
+    with_counter_blocks_a_cooldown_on_one_instance_reaches_the_other_within_200_ms,
+    an_admin_change_on_one_instance_reaches_the_other_within_200_ms,
+    cooldowns_and_failures_taken_on_one_instance_hold_on_the_other,
+    failed_keys_are_re_probed_by_one_instance_at_a_time,
+);
+
+mod cluster_failover;

@@ -21,7 +21,6 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub token: String,
-    #[cfg_attr(not(feature = "enterprise"), allow(dead_code))]
     pub handle: actix_web::dev::ServerHandle,
     pub state: web::Data<app::state::AppState>,
     _data: tempfile::TempDir,
@@ -120,6 +119,15 @@ async fn spawn_app_in_wrapping_store(
         .unwrap()
         .to_owned();
     app
+}
+
+/// Stops the server with the test: its workers run on threads of their own, which would
+/// otherwise keep serving (and keep their database connections) until the test binary exits.
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // The stop command is sent by the call itself; nothing is left to wait for.
+        let _stopping = self.handle.stop(false);
+    }
 }
 
 impl TestApp {

@@ -133,7 +133,8 @@ pub async fn redis_key_space(url: &str, namespace: &str) -> Vec<u8> {
     client.init().await.unwrap();
     let command = |name: &'static str| CustomCommand::new_static(name, None, false);
     let keys: Vec<String> = client
-        .custom(command("KEYS"), vec![format!("{namespace}:*")])
+        // Keys start with the namespace's hash tag, `{namespace}:` or `{namespace:…}`.
+        .custom(command("KEYS"), vec![format!("{{{namespace}[}}:]*")])
         .await
         .unwrap();
     let mut space = Vec::new();
