@@ -48,13 +48,11 @@ impl MemoryRequestLog {
     }
 }
 
-fn add_top<Id: std::hash::Hash + Eq>(
+fn add_top<Id: std::hash::Hash + Eq + Copy>(
     totals: &mut HashMap<Id, TopEntry<Id>>,
     id: Id,
     record: &RequestRecord,
-) where
-    Id: Copy,
-{
+) {
     let entry = totals.entry(id).or_insert(TopEntry {
         id,
         requests: 0,
