@@ -44,9 +44,7 @@ impl TokenUsage {
 /// (an error body, an endpoint without usage, invalid JSON).
 #[must_use]
 pub fn usage_in_body(format: ApiFormat, body: &[u8]) -> Option<TokenUsage> {
-    if memmem::find(body, b"usage").is_none() {
-        return None;
-    }
+    memmem::find(body, b"usage")?;
     match format {
         ApiFormat::OpenaiCompatible => serde_json::from_slice::<OpenaiEvent>(body).ok()?.usage(),
         ApiFormat::AnthropicNative => {
