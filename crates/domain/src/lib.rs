@@ -42,10 +42,10 @@ pub use key_page::{
     MalformedCursor, PageLimit,
 };
 pub use model::{
-    ApiFormat, ApiKey, ApiKeyId, ConfigChange, ConfigKind, ConfigName, ConfigSnapshot, ConfigType,
-    GenericTarget, HttpMethod, HttpUrl, KeyHealth, KeyLocation, KeyPlacement, KeySecret, KeyUsage,
-    LlmTarget, OutputFormat, ProxyConfig, ProxyConfigId, ProxyConfigSpec, Slug, UsageDelta,
-    UsageEvent,
+    ApiFormat, ApiKey, ApiKeyId, ClientKeyId, ConfigChange, ConfigKind, ConfigName, ConfigSnapshot,
+    ConfigType, GenericTarget, HttpMethod, HttpUrl, KeyHealth, KeyLocation, KeyPlacement,
+    KeySecret, KeyUsage, LlmTarget, OutputFormat, ProxyConfig, ProxyConfigId, ProxyConfigSpec,
+    Slug, UsageDelta, UsageEvent,
 };
 pub use original::{
     ImportPlan, ImportReport, OriginalConfigRow, OriginalData, OriginalKeyRow, OriginalTable,
