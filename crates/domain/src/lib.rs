@@ -56,9 +56,9 @@ pub use ports::{
     RequestLog, RotationState, Turn, UsageCounters,
 };
 pub use request_log::{
-    ClientKeyId, LogCursor, LogFilter, LogPage, LogQuery, LogQueryError, LogQueryInput,
-    LoggedRequest, RequestRecord, RequestRecordId, Retention, StatsInput, StatsInterval,
-    StatsPoint, StatsQuery, StatusClass, TopEntry, TopLists, UsageStats,
+    LogCursor, LogFilter, LogPage, LogQuery, LogQueryError, LogQueryInput, LoggedRequest,
+    RequestRecord, RequestRecordId, Retention, StatsInput, StatsInterval, StatsPoint, StatsQuery,
+    StatusClass, TopEntry, TopLists, UsageStats,
 };
 pub use security::{BodyRedactor, ProxyKeySet, Redactor, mask_secret};
 pub use selection::{AttemptPlan, Rotator, Settled, plan_attempts};

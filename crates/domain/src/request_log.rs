@@ -17,21 +17,8 @@ use serde::Deserialize;
 
 use crate::{
     command::ValidationErrors,
-    model::{ApiKeyId, ProxyConfigId},
+    model::{ApiKeyId, ClientKeyId, ProxyConfigId},
 };
-
-/// Database identifier of a client key (SPEC §7); `None` on a record means a global proxy key.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, Deserialize,
-)]
-#[serde(transparent)]
-pub struct ClientKeyId(pub i64);
-
-impl fmt::Display for ClientKeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
 
 /// Longest stored path, in bytes; longer paths are cut at a character boundary.
 pub const MAX_PATH_BYTES: usize = 512;

@@ -6,11 +6,11 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::unique_id_base;
 use crate::{
-    model::{ApiKeyId, ProxyConfigId},
+    model::{ApiKeyId, ClientKeyId, ProxyConfigId},
     ports::RequestLog,
     request_log::{
-        ClientKeyId, LogCursor, LogFilter, LogQuery, LoggedRequest, RequestRecord, Retention,
-        StatsInterval, StatsQuery, StatusClass, TopEntry,
+        LogCursor, LogFilter, LogQuery, LoggedRequest, RequestRecord, Retention, StatsInterval,
+        StatsQuery, StatusClass, TopEntry,
     },
 };
 
