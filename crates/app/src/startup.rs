@@ -106,6 +106,7 @@ impl Application {
             metrics: Metrics::default(),
             bodies: BodyLimits::new(&settings),
             hop: HopMarker::new(&settings),
+            exchange_observers: crate::completion::ExchangeObservers::default(),
         });
         let auth = web::Data::new(AdminAuth::new(
             &settings.admin_username,

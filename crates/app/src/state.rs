@@ -11,7 +11,8 @@ use domain::{
 use secrecy::ExposeSecret;
 
 use crate::{
-    config::Settings, errors::ApiError, hop::HopMarker, inbound::BodyLimits, metrics::Metrics,
+    completion::ExchangeObservers, config::Settings, errors::ApiError, hop::HopMarker,
+    inbound::BodyLimits, metrics::Metrics,
 };
 
 /// Shared by every worker.
@@ -42,6 +43,8 @@ pub struct AppState {
     pub bodies: BodyLimits,
     /// This deployment's loop-protection marker.
     pub hop: HopMarker,
+    /// Told about every finished proxied exchange.
+    pub exchange_observers: ExchangeObservers,
 }
 
 impl std::fmt::Debug for AppState {

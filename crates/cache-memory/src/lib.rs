@@ -1,6 +1,7 @@
 //! In-process cache adapters of API Key Rotator: the lightweight edition's rotation state, usage
 //! counters and config-change notices ([`MemoryCache`]), and the bounded snapshot cache of active
-//! configs that every edition's proxy hot path reads ([`SnapshotCache`]).
+//! configs that every edition's proxy hot path reads ([`SnapshotCache`]), and an in-memory request
+//! log ([`MemoryRequestLog`]) for tests and database-free setups.
 //!
 //! Hot-path operations are lock-free or take one shard read lock; nothing here does I/O. The
 //! building blocks [`UsageAggregator`] and [`NoticeBus`] are public so the Redis adapter aggregates
@@ -9,6 +10,7 @@
 mod events;
 mod leases;
 mod memory;
+mod request_log;
 mod rotation;
 mod sharded;
 mod snapshot;
@@ -17,5 +19,6 @@ mod usage;
 pub use events::{DEFAULT_NOTICE_CAPACITY, NoticeBus};
 pub use leases::MemoryLeases;
 pub use memory::{MemoryCache, MemoryCacheOptions};
+pub use request_log::MemoryRequestLog;
 pub use snapshot::SnapshotCache;
 pub use usage::UsageAggregator;

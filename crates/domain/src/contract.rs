@@ -40,6 +40,13 @@ use crate::{
     ports::{ConfigEvents, ConfigNotice, Leases, ProxyStore, RotationState, UsageCounters},
 };
 
+mod request_log;
+
+pub use request_log::{
+    log_filters, log_large_batch, log_pages_and_fields, log_stats, request_log,
+    request_log_retention,
+};
+
 /// A suffix no other run of a suite uses, so records never collide.
 pub fn unique_suffix() -> String {
     static SEQUENCE: AtomicU64 = AtomicU64::new(0);

@@ -1,7 +1,8 @@
 //! The rules of API Key Rotator, free of any I/O: proxy configs and their key pools, validation
 //! of admin commands, round-robin key selection, classification of upstream outcomes, the failover
 //! state machine, key health, masking and redaction of secrets, and the ports (async traits) that storage,
-//! cache and notification adapters implement.
+//! cache and notification adapters implement, and the request log of SPEC §10 (records, queries,
+//! stats arithmetic).
 //!
 //! This crate may depend only on pure, runtime-free crates (serde, chrono, url, subtle, ...).
 //! It never depends on a database driver, an HTTP framework, a Redis client or an async runtime,
@@ -21,6 +22,7 @@ pub mod key_page;
 pub mod model;
 pub mod original;
 pub mod ports;
+pub mod request_log;
 pub mod security;
 pub mod selection;
 
@@ -40,10 +42,10 @@ pub use key_page::{
     MalformedCursor, PageLimit,
 };
 pub use model::{
-    ApiFormat, ApiKey, ApiKeyId, ConfigChange, ConfigKind, ConfigName, ConfigSnapshot, ConfigType,
-    GenericTarget, HttpMethod, HttpUrl, KeyHealth, KeyLocation, KeyPlacement, KeySecret, KeyUsage,
-    LlmTarget, OutputFormat, ProxyConfig, ProxyConfigId, ProxyConfigSpec, Slug, UsageDelta,
-    UsageEvent,
+    ApiFormat, ApiKey, ApiKeyId, ClientKeyId, ConfigChange, ConfigKind, ConfigName, ConfigSnapshot,
+    ConfigType, GenericTarget, HttpMethod, HttpUrl, KeyHealth, KeyLocation, KeyPlacement,
+    KeySecret, KeyUsage, LlmTarget, OutputFormat, ProxyConfig, ProxyConfigId, ProxyConfigSpec,
+    Slug, UsageDelta, UsageEvent,
 };
 pub use original::{
     ImportPlan, ImportReport, OriginalConfigRow, OriginalData, OriginalKeyRow, OriginalTable,
@@ -51,7 +53,12 @@ pub use original::{
 };
 pub use ports::{
     ChangeStream, ConfigEvents, ConfigNotice, Draw, HealthRead, InsertedKeys, Leases, ProxyStore,
-    RotationState, Turn, UsageCounters,
+    RequestLog, RotationState, Turn, UsageCounters,
+};
+pub use request_log::{
+    LogCursor, LogFilter, LogPage, LogQuery, LogQueryError, LogQueryInput, LoggedRequest,
+    RequestRecord, RequestRecordId, Retention, StatsInput, StatsInterval, StatsPoint, StatsQuery,
+    StatusClass, TopEntry, TopLists, UsageStats,
 };
 pub use security::{BodyRedactor, ProxyKeySet, Redactor, mask_secret};
 pub use selection::{AttemptPlan, Rotator, Settled, plan_attempts};

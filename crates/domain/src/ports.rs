@@ -19,6 +19,7 @@ use crate::{
         ApiKey, ApiKeyId, ConfigChange, ConfigSnapshot, KeyHealth, KeySecret, ProxyConfig,
         ProxyConfigId, ProxyConfigSpec, Slug, UsageDelta, UsageEvent,
     },
+    request_log::{LogPage, LogQuery, RequestRecord, Retention, StatsQuery, UsageStats},
 };
 
 /// What a batch insert did.
@@ -215,4 +216,31 @@ pub trait ConfigEvents: Send + Sync {
     /// [`ConfigNotice::Resync`] whenever some may have been missed. The stream survives
     /// reconnects of the adapter.
     async fn subscribe(&self) -> Result<ChangeStream>;
+}
+
+/// The request log of SPEC §10: one record per proxied request, written in batches off the hot
+/// path, read newest first a page at a time, aggregated into time series, and pruned by age and
+/// row count in bounded steps.
+///
+/// Errors: an unreachable store is [`crate::Error::Unavailable`]; messages never carry driver
+/// text. Records are kept as [`RequestRecord::normalized`] makes them (time to the millisecond,
+/// texts cut to their bounds).
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait RequestLog: Send + Sync {
+    /// Stores a batch of records in a few statements, whatever its size (never over the
+    /// database's bound-parameter limit).
+    async fn append(&self, records: &[RequestRecord]) -> Result<()>;
+    /// One page of the records matching the query's filter, newest first (time, then id, both
+    /// descending), after the query's cursor.
+    async fn query(&self, query: &LogQuery) -> Result<LogPage>;
+    /// The query's window cut into buckets (gap-filled, oldest first) and the top configs,
+    /// upstream keys and client keys, over the records matching its filter. The cost must not
+    /// grow with the rows' size beyond one scan of the matching records.
+    async fn stats(&self, query: &StatsQuery) -> Result<UsageStats>;
+    /// One bounded prune step: deletes at most `retention.batch` of the records older than
+    /// `retention.older_than` or beyond the newest `retention.max_rows`, oldest first; returns
+    /// how many it deleted. Callers repeat it, pausing between steps, until it deletes fewer
+    /// than `batch`; no step holds the store for longer than one small delete.
+    async fn prune(&self, retention: &Retention) -> Result<u64>;
 }

@@ -12,6 +12,7 @@ use domain::{
     OutputFormat, ProxyConfig, ProxyConfigId, ProxyConfigSpec, Slug,
     failover::{ConfigPolicy, RetryClass, RetryOn},
 };
+use domain::{ClientKeyId, LoggedRequest, RequestRecord, RequestRecordId};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ConnAcquireErr, DbBackend, DbErr, RuntimeErr, SqlErr,
@@ -20,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     cipher::{CipherError, KeyCipher, StoredForm, stored_form},
-    entity::{api_key, proxy_config},
+    entity::{api_key, proxy_config, request_log},
 };
 
 /// The two columns a key value is stored as: `key_value` (encrypted when a cipher is
@@ -493,6 +494,64 @@ fn database_error(
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request log
+
+/// A request record as the columns of a new `request_logs` row, normalized first.
+pub(crate) fn request_log_row(record: &RequestRecord) -> request_log::Model {
+    let record = record.clone().normalized();
+    request_log::Model {
+        id: 0,
+        created_at: record.created_at.timestamp_millis(),
+        proxy_config_id: record.proxy_config_id.0,
+        client_key_id: record.client_key_id.map(|id| id.0),
+        api_key_id: record.api_key_id.map(|id| id.0),
+        method: record.method,
+        path: record.path,
+        status: i32::from(record.status),
+        outcome: record.outcome,
+        attempts: i32::try_from(record.attempts).unwrap_or(i32::MAX),
+        head_latency_ms: counter(record.head_latency_ms),
+        total_latency_ms: counter(record.total_latency_ms),
+        streamed: record.streamed,
+        bytes_in: counter(record.bytes_in),
+        bytes_out: counter(record.bytes_out),
+        tokens_in: record.tokens_in.map(counter),
+        tokens_out: record.tokens_out.map(counter),
+        error_code: record.error_code,
+    }
+}
+
+/// A `request_logs` row as the domain's record; a row no writer of this store produces (a
+/// negative count, a status out of range) is `Error::Internal`.
+pub(crate) fn request_from_row(row: request_log::Model) -> Result<LoggedRequest, Error> {
+    let corrupt = || Error::Internal(format!("stored request log record {} is corrupt", row.id));
+    let unsigned = |value: i64| u64::try_from(value).map_err(|_| corrupt());
+    let record = RequestRecord {
+        created_at: DateTime::from_timestamp_millis(row.created_at).ok_or_else(corrupt)?,
+        proxy_config_id: ProxyConfigId(row.proxy_config_id),
+        client_key_id: row.client_key_id.map(ClientKeyId),
+        api_key_id: row.api_key_id.map(ApiKeyId),
+        status: u16::try_from(row.status).map_err(|_| corrupt())?,
+        attempts: u32::try_from(row.attempts).map_err(|_| corrupt())?,
+        head_latency_ms: unsigned(row.head_latency_ms)?,
+        total_latency_ms: unsigned(row.total_latency_ms)?,
+        streamed: row.streamed,
+        bytes_in: unsigned(row.bytes_in)?,
+        bytes_out: unsigned(row.bytes_out)?,
+        tokens_in: row.tokens_in.map(unsigned).transpose()?,
+        tokens_out: row.tokens_out.map(unsigned).transpose()?,
+        method: row.method,
+        path: row.path,
+        outcome: row.outcome,
+        error_code: row.error_code,
+    };
+    Ok(LoggedRequest {
+        id: RequestRecordId(row.id),
+        record,
+    })
 }
 
 #[cfg(test)]

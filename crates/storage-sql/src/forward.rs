@@ -1,4 +1,6 @@
-//! [`forward_proxy_store!`](crate::forward_proxy_store): implements `domain::ProxyStore` for an
+//! [`forward_proxy_store!`](crate::forward_proxy_store) and
+//! [`forward_request_log!`](crate::forward_request_log): implement `domain::ProxyStore` and
+//! `domain::RequestLog` for an
 //! adapter's store type by forwarding every call to the [`SqlStore`](crate::SqlStore) it wraps,
 //! so neither adapter repeats the port's methods.
 
@@ -159,6 +161,47 @@ macro_rules! forward_proxy_store {
 
             async fn ping(&self) -> $crate::__private::domain::Result<()> {
                 $crate::__private::domain::ProxyStore::ping(&self.$field).await
+            }
+        }
+    };
+}
+
+/// Implements `domain::RequestLog` for `$store` by forwarding to its `SqlStore` field `$field`.
+///
+/// ```ignore
+/// storage_sql::forward_request_log!(SqliteStore => inner);
+/// ```
+#[macro_export]
+macro_rules! forward_request_log {
+    ($store:ty => $field:ident) => {
+        #[$crate::__private::async_trait]
+        impl $crate::__private::domain::RequestLog for $store {
+            async fn append(
+                &self,
+                records: &[$crate::__private::domain::RequestRecord],
+            ) -> $crate::__private::domain::Result<()> {
+                $crate::__private::domain::RequestLog::append(&self.$field, records).await
+            }
+
+            async fn query(
+                &self,
+                query: &$crate::__private::domain::LogQuery,
+            ) -> $crate::__private::domain::Result<$crate::__private::domain::LogPage> {
+                $crate::__private::domain::RequestLog::query(&self.$field, query).await
+            }
+
+            async fn stats(
+                &self,
+                query: &$crate::__private::domain::StatsQuery,
+            ) -> $crate::__private::domain::Result<$crate::__private::domain::UsageStats> {
+                $crate::__private::domain::RequestLog::stats(&self.$field, query).await
+            }
+
+            async fn prune(
+                &self,
+                retention: &$crate::__private::domain::Retention,
+            ) -> $crate::__private::domain::Result<u64> {
+                $crate::__private::domain::RequestLog::prune(&self.$field, retention).await
             }
         }
     };

@@ -13,12 +13,15 @@ use actix_web::{
     },
     web,
 };
+use std::time::Instant;
+
 use bytes::{Bytes, BytesMut};
 use domain::{ConfigKind, LlmTarget};
 use futures_util::StreamExt;
 use llm_adapters::{ClientFormat, ProxyError};
 
 use crate::{
+    completion::Completion,
     errors::ApiError,
     inbound::BufferedBody,
     routes::proxy::{outcome_name, split_proxy_path},
@@ -43,6 +46,7 @@ async fn llm_proxy(
     client: web::Data<UpstreamClient>,
 ) -> HttpResponse {
     use actix_web::ResponseError;
+    let started = Instant::now();
     let (slug, action) = split_proxy_path(request.path(), "/llm/");
     let snapshot = match state.active_config(slug).await {
         Ok(snapshot) => snapshot,
@@ -62,20 +66,28 @@ async fn llm_proxy(
         target,
         action,
         client_format: ClientFormat::from(target),
+        started,
     };
-    let result = exchange.serve(payload).await;
+    let mut completion = None;
+    let result = exchange.serve(payload, &mut completion).await;
     let slug = snapshot.config.slug.as_str();
     match result {
         Ok((response, outcome)) => {
             state
                 .metrics
                 .count_request(slug, response.status().as_u16(), outcome);
-            response
+            match completion {
+                Some(completion) => completion.respond(response, outcome),
+                None => response,
+            }
         }
         Err(error) => {
             state
                 .metrics
                 .count_request(slug, error.status().as_u16(), error.code());
+            if let Some(completion) = completion {
+                completion.fail(error.status().as_u16(), error.code());
+            }
             client_error(exchange.client_format, &error)
         }
     }
@@ -90,6 +102,8 @@ struct LlmExchange<'a> {
     target: &'a LlmTarget,
     action: &'a str,
     client_format: ClientFormat,
+    /// When the request arrived.
+    started: Instant,
 }
 
 /// The request body after authentication, with the credential field removed.
@@ -98,8 +112,22 @@ struct ClientBody {
 }
 
 impl LlmExchange<'_> {
-    async fn serve(&self, payload: web::Payload) -> Result<(HttpResponse, &'static str), ApiError> {
+    /// Serves the exchange; once the client is authenticated, `completion` holds the exchange's
+    /// [`Completion`] (the caller finishes it with the answer).
+    async fn serve(
+        &self,
+        payload: web::Payload,
+        completion: &mut Option<Completion>,
+    ) -> Result<(HttpResponse, &'static str), ApiError> {
         let body = self.authenticated_body(payload).await?;
+        let done = completion.insert(Completion::new(
+            self.state.exchange_observers.clone(),
+            self.snapshot.config.id,
+            self.request.method(),
+            self.request.path(),
+            self.started,
+        ));
+        done.set_bytes_in(body.body.bytes.len() as u64);
         let conversion =
             llm_adapters::Conversion::lookup(self.client_format, self.target.api_format);
         let mut converted = match &conversion {
@@ -118,7 +146,7 @@ impl LlmExchange<'_> {
         };
         // The client's body (and its share of the buffer budget) is held until the exchange ends.
         drop(body);
-        let reply = reply?;
+        let reply = done.meter(reply?, self.target.api_format);
         let outcome = match &reply {
             Reply::Stream { .. } => "success",
             Reply::Buffered { verdict, .. } => outcome_name(*verdict),

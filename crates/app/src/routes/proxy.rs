@@ -3,6 +3,8 @@
 //! every query value kept, hop-by-hop headers dropped, the next upstream key injected, bodies
 //! streamed both ways, and failover when the request body can be replayed.
 
+use std::time::Instant;
+
 use actix_web::{
     HttpRequest, HttpResponse,
     http::{
@@ -15,6 +17,7 @@ use domain::{ConfigKind, GenericTarget, KeyLocation};
 use llm_adapters::PROXY_KEY_HEADER;
 
 use crate::{
+    completion::Completion,
     disconnect,
     errors::ApiError,
     inbound::{self, BodyLimits, BufferedBody},
@@ -41,6 +44,7 @@ async fn generic_proxy(
     state: web::Data<AppState>,
     client: web::Data<UpstreamClient>,
 ) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
     state.hop.check(request.headers())?;
     let presented = request
         .headers()
@@ -69,6 +73,13 @@ async fn generic_proxy(
             format!("proxy config {slug:?} accepts only {}", target.method),
         ));
     }
+    let mut completion = Completion::new(
+        state.exchange_observers.clone(),
+        snapshot.config.id,
+        request.method(),
+        request.path(),
+        started,
+    );
     let query = request.query_string();
     let target_for = |key: &str| {
         let injection = llm_adapters::inject_at(&target.key_placement, key);
@@ -80,7 +91,17 @@ async fn generic_proxy(
         .map_err(|e| ApiError::bad_request("invalid_path", e.to_string()))?;
         Target::new(url, &injection)
     };
-    let (body, buffered) = request_body(&request, payload, &state.bodies).await?;
+    let (body, buffered) = match request_body(&request, payload, &state.bodies).await {
+        Ok(read) => read,
+        Err(error) => {
+            completion.fail(error.status().as_u16(), error.code());
+            return Err(error);
+        }
+    };
+    completion.set_bytes_in(match &body {
+        RequestBody::Replayable(bytes) => bytes.len() as u64,
+        RequestBody::Streaming { length, .. } => length.unwrap_or(0),
+    });
     let upstream_request = UpstreamRequest {
         method: request.method().clone(),
         headers: {
@@ -106,12 +127,13 @@ async fn generic_proxy(
                 } => (*status, outcome_name(*verdict)),
             };
             state.metrics.count_request(slug, status.as_u16(), outcome);
-            Ok(upstream::respond(reply, &state.settings, None))
+            Ok(completion.respond(upstream::respond(reply, &state.settings, None), outcome))
         }
         Err(error) => {
             state
                 .metrics
                 .count_request(slug, error.status().as_u16(), error.code());
+            completion.fail(error.status().as_u16(), error.code());
             Err(error)
         }
     }

@@ -1,10 +1,12 @@
 //! The entities of SPEC §1: proxy configs (one per upstream service), their API keys with health
 //! and usage, and the small validated value types they are made of.
 
+mod client_key;
 mod config;
 mod key;
 mod wire_enum;
 
+pub use client_key::ClientKeyId;
 pub use config::{
     ApiFormat, ConfigKind, ConfigName, ConfigSnapshot, ConfigType, GenericTarget, HttpMethod,
     HttpUrl, KeyLocation, KeyPlacement, LlmTarget, OutputFormat, ProxyConfig, ProxyConfigId,

@@ -1,4 +1,5 @@
-//! The sea-orm entities of the two tables, `proxy_configs` and `api_keys`, one row type each.
+//! The sea-orm entities of the store's tables (`proxy_configs`, `api_keys`, `request_logs`), one
+//! row type each.
 //!
 //! They mirror the schema the migrations create, column for column, and hold plain database
 //! types (strings, integers, timestamps): turning a row into a validated domain type, and
@@ -6,3 +7,4 @@
 
 pub mod api_key;
 pub mod proxy_config;
+pub mod request_log;
