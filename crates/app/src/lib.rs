@@ -21,6 +21,7 @@ pub mod key_migration;
 pub mod metrics;
 pub mod openapi;
 pub mod probe;
+pub mod request_log;
 pub mod resilience;
 pub mod routes;
 pub mod startup;

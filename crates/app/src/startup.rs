@@ -14,12 +14,16 @@ use secrecy::ExposeSecret;
 use crate::{
     auth::AdminAuth,
     background::{self, UsageFlusher},
+    completion::ExchangeObserver,
     config::Settings,
     errors,
     hop::HopMarker,
     inbound::BodyLimits,
     metrics::Metrics,
-    probe, routes,
+    metrics::TokenMeter,
+    probe,
+    request_log::{self, DropCounter, RequestLogQueue},
+    routes,
     state::AppState,
     upstream::{self, UpstreamClient},
     wiring,
@@ -27,6 +31,8 @@ use crate::{
 
 /// Configs kept in the snapshot cache.
 const SNAPSHOT_CAPACITY: usize = 10_000;
+/// How long the request log writer gets to write what is queued on shutdown.
+const REQUEST_LOG_DRAIN: Duration = Duration::from_secs(10);
 /// How long in-flight requests get to finish on shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -37,6 +43,10 @@ pub struct Application {
     state: web::Data<AppState>,
     flusher: Arc<UsageFlusher>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    request_log_writer: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
     stop_recovery: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -92,6 +102,20 @@ impl Application {
                 llm_response_timeout: settings.llm_response_timeout,
             },
         );
+        let metrics = Metrics::default();
+        let mut observers: Vec<Arc<dyn ExchangeObserver>> =
+            vec![Arc::new(TokenMeter::new(&metrics))];
+        let mut request_log_writer = None;
+        if settings.request_log_max_rows > 0 {
+            let drops = Arc::new(DropCounter::new(metrics.request_log_dropped.clone()));
+            let (queue, writer) = RequestLogQueue::new(
+                settings.request_log_queue_size,
+                ports.request_log.clone(),
+                drops,
+            );
+            observers.push(Arc::new(queue));
+            request_log_writer = Some(writer);
+        }
         let state = web::Data::new(AppState {
             proxy_keys: AppState::proxy_key_set(&settings),
             settings: settings.clone(),
@@ -103,10 +127,11 @@ impl Application {
             events: ports.events.clone(),
             leases: ports.leases.clone(),
             snapshots: snapshots.clone(),
-            metrics: Metrics::default(),
+            metrics,
             bodies: BodyLimits::new(&settings),
             hop: HopMarker::new(&settings),
-            exchange_observers: crate::completion::ExchangeObservers::default(),
+            exchange_observers: crate::completion::ExchangeObservers::new(observers),
+            request_log: ports.request_log.clone(),
         });
         let auth = web::Data::new(AdminAuth::new(
             &settings.admin_username,
@@ -151,10 +176,23 @@ impl Application {
         let server = server.run();
 
         let flusher = Arc::new(UsageFlusher::new(ports.usage.clone(), ports.store.clone()));
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(flusher.clone().run(settings.usage_flush_interval)),
             tokio::spawn(background::follow_changes(ports.events.clone(), snapshots)),
         ];
+        let request_log_writer = request_log_writer.map(|writer| {
+            let (stop, stopped) = tokio::sync::oneshot::channel();
+            (stop, tokio::spawn(writer.run(stopped)))
+        });
+        if settings.request_log_max_rows > 0 {
+            tasks.push(tokio::spawn(request_log::prune_forever(
+                ports.request_log.clone(),
+                ports.leases.clone(),
+                instance_name(),
+                settings.request_log_retention_days,
+                settings.request_log_max_rows,
+            )));
+        }
         let stop_recovery = Arc::new(std::sync::atomic::AtomicBool::new(false));
         probe::spawn_recovery(
             state.clone(),
@@ -168,6 +206,7 @@ impl Application {
             state,
             flusher,
             tasks,
+            request_log_writer,
             stop_recovery,
         })
     }
@@ -200,8 +239,25 @@ impl Application {
         for task in self.tasks {
             task.abort();
         }
+        // In-flight requests are done: the writer writes what is queued and ends (bounded, so
+        // a dead store cannot hold the exit).
+        if let Some((stop, writer)) = self.request_log_writer {
+            let _ = stop.send(());
+            if tokio::time::timeout(REQUEST_LOG_DRAIN, writer)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the request log could not be written out before shutdown");
+            }
+        }
         result
     }
+}
+
+/// This process's name among the instances sharing leases: random, so two instances never
+/// believe they share one.
+fn instance_name() -> String {
+    crate::config::random_token(8).unwrap_or_else(|_| format!("pid-{}", std::process::id()))
 }
 
 /// Tells the operator the secrets that were generated for this run.

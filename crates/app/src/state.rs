@@ -45,6 +45,8 @@ pub struct AppState {
     pub hop: HopMarker,
     /// Told about every finished proxied exchange.
     pub exchange_observers: ExchangeObservers,
+    /// The request log, for the admin API (the proxies reach it only through the queue).
+    pub request_log: Arc<dyn domain::RequestLog>,
 }
 
 impl std::fmt::Debug for AppState {

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use cache_memory::MemoryCache;
 use domain::{
-    ConfigEvents, ImportReport, Leases, OriginalData, OriginalTables, ProxyStore, RotationState,
-    UsageCounters,
+    ConfigEvents, ImportReport, Leases, OriginalData, OriginalTables, ProxyStore, RequestLog,
+    RotationState, UsageCounters,
 };
 use storage_sql::{KeyCipher, SqlStore};
 
@@ -27,6 +27,8 @@ pub struct Ports {
     pub events: Arc<dyn ConfigEvents>,
     /// Leases of background jobs that run on one instance at a time.
     pub leases: Arc<dyn Leases>,
+    /// The request log (the store's database).
+    pub request_log: Arc<dyn RequestLog>,
     /// `lightweight` or `enterprise`, for logs.
     pub description: String,
 }
@@ -66,7 +68,7 @@ pub enum WiringError {
 /// # Errors
 /// A backend that was not compiled in, or that cannot be opened.
 pub async fn connect(settings: &Settings) -> Result<Ports, WiringError> {
-    let store = connect_store(settings).await?;
+    let (store, request_log) = connect_store(settings).await?;
     let (rotation, usage, events, leases, cache_name) = connect_cache(settings).await?;
     let store_name = match settings.storage {
         StorageBackend::Sqlite { .. } => "sqlite",
@@ -78,13 +80,16 @@ pub async fn connect(settings: &Settings) -> Result<Ports, WiringError> {
         usage,
         events,
         leases,
+        request_log,
         description: format!("{store_name} + {cache_name}"),
     })
 }
 
 /// Opens the store with the configured cipher and checks that its rows are in the mode
 /// `ENCRYPTION_KEY` asks for, so a server never serves a half-migrated pool.
-async fn connect_store(settings: &Settings) -> Result<Arc<dyn ProxyStore>, WiringError> {
+async fn connect_store(
+    settings: &Settings,
+) -> Result<(Arc<dyn ProxyStore>, Arc<dyn RequestLog>), WiringError> {
     let cipher = settings.encryption_key.as_ref().map(KeyCipher::new);
     let (store, sql) = open_store(settings, cipher, settings.reset_db_tables).await?;
     let census = sql
@@ -95,7 +100,8 @@ async fn connect_store(settings: &Settings) -> Result<Arc<dyn ProxyStore>, Wirin
             source,
         })?;
     key_migration::check_key_mode(&census, sql.key_cipher().is_some())?;
-    Ok(store)
+    // The request log lives in the store's database, written once in `storage-sql`.
+    Ok((store, Arc::new(sql)))
 }
 
 /// The SQL store for the key commands: migrated, without a cipher (a rewrite names its own

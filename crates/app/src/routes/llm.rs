@@ -27,7 +27,7 @@ use crate::{
     routes::proxy::{outcome_name, split_proxy_path},
     state::AppState,
     streaming::StreamError,
-    upstream::{self, Reply, RequestBody, Target, UpstreamClient, UpstreamRequest},
+    upstream::{self, AttemptTrace, Reply, RequestBody, Target, UpstreamClient, UpstreamRequest},
 };
 
 /// Mounts the LLM proxy.
@@ -67,9 +67,13 @@ async fn llm_proxy(
         action,
         client_format: ClientFormat::from(target),
         started,
+        trace: AttemptTrace::default(),
     };
     let mut completion = None;
     let result = exchange.serve(payload, &mut completion).await;
+    if let Some(completion) = &mut completion {
+        exchange.trace.fill(completion.facts_mut());
+    }
     let slug = snapshot.config.slug.as_str();
     match result {
         Ok((response, outcome)) => {
@@ -104,6 +108,8 @@ struct LlmExchange<'a> {
     client_format: ClientFormat,
     /// When the request arrived.
     started: Instant,
+    /// The failover loop's attempts, for the request log.
+    trace: AttemptTrace,
 }
 
 /// The request body after authentication, with the credential field removed.
@@ -263,6 +269,7 @@ impl LlmExchange<'_> {
             headers: self.forwarded_headers(conversion),
             body: RequestBody::Replayable(body),
             target: &target_for,
+            trace: &self.trace,
         };
         upstream::send_with_failover(self.state, self.client, self.snapshot, upstream_request).await
     }

@@ -22,7 +22,7 @@ use crate::{
     errors::ApiError,
     inbound::{self, BodyLimits, BufferedBody},
     state::AppState,
-    upstream::{self, Reply, RequestBody, Target, UpstreamClient, UpstreamRequest},
+    upstream::{self, AttemptTrace, Reply, RequestBody, Target, UpstreamClient, UpstreamRequest},
 };
 
 /// Request bodies up to this size (with a declared length) are buffered so a failed attempt can
@@ -102,6 +102,7 @@ async fn generic_proxy(
         RequestBody::Replayable(bytes) => bytes.len() as u64,
         RequestBody::Streaming { length, .. } => length.unwrap_or(0),
     });
+    let trace = AttemptTrace::default();
     let upstream_request = UpstreamRequest {
         method: request.method().clone(),
         headers: {
@@ -111,12 +112,14 @@ async fn generic_proxy(
         },
         body,
         target: &target_for,
+        trace: &trace,
     };
     let reply = tokio::select! {
         reply = upstream::send_with_failover(&state, &client, &snapshot, upstream_request) => reply,
         () = disconnect::client_gone(&request) => Err(ApiError::client_closed()),
     };
     drop(buffered);
+    trace.fill(completion.facts_mut());
     let slug = snapshot.config.slug.as_str();
     match reply {
         Ok(reply) => {
