@@ -21,12 +21,16 @@ export function svg(tag, attributes = {}, ...children) {
   return element;
 }
 
-/** A round upper bound and the step of its grid lines for values up to `max`. */
-export function niceScale(max, lines = 4) {
-  if (!(max > 0)) return { top: 1, step: 1 / lines };
+/**
+ * A round upper bound and the step of its grid lines for values up to `max`; `integer` keeps
+ * the steps whole (counts, milliseconds), so no axis label is a rounded fraction.
+ */
+export function niceScale(max, { lines = 4, integer = false } = {}) {
+  if (!(max > 0)) return integer ? { top: lines, step: 1 } : { top: 1, step: 1 / lines };
   const rough = max / lines;
   const magnitude = 10 ** Math.floor(Math.log10(rough));
-  const step = [1, 2, 2.5, 5, 10].map((m) => m * magnitude).find((candidate) => candidate >= rough);
+  let step = [1, 2, 5, 10].map((m) => m * magnitude).find((candidate) => candidate >= rough);
+  if (integer) step = Math.max(1, Math.round(step));
   return { top: step * Math.ceil(max / step), step };
 }
 
@@ -44,9 +48,12 @@ function drawingWidth() {
 /**
  * A time chart. `times`: Date per bucket; `series`: [{label, values}] (a null value leaves a gap
  * in a line); `kind`: `line` or `bars` (stacked); `format` turns a value into axis and tooltip
- * text, `timeFormat` a Date into an axis label. Returns a <figure> with a legend.
+ * text, `timeFormat` a Date into an axis label; `integer` (the default) keeps the axis steps
+ * whole. Returns a <figure> with a legend.
  */
-export function timeChart({ id, title, times, series, kind = 'line', format = String, timeFormat = String, emptyText = '' }) {
+export function timeChart({
+  id, title, times, series, kind = 'line', format = String, timeFormat = String, emptyText = '', integer = true,
+}) {
   const width = drawingWidth();
   const height = 200;
   const plotWidth = width - MARGIN.left - MARGIN.right;
@@ -56,7 +63,7 @@ export function timeChart({ id, title, times, series, kind = 'line', format = St
   const max = kind === 'bars'
     ? Math.max(0, ...totals)
     : Math.max(0, ...series.flatMap((s) => s.values.filter((v) => v !== null && v !== undefined).map(Number)));
-  const { top, step } = niceScale(max);
+  const { top, step } = niceScale(max, { integer });
   const slot = count > 0 ? plotWidth / count : plotWidth;
   const x = (i) => MARGIN.left + slot * i + slot / 2;
   const y = (value) => MARGIN.top + plotHeight - (value / top) * plotHeight;
@@ -105,7 +112,7 @@ export function timeChart({ id, title, times, series, kind = 'line', format = St
       if (d) marks.push(svg('path', { class: ['line', `series-${index}`], d, fill: 'none' }));
       s.values.forEach((raw, i) => {
         if (raw === null || raw === undefined) return;
-        marks.push(svg('circle', { class: ['point', `series-${index}`], cx: x(i), cy: y(Number(raw)), r: count > 40 ? 1.6 : 2.6 },
+        marks.push(svg('circle', { class: ['point', `series-${index}`], cx: x(i), cy: y(Number(raw)), r: count > 40 ? 2.2 : 2.8 },
           svg('title', {}, `${timeFormat(times[i])} · ${s.label}: ${format(Number(raw))}`)));
       });
     });

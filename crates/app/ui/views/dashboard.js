@@ -127,7 +127,7 @@ export async function dashboardView(context) {
       ],
     }),
     timeChart({
-      id: 'error-rate', title: t('dashboard.chartErrorRate'), times, timeFormat, format: percent, emptyText: empty,
+      id: 'error-rate', title: t('dashboard.chartErrorRate'), times, timeFormat, format: percent, emptyText: empty, integer: false,
       series: [
         { label: t('dashboard.series4xx'), values: rate(errors4) },
         { label: t('dashboard.series5xx'), values: rate(errors5) },
