@@ -161,3 +161,8 @@ async fn concurrent_turns_never_repeat_a_counter() {
     all.sort_unstable();
     assert_eq!(all, (0..20_000).collect::<Vec<u64>>());
 }
+
+#[tokio::test]
+async fn memory_client_limiter_meets_the_client_limiter_contract() {
+    domain::contract::client_limiter(&cache_memory::MemoryClientLimiter::default()).await;
+}
