@@ -129,7 +129,10 @@ impl LiveLimits {
                 retry_after_seconds: retry_seconds(self.token_tat - MINUTE_MICROS - now_micros),
             });
         }
-        if limits.max_concurrency.is_some_and(|max| self.in_flight >= max) {
+        if limits
+            .max_concurrency
+            .is_some_and(|max| self.in_flight >= max)
+        {
             return Err(Refusal {
                 kind: LimitKind::Concurrency,
                 retry_after_seconds: 1,

@@ -19,6 +19,7 @@
 //! database errors never leak driver text into a domain error's message.
 
 pub mod cipher;
+mod client_keys;
 mod convert;
 #[cfg(feature = "encryption-tests")]
 pub mod encryption_suite;
@@ -29,7 +30,7 @@ pub mod original;
 mod repository;
 mod rewrite;
 
-pub use cipher::{EncryptionKey, EncryptionKeyError, KeyCipher};
+pub use cipher::{ClientSecretHasher, EncryptionKey, EncryptionKeyError, KeyCipher};
 pub use convert::{StoredKey, db_error, stored_key};
 pub use repository::SqlStore;
 pub use rewrite::{KeyCensus, KeyRewrite, RewriteError, RewriteProgress};
