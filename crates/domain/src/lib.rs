@@ -30,7 +30,8 @@ pub use classify::{Classifier, KeyEffect, Outcome, UpstreamResponse, Verdict};
 pub use client_limits::{LimitKind, LiveLimits, Refusal};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use command::{
-    BatchImportReport, BatchKeysInput, FieldError, NewKeyInput, ProxyConfigInput, ValidationErrors,
+    BatchImportReport, BatchKeysInput, ClientKeyInput, FieldError, NewKeyInput, ProxyConfigInput,
+    ValidationErrors,
 };
 pub use error::{Dependency, Entity, Error, Result};
 pub use failover::{
