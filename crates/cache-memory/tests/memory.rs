@@ -168,3 +168,8 @@ async fn memory_request_log_meets_the_contract() {
     domain::contract::request_log(&log).await;
     domain::contract::request_log_retention(&cache_memory::MemoryRequestLog::default()).await;
 }
+
+#[tokio::test]
+async fn memory_client_limiter_meets_the_client_limiter_contract() {
+    domain::contract::client_limiter(&cache_memory::MemoryClientLimiter::default()).await;
+}

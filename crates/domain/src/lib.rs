@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod classify;
+pub mod client_limits;
 pub mod clock;
 pub mod command;
 #[cfg(feature = "contract-tests")]
@@ -28,9 +29,11 @@ pub mod selection;
 
 pub use admin::AdminService;
 pub use classify::{Classifier, KeyEffect, Outcome, UpstreamResponse, Verdict};
+pub use client_limits::{LimitKind, LiveLimits, Refusal};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use command::{
-    BatchImportReport, BatchKeysInput, FieldError, NewKeyInput, ProxyConfigInput, ValidationErrors,
+    BatchImportReport, BatchKeysInput, ClientKeyInput, FieldError, NewKeyInput, ProxyConfigInput,
+    ValidationErrors,
 };
 pub use error::{Dependency, Entity, Error, Result};
 pub use failover::{
@@ -42,18 +45,20 @@ pub use key_page::{
     MalformedCursor, PageLimit,
 };
 pub use model::{
-    ApiFormat, ApiKey, ApiKeyId, ClientKeyId, ConfigChange, ConfigKind, ConfigName, ConfigSnapshot,
-    ConfigType, GenericTarget, HttpMethod, HttpUrl, KeyHealth, KeyLocation, KeyPlacement,
-    KeySecret, KeyUsage, LlmTarget, OutputFormat, ProxyConfig, ProxyConfigId, ProxyConfigSpec,
-    Slug, UsageDelta, UsageEvent,
+    ApiFormat, ApiKey, ApiKeyId, BudgetPeriod, ClientKey, ClientKeyId, ClientKeySpec,
+    ClientKeyUsage, ClientLimits, ClientUsageDelta, ConfigChange, ConfigKind, ConfigName,
+    ConfigSnapshot, ConfigType, GenericTarget, HttpMethod, HttpUrl, IssuedSecret, KeyHealth,
+    KeyLocation, KeyPlacement, KeySecret, KeyUsage, LlmTarget, OutputFormat, ProxyConfig,
+    ProxyConfigId, ProxyConfigSpec, SecretDigest, Slug, TokenBudget, UsageDelta, UsageEvent,
 };
 pub use original::{
     ImportPlan, ImportReport, OriginalConfigRow, OriginalData, OriginalKeyRow, OriginalTable,
     OriginalTables, PlannedConfig, PlannedKey, RefusedRow, plan_import,
 };
 pub use ports::{
-    ChangeStream, ConfigEvents, ConfigNotice, Draw, HealthRead, InsertedKeys, Leases, ProxyStore,
-    RequestLog, RotationState, Turn, UsageCounters,
+    Admission, ChangeStream, ClientKeyStore, ClientLimiter, ConfigEvents, ConfigNotice, Draw,
+    HealthRead, InsertedKeys, Leases, ProxyStore, RequestLog, RotationState, SlotId, Turn,
+    UsageCounters,
 };
 pub use request_log::{
     LogCursor, LogFilter, LogPage, LogQuery, LogQueryError, LogQueryInput, LoggedRequest,

@@ -19,6 +19,7 @@
 //! database errors never leak driver text into a domain error's message.
 
 pub mod cipher;
+mod client_keys;
 mod convert;
 #[cfg(feature = "encryption-tests")]
 pub mod encryption_suite;
@@ -30,7 +31,7 @@ mod repository;
 mod request_log;
 mod rewrite;
 
-pub use cipher::{EncryptionKey, EncryptionKeyError, KeyCipher};
+pub use cipher::{ClientSecretHasher, EncryptionKey, EncryptionKeyError, KeyCipher};
 pub use convert::{StoredKey, db_error, stored_key};
 pub use repository::SqlStore;
 pub use request_log::RECORDS_PER_INSERT;

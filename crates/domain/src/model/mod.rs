@@ -6,7 +6,10 @@ mod config;
 mod key;
 mod wire_enum;
 
-pub use client_key::ClientKeyId;
+pub use client_key::{
+    BudgetPeriod, ClientKey, ClientKeyId, ClientKeySpec, ClientKeyUsage, ClientLimits,
+    ClientUsageDelta, IssuedSecret, SecretDigest, TokenBudget,
+};
 pub use config::{
     ApiFormat, ConfigKind, ConfigName, ConfigSnapshot, ConfigType, GenericTarget, HttpMethod,
     HttpUrl, KeyLocation, KeyPlacement, LlmTarget, OutputFormat, ProxyConfig, ProxyConfigId,
