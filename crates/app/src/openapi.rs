@@ -41,6 +41,12 @@ use utoipa::{
         crate::routes::admin::set_key_status,
         crate::routes::admin::delete_key,
         crate::routes::admin::test_key,
+        crate::routes::client_keys::list_client_keys,
+        crate::routes::client_keys::create_client_key,
+        crate::routes::client_keys::get_client_key,
+        crate::routes::client_keys::replace_client_key,
+        crate::routes::client_keys::delete_client_key,
+        crate::routes::client_keys::rotate_client_key,
         serve,
     ),
     components(schemas(
@@ -69,12 +75,17 @@ use utoipa::{
         ErrorBody,
         ErrorDetail,
         FieldError,
+        crate::routes::client_keys::ClientKeyView,
+        crate::routes::client_keys::IssuedClientKey,
+        crate::routes::client_keys::ClientKeyList,
+        crate::routes::client_keys::ClientKeyInputDoc,
     )),
     modifiers(&AdminToken),
     tags(
         (name = "session", description = "Public routes: the console's settings and admin login"),
         (name = "proxy-configs", description = "Upstream services and their settings"),
         (name = "keys", description = "The pool of upstream keys of each config"),
+        (name = "client-keys", description = "Keys issued to clients, with scopes, limits, budgets and expiry (SPEC §7)"),
         (name = "meta", description = "This document")
     )
 )]
@@ -632,6 +643,12 @@ mod tests {
             "PATCH /admin/keys/{key_id}",
             "DELETE /admin/keys/{key_id}",
             "POST /admin/keys/{key_id}/test",
+            "GET /admin/client-keys",
+            "POST /admin/client-keys",
+            "GET /admin/client-keys/{id}",
+            "PUT /admin/client-keys/{id}",
+            "DELETE /admin/client-keys/{id}",
+            "POST /admin/client-keys/{id}/rotate",
             "GET /admin/openapi.json",
         ]
         .into_iter()
@@ -749,6 +766,10 @@ mod tests {
         input.validate().unwrap();
         let domain_fields: BTreeSet<String> = properties(&document, "ProxyConfigInput");
         assert!(domain_fields.contains("output_format") && domain_fields.len() == 15);
+        let example = document["components"]["schemas"]["ClientKeyInputDoc"]["examples"][0].clone();
+        let input: domain::ClientKeyInput = serde_json::from_value(example).unwrap();
+        input.validate().unwrap();
+        assert_eq!(properties(&document, "ClientKeyInputDoc").len(), 9);
     }
 
     #[actix_web::test]

@@ -66,6 +66,14 @@ impl Application {
             Err(error) => tracing::warn!(%error, "stored key health could not be restored"),
         }
 
+        let client_keys = Arc::new(crate::client_keys::ClientKeys::new(
+            ports.client_keys.clone(),
+            ports.client_limiter.clone(),
+            ports.client_hasher.clone(),
+        ));
+        if let Err(error) = client_keys.refresh().await {
+            tracing::warn!(%error, "client keys could not be loaded; they are retried on the next change notice");
+        }
         let snapshots = Arc::new(SnapshotCache::new(SNAPSHOT_CAPACITY));
         let local = snapshots.clone();
         let admin = AdminService::new(
@@ -106,7 +114,10 @@ impl Application {
             metrics: Metrics::default(),
             bodies: BodyLimits::new(&settings),
             hop: HopMarker::new(&settings),
-            exchange_observers: crate::completion::ExchangeObservers::default(),
+            exchange_observers: crate::completion::ExchangeObservers::new(vec![
+                client_keys.clone() as Arc<dyn crate::completion::ExchangeObserver>,
+            ]),
+            client_keys: client_keys.clone(),
         });
         let auth = web::Data::new(AdminAuth::new(
             &settings.admin_username,
@@ -153,7 +164,12 @@ impl Application {
         let flusher = Arc::new(UsageFlusher::new(ports.usage.clone(), ports.store.clone()));
         let tasks = vec![
             tokio::spawn(flusher.clone().run(settings.usage_flush_interval)),
-            tokio::spawn(background::follow_changes(ports.events.clone(), snapshots)),
+            tokio::spawn(background::follow_changes(
+                ports.events.clone(),
+                snapshots,
+                client_keys.clone(),
+            )),
+            tokio::spawn(client_keys.clone().run_flush(settings.usage_flush_interval)),
         ];
         let stop_recovery = Arc::new(std::sync::atomic::AtomicBool::new(false));
         probe::spawn_recovery(
@@ -197,6 +213,7 @@ impl Application {
         self.stop_recovery
             .store(true, std::sync::atomic::Ordering::Relaxed);
         self.flusher.flush().await;
+        self.state.client_keys.flush().await;
         for task in self.tasks {
             task.abort();
         }
