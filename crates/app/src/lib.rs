@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod background;
 pub mod cli;
+pub mod client_keys;
 pub mod completion;
 pub mod config;
 pub mod cors;

@@ -43,6 +43,12 @@ use utoipa::{
         crate::routes::admin::test_key,
         crate::routes::request_logs::list_request_logs,
         crate::routes::request_logs::stats,
+        crate::routes::client_keys::list_client_keys,
+        crate::routes::client_keys::create_client_key,
+        crate::routes::client_keys::get_client_key,
+        crate::routes::client_keys::replace_client_key,
+        crate::routes::client_keys::delete_client_key,
+        crate::routes::client_keys::rotate_client_key,
         serve,
     ),
     components(schemas(
@@ -79,6 +85,10 @@ use utoipa::{
         ErrorBody,
         ErrorDetail,
         FieldError,
+        crate::routes::client_keys::ClientKeyView,
+        crate::routes::client_keys::IssuedClientKey,
+        crate::routes::client_keys::ClientKeyList,
+        crate::routes::client_keys::ClientKeyInputDoc,
     )),
     modifiers(&AdminToken),
     tags(
@@ -86,6 +96,7 @@ use utoipa::{
         (name = "proxy-configs", description = "Upstream services and their settings"),
         (name = "keys", description = "The pool of upstream keys of each config"),
         (name = "usage", description = "The request log and usage statistics"),
+        (name = "client-keys", description = "Keys issued to clients, with scopes, limits, budgets and expiry (SPEC §7)"),
         (name = "meta", description = "This document")
     )
 )]
@@ -878,6 +889,12 @@ mod tests {
             "POST /admin/keys/{key_id}/test",
             "GET /admin/request-logs",
             "GET /admin/stats",
+            "GET /admin/client-keys",
+            "POST /admin/client-keys",
+            "GET /admin/client-keys/{id}",
+            "PUT /admin/client-keys/{id}",
+            "DELETE /admin/client-keys/{id}",
+            "POST /admin/client-keys/{id}/rotate",
             "GET /admin/openapi.json",
         ]
         .into_iter()
@@ -995,6 +1012,10 @@ mod tests {
         input.validate().unwrap();
         let domain_fields: BTreeSet<String> = properties(&document, "ProxyConfigInput");
         assert!(domain_fields.contains("output_format") && domain_fields.len() == 15);
+        let example = document["components"]["schemas"]["ClientKeyInputDoc"]["examples"][0].clone();
+        let input: domain::ClientKeyInput = serde_json::from_value(example).unwrap();
+        input.validate().unwrap();
+        assert_eq!(properties(&document, "ClientKeyInputDoc").len(), 9);
     }
 
     #[actix_web::test]

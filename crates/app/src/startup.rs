@@ -76,6 +76,14 @@ impl Application {
             Err(error) => tracing::warn!(%error, "stored key health could not be restored"),
         }
 
+        let client_keys = Arc::new(crate::client_keys::ClientKeys::new(
+            ports.client_keys.clone(),
+            ports.client_limiter.clone(),
+            ports.client_hasher.clone(),
+        ));
+        if let Err(error) = client_keys.refresh().await {
+            tracing::warn!(%error, "client keys could not be loaded; they are retried on the next change notice");
+        }
         let snapshots = Arc::new(SnapshotCache::new(SNAPSHOT_CAPACITY));
         let local = snapshots.clone();
         let admin = AdminService::new(
@@ -130,8 +138,14 @@ impl Application {
             metrics,
             bodies: BodyLimits::new(&settings),
             hop: HopMarker::new(&settings),
-            exchange_observers: crate::completion::ExchangeObservers::new(observers),
+            // Client keys first: their concurrency slot is released before anything else runs.
+            exchange_observers: crate::completion::ExchangeObservers::new(
+                std::iter::once(client_keys.clone() as Arc<dyn ExchangeObserver>)
+                    .chain(observers)
+                    .collect(),
+            ),
             request_log: ports.request_log.clone(),
+            client_keys: client_keys.clone(),
         });
         let auth = web::Data::new(AdminAuth::new(
             &settings.admin_username,
@@ -178,7 +192,12 @@ impl Application {
         let flusher = Arc::new(UsageFlusher::new(ports.usage.clone(), ports.store.clone()));
         let mut tasks = vec![
             tokio::spawn(flusher.clone().run(settings.usage_flush_interval)),
-            tokio::spawn(background::follow_changes(ports.events.clone(), snapshots)),
+            tokio::spawn(background::follow_changes(
+                ports.events.clone(),
+                snapshots,
+                client_keys.clone(),
+            )),
+            tokio::spawn(client_keys.clone().run_flush(settings.usage_flush_interval)),
         ];
         let request_log_writer = request_log_writer.map(|writer| {
             let (stop, stopped) = tokio::sync::oneshot::channel();
@@ -236,6 +255,7 @@ impl Application {
         self.stop_recovery
             .store(true, std::sync::atomic::Ordering::Relaxed);
         self.flusher.flush().await;
+        self.state.client_keys.flush().await;
         for task in self.tasks {
             task.abort();
         }

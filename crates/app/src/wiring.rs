@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use cache_memory::MemoryCache;
 use domain::{
-    ConfigEvents, ImportReport, Leases, OriginalData, OriginalTables, ProxyStore, RequestLog,
-    RotationState, UsageCounters,
+    ClientKeyStore, ClientLimiter, ConfigEvents, ImportReport, Leases, OriginalData,
+    OriginalTables, ProxyStore, RequestLog, RotationState, UsageCounters,
 };
-use storage_sql::{KeyCipher, SqlStore};
+use storage_sql::{ClientSecretHasher, KeyCipher, SqlStore};
 
 use crate::{
     config::{CacheBackend, Settings, StorageBackend},
@@ -29,6 +29,12 @@ pub struct Ports {
     pub leases: Arc<dyn Leases>,
     /// The request log (the store's database).
     pub request_log: Arc<dyn RequestLog>,
+    /// Durable client keys (SPEC §7).
+    pub client_keys: Arc<dyn ClientKeyStore>,
+    /// Live client-key limits.
+    pub client_limiter: Arc<dyn ClientLimiter>,
+    /// How client-key secrets are hashed (keyed by `ENCRYPTION_KEY` when set).
+    pub client_hasher: ClientSecretHasher,
     /// `lightweight` or `enterprise`, for logs.
     pub description: String,
 }
@@ -68,8 +74,13 @@ pub enum WiringError {
 /// # Errors
 /// A backend that was not compiled in, or that cannot be opened.
 pub async fn connect(settings: &Settings) -> Result<Ports, WiringError> {
-    let (store, request_log) = connect_store(settings).await?;
-    let (rotation, usage, events, leases, cache_name) = connect_cache(settings).await?;
+    let (store, request_log, client_keys) = connect_store(settings).await?;
+    let (rotation, usage, events, leases, client_limiter, cache_name) =
+        connect_cache(settings).await?;
+    let client_hasher = settings
+        .encryption_key
+        .as_ref()
+        .map_or_else(ClientSecretHasher::plain, ClientSecretHasher::keyed);
     let store_name = match settings.storage {
         StorageBackend::Sqlite { .. } => "sqlite",
         StorageBackend::Mysql { .. } => "mysql",
@@ -81,6 +92,9 @@ pub async fn connect(settings: &Settings) -> Result<Ports, WiringError> {
         events,
         leases,
         request_log,
+        client_keys,
+        client_limiter,
+        client_hasher,
         description: format!("{store_name} + {cache_name}"),
     })
 }
@@ -89,7 +103,14 @@ pub async fn connect(settings: &Settings) -> Result<Ports, WiringError> {
 /// `ENCRYPTION_KEY` asks for, so a server never serves a half-migrated pool.
 async fn connect_store(
     settings: &Settings,
-) -> Result<(Arc<dyn ProxyStore>, Arc<dyn RequestLog>), WiringError> {
+) -> Result<
+    (
+        Arc<dyn ProxyStore>,
+        Arc<dyn RequestLog>,
+        Arc<dyn ClientKeyStore>,
+    ),
+    WiringError,
+> {
     let cipher = settings.encryption_key.as_ref().map(KeyCipher::new);
     let (store, sql) = open_store(settings, cipher, settings.reset_db_tables).await?;
     let census = sql
@@ -100,8 +121,14 @@ async fn connect_store(
             source,
         })?;
     key_migration::check_key_mode(&census, sql.key_cipher().is_some())?;
-    // The request log lives in the store's database, written once in `storage-sql`.
-    Ok((store, Arc::new(sql)))
+    // The request log and client keys live in the store's database, written once in
+    // `storage-sql`; the SQL store shares the adapter's pool.
+    let sql = Arc::new(sql);
+    Ok((
+        store,
+        sql.clone() as Arc<dyn RequestLog>,
+        sql as Arc<dyn ClientKeyStore>,
+    ))
 }
 
 /// The SQL store for the key commands: migrated, without a cipher (a rewrite names its own
@@ -315,6 +342,7 @@ type CachePorts = (
     Arc<dyn UsageCounters>,
     Arc<dyn ConfigEvents>,
     Arc<dyn Leases>,
+    Arc<dyn ClientLimiter>,
     &'static str,
 );
 
@@ -323,7 +351,15 @@ async fn connect_cache(settings: &Settings) -> Result<CachePorts, WiringError> {
         CacheBackend::Memory => {
             let cache = Arc::new(MemoryCache::default());
             let leases = Arc::new(cache_memory::MemoryLeases::default());
-            Ok((cache.clone(), cache.clone(), cache, leases, "memory"))
+            let limiter = Arc::new(cache_memory::MemoryClientLimiter::default());
+            Ok((
+                cache.clone(),
+                cache.clone(),
+                cache,
+                leases,
+                limiter,
+                "memory",
+            ))
         }
         #[cfg(feature = "enterprise")]
         CacheBackend::Redis {
@@ -347,7 +383,15 @@ async fn connect_cache(settings: &Settings) -> Result<CachePorts, WiringError> {
             )?);
             // Proxying must outlive a Redis outage: rotation falls back to this instance.
             let rotation = Arc::new(crate::resilience::FallbackRotation::new(cache.clone()));
-            Ok((rotation, cache.clone(), cache.clone(), cache, "redis"))
+            let limiter = Arc::new(cache_memory::MemoryClientLimiter::default());
+            Ok((
+                rotation,
+                cache.clone(),
+                cache.clone(),
+                cache,
+                limiter,
+                "redis",
+            ))
         }
         #[cfg(not(feature = "enterprise"))]
         CacheBackend::Redis { .. } => Err(WiringError::NotCompiled {

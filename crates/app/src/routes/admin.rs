@@ -20,7 +20,7 @@ use crate::{
 /// The admin routes under `prefix`, answering cross-origin requests as `cors` says. Admin
 /// answers are never cached and never sniffed: they carry tokens and key lists.
 pub fn scope(prefix: &str, cors: super::ProxyCors) -> impl HttpServiceFactory + use<> {
-    web::scope(prefix)
+    super::client_keys::routes(web::scope(prefix), resource)
         .wrap(
             actix_web::middleware::DefaultHeaders::new()
                 .add((header::CACHE_CONTROL, "no-store"))

@@ -21,6 +21,7 @@ use futures_util::StreamExt;
 use llm_adapters::{ClientFormat, ProxyError};
 
 use crate::{
+    client_keys::Caller,
     completion::Completion,
     errors::ApiError,
     inbound::BufferedBody,
@@ -112,9 +113,10 @@ struct LlmExchange<'a> {
     trace: AttemptTrace,
 }
 
-/// The request body after authentication, with the credential field removed.
+/// The request body after authentication, with the credential field removed, and who sent it.
 struct ClientBody {
     body: BufferedBody,
+    caller: Caller,
 }
 
 impl LlmExchange<'_> {
@@ -134,6 +136,12 @@ impl LlmExchange<'_> {
             self.started,
         ));
         done.set_bytes_in(body.body.bytes.len() as u64);
+        if let Caller::Client(entry) = &body.caller {
+            self.state
+                .client_keys
+                .admit(entry, self.snapshot.config.id, done)
+                .await?;
+        }
         let conversion =
             llm_adapters::Conversion::lookup(self.client_format, self.target.api_format);
         let mut converted = match &conversion {
@@ -181,11 +189,8 @@ impl LlmExchange<'_> {
         let head_key =
             llm_adapters::client_key(self.client_format, lookup, self.request.query_string());
         let verified_in_head = match &head_key {
-            Some(presented) => {
-                self.verify(&presented.key)?;
-                true
-            }
-            None if self.client_format.is_openai() => false,
+            Some(presented) => Some(self.verify(&presented.key)?),
+            None if self.client_format.is_openai() => None,
             None => {
                 return Err(ApiError::unauthorized(missing_key_message(
                     self.client_format,
@@ -196,32 +201,36 @@ impl LlmExchange<'_> {
         let declared = limits.declared_length(self.request.headers())?;
         let body = limits.read(payload, declared).await?;
         if !self.client_format.is_openai() {
-            return Ok(ClientBody { body });
+            let Some(caller) = verified_in_head else {
+                return Err(ApiError::unauthorized(missing_key_message(
+                    self.client_format,
+                )));
+            };
+            return Ok(ClientBody { body, caller });
         }
         let found = llm_adapters::take_body_api_key(&body.bytes)
             .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
-        match found {
-            Some(found) => {
-                if !verified_in_head {
-                    self.verify(&found.key)?;
-                }
+        match (found, verified_in_head) {
+            (Some(found), head) => {
+                let caller = match head {
+                    Some(caller) => caller,
+                    None => self.verify(&found.key)?,
+                };
                 Ok(ClientBody {
                     body: body.with_bytes(Bytes::from(found.body)),
+                    caller,
                 })
             }
-            None if verified_in_head => Ok(ClientBody { body }),
-            None => Err(ApiError::unauthorized(missing_key_message(
+            (None, Some(caller)) => Ok(ClientBody { body, caller }),
+            (None, None) => Err(ApiError::unauthorized(missing_key_message(
                 self.client_format,
             ))),
         }
     }
 
-    fn verify(&self, presented: &str) -> Result<(), ApiError> {
-        if self.state.proxy_keys.verify(presented) {
-            Ok(())
-        } else {
-            Err(ApiError::unauthorized("the proxy key is not valid"))
-        }
+    fn verify(&self, presented: &str) -> Result<Caller, ApiError> {
+        self.state
+            .authenticate(presented, "the proxy key is not valid")
     }
 
     /// The request in the upstream's format, `None` for an endpoint the conversion leaves as is.

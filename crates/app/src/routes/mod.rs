@@ -3,6 +3,7 @@
 //! operations endpoints.
 
 pub mod admin;
+pub mod client_keys;
 pub mod llm;
 pub mod ops;
 pub mod proxy;

@@ -17,6 +17,7 @@ use domain::{ConfigKind, GenericTarget, KeyLocation};
 use llm_adapters::PROXY_KEY_HEADER;
 
 use crate::{
+    client_keys::Caller,
     completion::Completion,
     disconnect,
     errors::ApiError,
@@ -50,15 +51,14 @@ async fn generic_proxy(
         .headers()
         .get(PROXY_KEY_HEADER)
         .and_then(|v| v.to_str().ok());
-    match presented {
-        Some(key) if state.proxy_keys.verify(key) => {}
-        Some(_) => return Err(ApiError::unauthorized("the X-Proxy-Key is not valid")),
+    let caller = match presented {
+        Some(key) => state.authenticate(key, "the X-Proxy-Key is not valid")?,
         None => {
             return Err(ApiError::unauthorized(
-                "send one of the GLOBAL_PROXY_KEYS in the X-Proxy-Key header",
+                "send one of the GLOBAL_PROXY_KEYS or a client key in the X-Proxy-Key header",
             ));
         }
-    }
+    };
     let (slug, rest) = split_proxy_path(request.path(), "/proxy/");
     let snapshot = state.active_config(slug).await?;
     let ConfigKind::Generic(target) = &snapshot.config.kind else {
@@ -80,6 +80,21 @@ async fn generic_proxy(
         request.path(),
         started,
     );
+    if let Caller::Client(entry) = &caller {
+        if let Err(error) = state
+            .client_keys
+            .admit(entry, snapshot.config.id, &mut completion)
+            .await
+        {
+            state.metrics.count_request(
+                snapshot.config.slug.as_str(),
+                error.status().as_u16(),
+                error.code(),
+            );
+            completion.fail(error.status().as_u16(), error.code());
+            return Err(error);
+        }
+    }
     let query = request.query_string();
     let target_for = |key: &str| {
         let injection = llm_adapters::inject_at(&target.key_placement, key);

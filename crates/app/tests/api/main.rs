@@ -8,6 +8,7 @@
 )]
 
 mod admin;
+mod client_keys;
 mod console;
 mod cors;
 mod encryption;

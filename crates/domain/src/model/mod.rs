@@ -29,3 +29,15 @@ pub struct ConfigChange {
     /// Every slug whose cached snapshot is now stale.
     pub slugs: Vec<Slug>,
 }
+
+impl ConfigChange {
+    /// The notice of a client-key change: no config and no slug, so every instance drops its
+    /// cached snapshots (as after any notice without slugs) and rebuilds its client-key
+    /// directory.
+    pub fn client_keys() -> Self {
+        ConfigChange {
+            config_id: ProxyConfigId(0),
+            slugs: Vec::new(),
+        }
+    }
+}
