@@ -7,14 +7,6 @@ import assert from 'node:assert/strict';
 import {
   admin, genericConfig, launch, openPage, openWithSession, overflowsHorizontally, shot, env,
 } from './lib.mjs';
-import { stubAdmin } from './stub-admin.mjs';
-
-// TEMPORARY (H6): while branch issue20's admin routes are not merged, the client-key admin API
-// is answered in the browser by ./stub-admin.mjs, and the checks that need the real gateway
-// (the proxy accepting the secret, usage, 401 after disable and rotate) are skipped. Set to
-// false (and delete stub-admin.mjs) once `/admin/client-keys` is served.
-const STUB_CLIENT_KEYS = true;
-const needsServer = STUB_CLIENT_KEYS && 'needs the /admin/client-keys routes of issue20';
 
 const NAME = 'Team Alpha';
 const HTML_NAME = '<img src=x onerror=alert(3)>';
@@ -36,22 +28,8 @@ async function proxied(key) {
   return response.status;
 }
 
-/** One client-key admin call, made from the page (so it reaches the stub while there is one). */
-async function clientKeysApi(method, route, body) {
-  return page.evaluate(async ([m, r, b, bearer]) => {
-    const response = await fetch(`/admin${r}`, {
-      method: m,
-      headers: { authorization: `Bearer ${bearer}`, ...(b ? { 'content-type': 'application/json' } : {}) },
-      body: b ? JSON.stringify(b) : undefined,
-    });
-    const text = await response.text();
-    if (!response.ok) throw new Error(`${m} ${r}: ${response.status} ${text}`);
-    return text ? JSON.parse(text) : null;
-  }, [method, route, body, token]);
-}
-
 async function keyNamed(name) {
-  const list = await clientKeysApi('GET', '/client-keys');
+  const list = await admin(token, 'GET', '/client-keys');
   return list.items.find((key) => key.name === name);
 }
 
@@ -60,18 +38,15 @@ before(async () => {
   config = await genericConfig(token, 'Client-key weather', 'ck-weather', ['sk-ck-weather-0001']);
   browser = await launch();
   ({ page, problems } = await openPage(browser));
-  if (STUB_CLIENT_KEYS) await stubAdmin(page.context());
   await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: env.baseUrl });
   await openWithSession(page);
 });
 
 after(async () => {
-  // Leave the server as we found it: later suites expect no config and no client key.
-  if (page) {
-    const list = await clientKeysApi('GET', '/client-keys').catch(() => ({ items: [] }));
-    for (const key of list.items) await clientKeysApi('DELETE', `/client-keys/${key.id}`).catch(() => {});
-  }
   await browser?.close();
+  // Leave the server as we found it: later suites expect no config and no client key.
+  const list = await admin(token, 'GET', '/client-keys').catch(() => ({ items: [] }));
+  for (const key of list.items) await admin(token, 'DELETE', `/client-keys/${key.id}`);
   if (config) await admin(token, 'DELETE', `/proxy-configs/${config.id}`);
 });
 
@@ -122,7 +97,7 @@ test('a new key shows its secret once, with a copy button', async () => {
   assert.match(await created.locator('.col-last-used').textContent(), /Never used/);
 });
 
-test('the proxy accepts the secret, and the list shows its usage', { skip: needsServer }, async () => {
+test('the proxy accepts the secret, and the list shows its usage', async () => {
   for (let i = 0; i < 3; i += 1) assert.equal(await proxied(secret), 200, `request ${i}`);
   // Usage is flushed in batches (USAGE_FLUSH_SECONDS=1): refresh until it shows.
   let text = '';
@@ -142,11 +117,11 @@ test('the switch turns the key off and on', async () => {
   await page.locator('.toast', { hasText: `“${NAME}” disabled` }).waitFor();
   await row(NAME).and(page.locator('[data-active="false"]')).waitFor();
   assert.equal((await keyNamed(NAME)).is_active, false);
-  if (!STUB_CLIENT_KEYS) assert.equal(await proxied(secret), 401, 'a disabled key is refused');
+  assert.equal(await proxied(secret), 401, 'a disabled key is refused');
   await row(NAME).locator('.switch').click();
   await row(NAME).and(page.locator('[data-active="true"]')).waitFor();
   assert.equal((await keyNamed(NAME)).is_active, true);
-  if (!STUB_CLIENT_KEYS) assert.equal(await proxied(secret), 200);
+  assert.equal(await proxied(secret), 200);
 });
 
 test('an edit changes the limits and keeps the rest', async () => {
@@ -181,15 +156,13 @@ test('rotate shows a new secret once; the old one stops working', async () => {
   assert.notEqual(rotated, secret);
   await dialog.locator('.close-secret').click();
   await page.locator('dialog.secret-dialog').waitFor({ state: 'detached' });
-  if (!STUB_CLIENT_KEYS) {
-    assert.equal(await proxied(secret), 401, 'the old secret is refused');
-    assert.equal(await proxied(rotated), 200, 'the new secret is accepted');
-  }
+  assert.equal(await proxied(secret), 401, 'the old secret is refused');
+  assert.equal(await proxied(rotated), 200, 'the new secret is accepted');
   secret = rotated;
 });
 
 test('a key named like HTML is shown as text', async () => {
-  await clientKeysApi('POST', '/client-keys', { name: HTML_NAME });
+  await admin(token, 'POST', '/client-keys', { name: HTML_NAME });
   await page.click('.client-keys-page .refresh');
   await row(HTML_NAME).waitFor();
   assert.equal(await row(HTML_NAME).locator('.client-key-name').textContent(), HTML_NAME);
@@ -221,7 +194,6 @@ test('the page speaks Chinese', async () => {
 
 test('the list and the form fit 375 px', async () => {
   const phone = await openPage(browser, { viewport: { width: 375, height: 740 }, isMobile: true, hasTouch: true });
-  if (STUB_CLIENT_KEYS) await stubAdmin(phone.context, { keys: await clientKeysApi('GET', '/client-keys').then((list) => list.items) });
   await openWithSession(phone.page);
   await phone.page.goto(`${env.baseUrl}/#/client-keys`);
   await phone.page.locator('tr.client-key-row').first().waitFor();
