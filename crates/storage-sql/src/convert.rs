@@ -495,6 +495,135 @@ fn database_error(
     }
 }
 
+/// A new `client_keys` row from a spec and its first secret.
+pub(crate) fn new_client_key_row(
+    spec: &domain::ClientKeySpec,
+    secret: &domain::IssuedSecret,
+    at: DateTime<Utc>,
+) -> crate::entity::client_key::ActiveModel {
+    use crate::entity::client_key::ActiveModel;
+    let mut row = ActiveModel {
+        key_prefix: sea_orm::ActiveValue::Set(secret.prefix.clone()),
+        secret_hash: sea_orm::ActiveValue::Set(secret.digest.to_hex()),
+        request_count: sea_orm::ActiveValue::Set(0),
+        token_count: sea_orm::ActiveValue::Set(0),
+        budget_used: sea_orm::ActiveValue::Set(0),
+        budget_period_start: sea_orm::ActiveValue::Set(None),
+        last_used_at: sea_orm::ActiveValue::Set(None),
+        created_at: sea_orm::ActiveValue::Set(at),
+        updated_at: sea_orm::ActiveValue::Set(at),
+        ..Default::default()
+    };
+    set_client_key_columns(&mut row, spec);
+    row
+}
+
+/// Writes what the admin set into a `client_keys` row.
+pub(crate) fn set_client_key_columns(
+    row: &mut crate::entity::client_key::ActiveModel,
+    spec: &domain::ClientKeySpec,
+) {
+    use sea_orm::ActiveValue::Set;
+    let limits = &spec.limits;
+    row.name = Set(spec.name.as_str().to_owned());
+    row.is_active = Set(spec.is_active);
+    row.expires_at = Set(spec.expires_at.map(stored_time));
+    row.allowed_config_ids = Set(spec
+        .allowed_config_ids
+        .iter()
+        .map(|id| id.0.to_string())
+        .collect::<Vec<_>>()
+        .join(","));
+    row.rpm = Set(limits.rpm.and_then(|v| i32::try_from(v).ok()));
+    row.tpm = Set(limits.tpm.and_then(|v| i64::try_from(v).ok()));
+    row.max_concurrency = Set(limits.max_concurrency.and_then(|v| i32::try_from(v).ok()));
+    row.token_budget = Set(limits.budget.and_then(|b| i64::try_from(b.tokens).ok()));
+    row.budget_period = Set(limits.budget.map(|b| b.period.as_str().to_owned()));
+}
+
+/// A `client_keys` row as a validated client key; a row the admin API would refuse is
+/// `Error::Internal`.
+pub(crate) fn client_key_from_row(
+    row: crate::entity::client_key::Model,
+) -> Result<domain::ClientKey, Error> {
+    use domain::{
+        BudgetPeriod, ClientKeyId, ClientKeyUsage, ClientLimits, ProxyConfigId, TokenBudget,
+    };
+    let corrupt =
+        |what: &str| Error::Internal(format!("client key {} has an invalid {what}", row.id));
+    let name = row.name.parse().map_err(|_| corrupt("name"))?;
+    let digest =
+        domain::SecretDigest::from_hex(&row.secret_hash).ok_or_else(|| corrupt("secret_hash"))?;
+    let mut allowed_config_ids = Vec::new();
+    for part in row.allowed_config_ids.split(',').filter(|p| !p.is_empty()) {
+        let id = part
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| corrupt("allowed_config_ids"))?;
+        allowed_config_ids.push(ProxyConfigId(id));
+    }
+    allowed_config_ids.sort_unstable();
+    allowed_config_ids.dedup();
+    let positive_u32 = |v: Option<i32>, what: &str| -> Result<Option<u32>, Error> {
+        v.map(|v| {
+            u32::try_from(v)
+                .ok()
+                .filter(|v| *v > 0)
+                .ok_or_else(|| corrupt(what))
+        })
+        .transpose()
+    };
+    let positive_u64 = |v: Option<i64>, what: &str| -> Result<Option<u64>, Error> {
+        v.map(|v| {
+            u64::try_from(v)
+                .ok()
+                .filter(|v| *v > 0)
+                .ok_or_else(|| corrupt(what))
+        })
+        .transpose()
+    };
+    let budget = match (
+        positive_u64(row.token_budget, "token_budget")?,
+        row.budget_period.as_deref(),
+    ) {
+        (Some(tokens), Some(period)) => Some(TokenBudget {
+            tokens,
+            period: period
+                .parse::<BudgetPeriod>()
+                .map_err(|_| corrupt("budget_period"))?,
+        }),
+        (None, None) => None,
+        _ => return Err(corrupt("token budget")),
+    };
+    let count = |v: i64| u64::try_from(v).unwrap_or(0);
+    Ok(domain::ClientKey {
+        id: ClientKeyId(row.id),
+        spec: domain::ClientKeySpec {
+            name,
+            is_active: row.is_active,
+            expires_at: row.expires_at,
+            allowed_config_ids,
+            limits: ClientLimits {
+                rpm: positive_u32(row.rpm, "rpm")?,
+                tpm: positive_u64(row.tpm, "tpm")?,
+                max_concurrency: positive_u32(row.max_concurrency, "max_concurrency")?,
+                budget,
+            },
+        },
+        digest,
+        key_prefix: row.key_prefix,
+        usage: ClientKeyUsage {
+            request_count: count(row.request_count),
+            token_count: count(row.token_count),
+            budget_used: count(row.budget_used),
+            budget_period_start: row.budget_period_start,
+            last_used_at: row.last_used_at,
+        },
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -740,133 +869,4 @@ mod tests {
             Error::Internal(m) if !m.contains("raw text")
         ));
     }
-}
-
-/// A new `client_keys` row from a spec and its first secret.
-pub(crate) fn new_client_key_row(
-    spec: &domain::ClientKeySpec,
-    secret: &domain::IssuedSecret,
-    at: DateTime<Utc>,
-) -> crate::entity::client_key::ActiveModel {
-    use crate::entity::client_key::ActiveModel;
-    let mut row = ActiveModel {
-        key_prefix: sea_orm::ActiveValue::Set(secret.prefix.clone()),
-        secret_hash: sea_orm::ActiveValue::Set(secret.digest.to_hex()),
-        request_count: sea_orm::ActiveValue::Set(0),
-        token_count: sea_orm::ActiveValue::Set(0),
-        budget_used: sea_orm::ActiveValue::Set(0),
-        budget_period_start: sea_orm::ActiveValue::Set(None),
-        last_used_at: sea_orm::ActiveValue::Set(None),
-        created_at: sea_orm::ActiveValue::Set(at),
-        updated_at: sea_orm::ActiveValue::Set(at),
-        ..Default::default()
-    };
-    set_client_key_columns(&mut row, spec);
-    row
-}
-
-/// Writes what the admin set into a `client_keys` row.
-pub(crate) fn set_client_key_columns(
-    row: &mut crate::entity::client_key::ActiveModel,
-    spec: &domain::ClientKeySpec,
-) {
-    use sea_orm::ActiveValue::Set;
-    let limits = &spec.limits;
-    row.name = Set(spec.name.as_str().to_owned());
-    row.is_active = Set(spec.is_active);
-    row.expires_at = Set(spec.expires_at.map(stored_time));
-    row.allowed_config_ids = Set(spec
-        .allowed_config_ids
-        .iter()
-        .map(|id| id.0.to_string())
-        .collect::<Vec<_>>()
-        .join(","));
-    row.rpm = Set(limits.rpm.and_then(|v| i32::try_from(v).ok()));
-    row.tpm = Set(limits.tpm.and_then(|v| i64::try_from(v).ok()));
-    row.max_concurrency = Set(limits.max_concurrency.and_then(|v| i32::try_from(v).ok()));
-    row.token_budget = Set(limits.budget.and_then(|b| i64::try_from(b.tokens).ok()));
-    row.budget_period = Set(limits.budget.map(|b| b.period.as_str().to_owned()));
-}
-
-/// A `client_keys` row as a validated client key; a row the admin API would refuse is
-/// `Error::Internal`.
-pub(crate) fn client_key_from_row(
-    row: crate::entity::client_key::Model,
-) -> Result<domain::ClientKey, Error> {
-    use domain::{
-        BudgetPeriod, ClientKeyId, ClientKeyUsage, ClientLimits, ProxyConfigId, TokenBudget,
-    };
-    let corrupt =
-        |what: &str| Error::Internal(format!("client key {} has an invalid {what}", row.id));
-    let name = row.name.parse().map_err(|_| corrupt("name"))?;
-    let digest =
-        domain::SecretDigest::from_hex(&row.secret_hash).ok_or_else(|| corrupt("secret_hash"))?;
-    let mut allowed_config_ids = Vec::new();
-    for part in row.allowed_config_ids.split(',').filter(|p| !p.is_empty()) {
-        let id = part
-            .trim()
-            .parse::<i64>()
-            .map_err(|_| corrupt("allowed_config_ids"))?;
-        allowed_config_ids.push(ProxyConfigId(id));
-    }
-    allowed_config_ids.sort_unstable();
-    allowed_config_ids.dedup();
-    let positive_u32 = |v: Option<i32>, what: &str| -> Result<Option<u32>, Error> {
-        v.map(|v| {
-            u32::try_from(v)
-                .ok()
-                .filter(|v| *v > 0)
-                .ok_or_else(|| corrupt(what))
-        })
-        .transpose()
-    };
-    let positive_u64 = |v: Option<i64>, what: &str| -> Result<Option<u64>, Error> {
-        v.map(|v| {
-            u64::try_from(v)
-                .ok()
-                .filter(|v| *v > 0)
-                .ok_or_else(|| corrupt(what))
-        })
-        .transpose()
-    };
-    let budget = match (
-        positive_u64(row.token_budget, "token_budget")?,
-        row.budget_period.as_deref(),
-    ) {
-        (Some(tokens), Some(period)) => Some(TokenBudget {
-            tokens,
-            period: period
-                .parse::<BudgetPeriod>()
-                .map_err(|_| corrupt("budget_period"))?,
-        }),
-        (None, None) => None,
-        _ => return Err(corrupt("token budget")),
-    };
-    let count = |v: i64| u64::try_from(v).unwrap_or(0);
-    Ok(domain::ClientKey {
-        id: ClientKeyId(row.id),
-        spec: domain::ClientKeySpec {
-            name,
-            is_active: row.is_active,
-            expires_at: row.expires_at,
-            allowed_config_ids,
-            limits: ClientLimits {
-                rpm: positive_u32(row.rpm, "rpm")?,
-                tpm: positive_u64(row.tpm, "tpm")?,
-                max_concurrency: positive_u32(row.max_concurrency, "max_concurrency")?,
-                budget,
-            },
-        },
-        digest,
-        key_prefix: row.key_prefix,
-        usage: ClientKeyUsage {
-            request_count: count(row.request_count),
-            token_count: count(row.token_count),
-            budget_used: count(row.budget_used),
-            budget_period_start: row.budget_period_start,
-            last_used_at: row.last_used_at,
-        },
-        created_at: row.created_at,
-        updated_at: row.updated_at,
-    })
 }
