@@ -80,11 +80,12 @@ pub async fn follow_changes(
             Ok(mut notices) => {
                 // Changes made while we were not subscribed are unknown.
                 snapshots.clear();
-                refresh_client_keys(&client_keys).await;
+                refresh_client_keys(&client_keys);
                 while let Some(notice) = notices.next().await {
                     // Client-key writes publish a notice without slugs; the directory is one
-                    // small query, so every notice rebuilds it.
-                    refresh_client_keys(&client_keys).await;
+                    // small query, so every notice rebuilds it, off this loop: snapshots are
+                    // invalidated at once even while the database is slow or down.
+                    refresh_client_keys(&client_keys);
                     match notice {
                         ConfigNotice::Changed(change) if !change.slugs.is_empty() => {
                             change
@@ -102,10 +103,14 @@ pub async fn follow_changes(
     }
 }
 
-async fn refresh_client_keys(client_keys: &crate::client_keys::ClientKeys) {
-    if let Err(error) = client_keys.refresh().await {
-        tracing::warn!(%error, "client keys could not be reloaded; the previous directory stays until the next notice");
-    }
+/// Rebuilds the client-key directory in its own task (rebuilds run one at a time, newest last).
+fn refresh_client_keys(client_keys: &Arc<crate::client_keys::ClientKeys>) {
+    let client_keys = client_keys.clone();
+    tokio::spawn(async move {
+        if let Err(error) = client_keys.refresh().await {
+            tracing::warn!(%error, "client keys could not be reloaded; the previous directory stays until the next notice");
+        }
+    });
 }
 
 /// Copies the stored health of every key into the live rotation state, so failed keys stay out

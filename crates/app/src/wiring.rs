@@ -383,7 +383,8 @@ async fn connect_cache(settings: &Settings) -> Result<CachePorts, WiringError> {
             )?);
             // Proxying must outlive a Redis outage: rotation falls back to this instance.
             let rotation = Arc::new(crate::resilience::FallbackRotation::new(cache.clone()));
-            let limiter = Arc::new(cache_memory::MemoryClientLimiter::default());
+            // Client-key limits are shared through Redis, and local while it is down.
+            let limiter = Arc::new(crate::resilience::FallbackLimiter::new(cache.clone()));
             Ok((
                 rotation,
                 cache.clone(),

@@ -3,6 +3,9 @@
 //! balancer rotates over one counter per config and sees the others' cooldowns and failures on
 //! its very next read; it also carries config-change notices between instances over pub/sub.
 //!
+//! It also implements `ClientLimiter`: client-key limits shared by the fleet, one Lua script per
+//! admission (see the `client_limits` module).
+//!
 //! Built from [`RedisOptions`] (URL, key namespace, pool size, timeouts, rotation block size).
 //! Every failure is reported as `domain::Error::Unavailable { dependency: Cache, .. }` with a
 //! sanitised message. In-process aggregation and fan-out reuse `cache-memory`'s building blocks.
@@ -14,6 +17,7 @@
 
 mod blocks;
 mod cache;
+mod client_limits;
 mod convert;
 mod keys;
 mod mirror;

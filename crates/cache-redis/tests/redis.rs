@@ -55,6 +55,7 @@ fn options(url: &str, namespace: &str) -> RedisOptions {
         connect_timeout: Duration::from_secs(5),
         command_timeout: Duration::from_secs(5),
         rotation_block_size: 1,
+        client_slot_lease: Duration::from_secs(600),
     }
 }
 
@@ -100,7 +101,7 @@ async fn purge(url: &str, namespace: &str) {
                 vec![
                     cursor.clone(),
                     "MATCH".into(),
-                    format!("{namespace}:*"),
+                    format!("*{namespace}:*"),
                     "COUNT".into(),
                     "1000".into(),
                 ],
@@ -926,5 +927,76 @@ async fn with_counter_blocks_a_selection_sees_a_change_missed_while_disconnected
         "the usable keys b kept were dropped with its mirror's trust"
     );
     admin.quit().await.ok();
+    purge(&url, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cache_meets_the_client_limiter_contract() {
+    let Some(url) = redis_url() else { return };
+    let _turn = RUN_ALONE.read().await;
+    let ns = namespace();
+    domain::contract::client_limiter(&connect(&url, &ns).await).await;
+    purge(&url, &ns).await;
+}
+
+/// Two instances share one limit, and a slot whose instance never gives it back stops counting
+/// when its lease ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_client_limits_and_a_lost_slot_expires_with_its_lease() {
+    use domain::{Admission, ClientKeyId, ClientLimiter, ClientLimits};
+    let Some(url) = redis_url() else { return };
+    let _turn = RUN_ALONE.read().await;
+    let ns = namespace();
+    let short = RedisOptions {
+        client_slot_lease: Duration::from_millis(300),
+        ..options(&url, &ns)
+    };
+    let a = RedisCache::connect(short.clone()).await.unwrap();
+    let b = RedisCache::connect(short).await.unwrap();
+    let key = ClientKeyId(7);
+    let now = chrono::Utc::now();
+    let rpm = ClientLimits {
+        rpm: Some(60),
+        ..ClientLimits::default()
+    };
+    let mut admitted = 0;
+    for i in 0..80 {
+        let cache = if i % 2 == 0 { &a } else { &b };
+        if matches!(
+            cache.admit(key, &rpm, 0, now).await.unwrap(),
+            Admission::Admitted(_)
+        ) {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 60, "one rpm over both instances");
+
+    let key = ClientKeyId(8);
+    let two = ClientLimits {
+        max_concurrency: Some(2),
+        ..ClientLimits::default()
+    };
+    assert!(matches!(
+        a.admit(key, &two, 0, now).await.unwrap(),
+        Admission::Admitted(Some(_))
+    ));
+    // `b` takes the second slot and "crashes": it never gives it back.
+    assert!(matches!(
+        b.admit(key, &two, 0, now).await.unwrap(),
+        Admission::Admitted(Some(_))
+    ));
+    drop(b);
+    assert!(matches!(
+        a.admit(key, &two, 0, chrono::Utc::now()).await.unwrap(),
+        Admission::Refused(_)
+    ));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        matches!(
+            a.admit(key, &two, 0, chrono::Utc::now()).await.unwrap(),
+            Admission::Admitted(Some(_))
+        ),
+        "the lost slots expired with their lease"
+    );
     purge(&url, &ns).await;
 }

@@ -424,94 +424,6 @@ impl ProxyStore for JsonFileStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use domain::ProxyConfigInput;
-
-    use super::*;
-
-    fn spec(slug: &str) -> ProxyConfigSpec {
-        ProxyConfigInput {
-            name: Some(format!("Weather {slug}")),
-            slug: Some(slug.into()),
-            config_type: Some("GENERIC".into()),
-            method: Some("GET".into()),
-            target_url: Some("https://api.weather.example/v1".into()),
-            api_key_location: Some("query".into()),
-            api_key_name: Some("appid".into()),
-            ..Default::default()
-        }
-        .validate()
-        .unwrap()
-    }
-
-    fn block_on<F: std::future::Future>(future: F) -> F::Output {
-        // The port's futures never wait on I/O readiness, so polling once completes them.
-        let mut future = std::pin::pin!(future);
-        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
-        match future.as_mut().poll(&mut context) {
-            std::task::Poll::Ready(output) => output,
-            std::task::Poll::Pending => unreachable!("the store never waits"),
-        }
-    }
-
-    #[test]
-    fn data_survives_reopening_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("nested/store.json");
-        let store = JsonFileStore::open(&path).unwrap();
-        let config = block_on(store.create_config(spec("weather"))).unwrap();
-        let keys = vec![
-            KeySecret::parse("k-1").unwrap(),
-            KeySecret::parse("k-2").unwrap(),
-        ];
-        block_on(store.add_keys(config.id, keys, true)).unwrap();
-        drop(store);
-
-        let reopened = JsonFileStore::open(&path).unwrap();
-        let configs = block_on(reopened.list_configs()).unwrap();
-        assert_eq!(configs, std::slice::from_ref(&config));
-        let keys = block_on(reopened.list_keys(config.id)).unwrap();
-        assert_eq!(keys.len(), 2);
-        let next = block_on(reopened.create_config(spec("other"))).unwrap();
-        assert!(next.id > config.id, "ids are not reused");
-        assert!(!dir.path().join("nested/store.json.tmp").exists());
-    }
-
-    #[test]
-    fn a_file_that_is_not_a_store_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("store.json");
-        fs::write(&path, b"[1, 2, 3]").unwrap();
-        assert!(matches!(
-            JsonFileStore::open(&path),
-            Err(Error::Internal(_))
-        ));
-    }
-
-    #[test]
-    fn a_failed_save_rolls_the_memory_copy_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("store.json");
-        let store = JsonFileStore::open(&path).unwrap();
-        block_on(store.create_config(spec("kept"))).unwrap();
-        // A directory where the temporary file goes makes the next save fail.
-        fs::create_dir(dir.path().join("store.json.tmp")).unwrap();
-        let failed = block_on(store.create_config(spec("lost")));
-        assert!(
-            matches!(failed, Err(Error::Unavailable { .. })),
-            "{failed:?}"
-        );
-        let slugs: Vec<String> = block_on(store.list_configs())
-            .unwrap()
-            .iter()
-            .map(|c| c.slug.to_string())
-            .collect();
-        assert_eq!(slugs, ["kept"]);
-    }
-}
-
 fn client_key_index(tables: &Tables, id: domain::ClientKeyId) -> Result<usize> {
     tables
         .client_keys
@@ -637,5 +549,93 @@ impl domain::ClientKeyStore for JsonFileStore {
             }
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use domain::ProxyConfigInput;
+
+    use super::*;
+
+    fn spec(slug: &str) -> ProxyConfigSpec {
+        ProxyConfigInput {
+            name: Some(format!("Weather {slug}")),
+            slug: Some(slug.into()),
+            config_type: Some("GENERIC".into()),
+            method: Some("GET".into()),
+            target_url: Some("https://api.weather.example/v1".into()),
+            api_key_location: Some("query".into()),
+            api_key_name: Some("appid".into()),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap()
+    }
+
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        // The port's futures never wait on I/O readiness, so polling once completes them.
+        let mut future = std::pin::pin!(future);
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        match future.as_mut().poll(&mut context) {
+            std::task::Poll::Ready(output) => output,
+            std::task::Poll::Pending => unreachable!("the store never waits"),
+        }
+    }
+
+    #[test]
+    fn data_survives_reopening_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/store.json");
+        let store = JsonFileStore::open(&path).unwrap();
+        let config = block_on(store.create_config(spec("weather"))).unwrap();
+        let keys = vec![
+            KeySecret::parse("k-1").unwrap(),
+            KeySecret::parse("k-2").unwrap(),
+        ];
+        block_on(store.add_keys(config.id, keys, true)).unwrap();
+        drop(store);
+
+        let reopened = JsonFileStore::open(&path).unwrap();
+        let configs = block_on(reopened.list_configs()).unwrap();
+        assert_eq!(configs, std::slice::from_ref(&config));
+        let keys = block_on(reopened.list_keys(config.id)).unwrap();
+        assert_eq!(keys.len(), 2);
+        let next = block_on(reopened.create_config(spec("other"))).unwrap();
+        assert!(next.id > config.id, "ids are not reused");
+        assert!(!dir.path().join("nested/store.json.tmp").exists());
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_store_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.json");
+        fs::write(&path, b"[1, 2, 3]").unwrap();
+        assert!(matches!(
+            JsonFileStore::open(&path),
+            Err(Error::Internal(_))
+        ));
+    }
+
+    #[test]
+    fn a_failed_save_rolls_the_memory_copy_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.json");
+        let store = JsonFileStore::open(&path).unwrap();
+        block_on(store.create_config(spec("kept"))).unwrap();
+        // A directory where the temporary file goes makes the next save fail.
+        fs::create_dir(dir.path().join("store.json.tmp")).unwrap();
+        let failed = block_on(store.create_config(spec("lost")));
+        assert!(
+            matches!(failed, Err(Error::Unavailable { .. })),
+            "{failed:?}"
+        );
+        let slugs: Vec<String> = block_on(store.list_configs())
+            .unwrap()
+            .iter()
+            .map(|c| c.slug.to_string())
+            .collect();
+        assert_eq!(slugs, ["kept"]);
     }
 }

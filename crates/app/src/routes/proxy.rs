@@ -80,20 +80,19 @@ async fn generic_proxy(
         request.path(),
         started,
     );
-    if let Caller::Client(entry) = &caller {
-        if let Err(error) = state
+    if let Caller::Client(entry) = &caller
+        && let Err(error) = state
             .client_keys
             .admit(entry, snapshot.config.id, &mut completion)
             .await
-        {
-            state.metrics.count_request(
-                snapshot.config.slug.as_str(),
-                error.status().as_u16(),
-                error.code(),
-            );
-            completion.fail(error.status().as_u16(), error.code());
-            return Err(error);
-        }
+    {
+        state.metrics.count_request(
+            snapshot.config.slug.as_str(),
+            error.status().as_u16(),
+            error.code(),
+        );
+        completion.fail(error.status().as_u16(), error.code());
+        return Err(error);
     }
     let query = request.query_string();
     let target_for = |key: &str| {
