@@ -27,4 +27,5 @@ mod original;
 mod recovery;
 #[cfg(feature = "enterprise")]
 mod relay;
+mod request_log;
 mod smoke;
