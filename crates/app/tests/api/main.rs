@@ -28,4 +28,5 @@ mod original;
 mod recovery;
 #[cfg(feature = "enterprise")]
 mod relay;
+mod request_log;
 mod smoke;
