@@ -1,5 +1,6 @@
 //! Background work of a running server: flushing usage counters to the store in batches,
-//! dropping cached snapshots when a config changes (on any instance), and seeding the live key
+//! dropping cached snapshots and rebuilding the client-key directory when a config or client
+//! key changes (on any instance), and seeding the live key
 //! health from the store at start-up.
 
 use std::{sync::Arc, time::Duration};
@@ -67,15 +68,24 @@ fn merge(pending: &mut Vec<UsageDelta>, fresh: Vec<UsageDelta>) {
     }
 }
 
-/// Drops cached snapshots on every change notice, until the stream ends; resubscribes with a
-/// pause when the subscription cannot be made.
-pub async fn follow_changes(events: Arc<dyn ConfigEvents>, snapshots: Arc<SnapshotCache>) {
+/// Drops cached snapshots and rebuilds the client-key directory on every change notice, until
+/// the stream ends; resubscribes with a pause when the subscription cannot be made.
+pub async fn follow_changes(
+    events: Arc<dyn ConfigEvents>,
+    snapshots: Arc<SnapshotCache>,
+    client_keys: Arc<crate::client_keys::ClientKeys>,
+) {
     loop {
         match events.subscribe().await {
             Ok(mut notices) => {
                 // Changes made while we were not subscribed are unknown.
                 snapshots.clear();
+                refresh_client_keys(&client_keys);
                 while let Some(notice) = notices.next().await {
+                    // Client-key writes publish a notice without slugs; the directory is one
+                    // small query, so every notice rebuilds it, off this loop: snapshots are
+                    // invalidated at once even while the database is slow or down.
+                    refresh_client_keys(&client_keys);
                     match notice {
                         ConfigNotice::Changed(change) if !change.slugs.is_empty() => {
                             change
@@ -91,6 +101,16 @@ pub async fn follow_changes(events: Arc<dyn ConfigEvents>, snapshots: Arc<Snapsh
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// Rebuilds the client-key directory in its own task (rebuilds run one at a time, newest last).
+fn refresh_client_keys(client_keys: &Arc<crate::client_keys::ClientKeys>) {
+    let client_keys = client_keys.clone();
+    tokio::spawn(async move {
+        if let Err(error) = client_keys.refresh().await {
+            tracing::warn!(%error, "client keys could not be reloaded; the previous directory stays until the next notice");
+        }
+    });
 }
 
 /// Copies the stored health of every key into the live rotation state, so failed keys stay out

@@ -36,6 +36,9 @@ pub const VARIABLES: &[(&str, Option<&str>)] = &[
     ("KEY_COOLDOWN_SECONDS", Some("60")),
     ("KEY_RECOVERY_INTERVAL_SECONDS", Some("300")),
     ("USAGE_FLUSH_SECONDS", Some("5")),
+    ("REQUEST_LOG_RETENTION_DAYS", Some("7")),
+    ("REQUEST_LOG_MAX_ROWS", Some("1000000")),
+    ("REQUEST_LOG_QUEUE_SIZE", Some("10000")),
     ("MAX_BODY_BYTES", Some("20971520")),
     ("CLIENT_BODY_TIMEOUT", Some("30")),
     ("UPSTREAM_IDLE_SECONDS", Some("15")),
@@ -234,6 +237,12 @@ pub struct Settings {
     pub key_recovery_interval: Duration,
     /// Interval of usage-counter flushes to the store.
     pub usage_flush_interval: Duration,
+    /// How long the request log keeps a record, in days.
+    pub request_log_retention_days: u32,
+    /// Most records the request log keeps; 0 turns the log off.
+    pub request_log_max_rows: u64,
+    /// Records waiting for the log's writer at most; more are dropped and counted.
+    pub request_log_queue_size: usize,
     /// Largest request body accepted (admin JSON, buffered proxy bodies).
     pub max_body_bytes: usize,
     /// Time a client has to send a buffered request body.
@@ -358,6 +367,20 @@ impl Raw<'_> {
             return Err(invalid(name, format!("must be {what}, got 0")));
         }
         Ok(Duration::from_secs(value))
+    }
+
+    /// A whole number of `unit` of at least 1.
+    fn positive<T: std::str::FromStr + PartialEq + Default>(
+        &self,
+        name: &'static str,
+        unit: &str,
+    ) -> Result<T, ConfigError> {
+        let what = format!("a positive whole number of {unit}");
+        let value: T = self.required(name, &what)?;
+        if value == T::default() {
+            return Err(invalid(name, format!("must be {what}, got 0")));
+        }
+        Ok(value)
     }
 
     /// A time limit in seconds where `0` means none.
@@ -559,6 +582,12 @@ impl Settings {
             key_cooldown: raw.seconds("KEY_COOLDOWN_SECONDS", false)?,
             key_recovery_interval: raw.seconds("KEY_RECOVERY_INTERVAL_SECONDS", false)?,
             usage_flush_interval: raw.seconds("USAGE_FLUSH_SECONDS", false)?,
+            request_log_retention_days: raw.positive("REQUEST_LOG_RETENTION_DAYS", "days")?,
+            request_log_max_rows: raw.required(
+                "REQUEST_LOG_MAX_ROWS",
+                "a whole number of records (0 turns the request log off)",
+            )?,
+            request_log_queue_size: raw.positive("REQUEST_LOG_QUEUE_SIZE", "records")?,
             max_body_bytes,
             client_body_timeout: raw.seconds("CLIENT_BODY_TIMEOUT", false)?,
             upstream_idle_timeout: raw.seconds("UPSTREAM_IDLE_SECONDS", false)?,

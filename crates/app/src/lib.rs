@@ -9,6 +9,8 @@
 pub mod auth;
 pub mod background;
 pub mod cli;
+pub mod client_keys;
+pub mod completion;
 pub mod config;
 pub mod cors;
 pub mod disconnect;
@@ -20,6 +22,7 @@ pub mod key_migration;
 pub mod metrics;
 pub mod openapi;
 pub mod probe;
+pub mod request_log;
 pub mod resilience;
 pub mod routes;
 pub mod startup;

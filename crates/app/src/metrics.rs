@@ -1,7 +1,8 @@
 //! Prometheus metrics: proxied requests by config, status class and outcome; upstream latency;
-//! retries; keys by health (computed at scrape time). Per-key series (requests, failures, health
-//! of at most `METRICS_PER_KEY_LIMIT` keys per config) exist only when that opt-in is set: by
-//! default every series is per config, so a scrape's size never grows with the pools.
+//! retries; keys by health (computed at scrape time); tokens the upstreams reported, per config
+//! ([`TokenMeter`], an exchange observer); request log records dropped. Per-key series (requests,
+//! failures, health of at most `METRICS_PER_KEY_LIMIT` keys per config) exist only when that
+//! opt-in is set: by default every series is per config, so a scrape's size never grows with the pools.
 
 use std::sync::Mutex;
 
@@ -28,6 +29,15 @@ pub struct RequestLabels {
 pub struct ConfigLabels {
     /// Config slug.
     pub config: String,
+}
+
+/// Labels of the token counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    /// Config slug.
+    pub config: String,
+    /// `input` or `output`.
+    pub direction: &'static str,
 }
 
 /// Labels of the keys-by-health gauge.
@@ -93,6 +103,10 @@ pub struct Metrics {
     /// Keys by health.
     pub keys: Family<HealthLabels, Gauge>,
     per_key: Option<PerKey>,
+    /// Tokens the upstreams reported, by config and direction.
+    pub tokens: Family<TokenLabels, Counter>,
+    /// Request log records dropped (queue full, or refused by the store).
+    pub request_log_dropped: Counter,
     scrape: Mutex<()>,
 }
 
@@ -157,6 +171,18 @@ impl Metrics {
             );
             per_key
         });
+        let tokens = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "tokens",
+            "Tokens the upstreams reported in their usage, by config and direction",
+            tokens.clone(),
+        );
+        let request_log_dropped = Counter::default();
+        registry.register(
+            "request_log_dropped",
+            "Request log records dropped because the queue was full or the store refused them",
+            request_log_dropped.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -164,6 +190,8 @@ impl Metrics {
             retries,
             keys,
             per_key,
+            tokens,
+            request_log_dropped,
             scrape: Mutex::new(()),
         }
     }
@@ -238,5 +266,66 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+/// Counts the tokens of every finished exchange whose upstream reported usage, per config.
+#[derive(Debug)]
+pub struct TokenMeter {
+    tokens: Family<TokenLabels, Counter>,
+}
+
+impl TokenMeter {
+    /// A meter feeding `metrics`' token counters.
+    pub fn new(metrics: &Metrics) -> Self {
+        TokenMeter {
+            tokens: metrics.tokens.clone(),
+        }
+    }
+}
+
+/// The config slug of a proxied path (`/llm/{slug}/...` or `/proxy/{slug}/...`), lower case as
+/// the config stores it; the proxies look configs up by this very segment.
+fn config_of_path(path: &str) -> Option<String> {
+    let rest = path
+        .strip_prefix("/llm/")
+        .or_else(|| path.strip_prefix("/proxy/"))?;
+    let slug = rest.split('/').next().filter(|s| !s.is_empty())?;
+    Some(slug.to_ascii_lowercase())
+}
+
+impl crate::completion::ExchangeObserver for TokenMeter {
+    fn exchange_finished(&self, facts: &crate::completion::ExchangeFacts) {
+        let Some(usage) = facts.tokens else { return };
+        let Some(config) = config_of_path(&facts.path) else {
+            return;
+        };
+        for (direction, count) in [("input", usage.input), ("output", usage.output)] {
+            if count > 0 {
+                self.tokens
+                    .get_or_create(&TokenLabels {
+                        config: config.clone(),
+                        direction,
+                    })
+                    .inc_by(count);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_config_is_the_proxied_path_s_first_segment() {
+        assert_eq!(
+            config_of_path("/llm/OpenAI/v1/chat/completions").as_deref(),
+            Some("openai")
+        );
+        assert_eq!(config_of_path("/proxy/weather").as_deref(), Some("weather"));
+        assert_eq!(config_of_path("/admin/stats"), None);
+        assert_eq!(config_of_path("/llm//x"), None);
     }
 }

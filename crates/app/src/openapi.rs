@@ -43,6 +43,14 @@ use utoipa::{
         crate::routes::admin::set_key_status,
         crate::routes::admin::delete_key,
         crate::routes::admin::test_key,
+        crate::routes::request_logs::list_request_logs,
+        crate::routes::request_logs::stats,
+        crate::routes::client_keys::list_client_keys,
+        crate::routes::client_keys::create_client_key,
+        crate::routes::client_keys::get_client_key,
+        crate::routes::client_keys::replace_client_key,
+        crate::routes::client_keys::delete_client_key,
+        crate::routes::client_keys::rotate_client_key,
         serve,
     ),
     components(schemas(
@@ -70,15 +78,29 @@ use utoipa::{
         KeyTally,
         DeletedCount,
         ProbeReport,
+        RequestLogEntry,
+        RequestLogPage,
+        ErrorCounts,
+        StatsPoint,
+        TopEntry,
+        TopLists,
+        StatsInterval,
+        Stats,
         ErrorBody,
         ErrorDetail,
         FieldError,
+        crate::routes::client_keys::ClientKeyView,
+        crate::routes::client_keys::IssuedClientKey,
+        crate::routes::client_keys::ClientKeyList,
+        crate::routes::client_keys::ClientKeyInputDoc,
     )),
     modifiers(&AdminToken, &LlmPlacementRule),
     tags(
         (name = "session", description = "Public routes: the console's settings and admin login"),
         (name = "proxy-configs", description = "Upstream services and their settings"),
         (name = "keys", description = "The pool of upstream keys of each config"),
+        (name = "usage", description = "The request log and usage statistics"),
+        (name = "client-keys", description = "Keys issued to clients, with scopes, limits, budgets and expiry (SPEC §7)"),
         (name = "meta", description = "This document")
     )
 )]
@@ -849,6 +871,239 @@ pub struct FieldError {
     pub message: String,
 }
 
+/// One proxied request as the request log keeps it (SPEC §10); never a body, header value or key.
+#[derive(Serialize, ToSchema)]
+pub struct RequestLogEntry {
+    /// The log's identifier of the record.
+    pub id: i64,
+    /// When the exchange ended (RFC 3339, milliseconds).
+    #[schema(format = DateTime, examples("2026-12-06T14:05:00.123Z"))]
+    pub created_at: String,
+    /// The config.
+    pub proxy_config_id: i64,
+    /// The client key; `null` for a global proxy key.
+    #[schema(required = true)]
+    pub client_key_id: Option<i64>,
+    /// The upstream key of the last attempt; `null` when no key was tried.
+    #[schema(required = true)]
+    pub api_key_id: Option<i64>,
+    /// HTTP method.
+    #[schema(examples("POST"))]
+    pub method: String,
+    /// Request path without the query string.
+    #[schema(examples("/llm/openai/v1/chat/completions"))]
+    pub path: String,
+    /// Status the client got.
+    pub status: u16,
+    /// `success`, the upstream verdict (`rate_limited`, `key_rejected`, `upstream_fault`, ...) or the proxy's error code.
+    #[schema(examples("success"))]
+    pub outcome: String,
+    /// Upstream attempts made (0 when the proxy answered before trying a key).
+    pub attempts: u32,
+    /// Milliseconds until the response head.
+    pub head_latency_ms: u64,
+    /// Milliseconds until the response body ended.
+    pub total_latency_ms: u64,
+    /// Whether the answer was an event stream.
+    pub streamed: bool,
+    /// Request body bytes.
+    pub bytes_in: u64,
+    /// Response body bytes sent to the client.
+    pub bytes_out: u64,
+    /// Input tokens, when the upstream reported usage.
+    #[schema(required = true)]
+    pub tokens_in: Option<u64>,
+    /// Output tokens, when the upstream reported usage.
+    #[schema(required = true)]
+    pub tokens_out: Option<u64>,
+    /// The proxy's error code when it answered with an error.
+    #[schema(required = true)]
+    pub error_code: Option<String>,
+}
+
+impl From<domain::LoggedRequest> for RequestLogEntry {
+    fn from(entry: domain::LoggedRequest) -> Self {
+        let record = entry.record;
+        RequestLogEntry {
+            id: entry.id.0,
+            created_at: record
+                .created_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            proxy_config_id: record.proxy_config_id.0,
+            client_key_id: record.client_key_id.map(|id| id.0),
+            api_key_id: record.api_key_id.map(|id| id.0),
+            method: record.method,
+            path: record.path,
+            status: record.status,
+            outcome: record.outcome,
+            attempts: record.attempts,
+            head_latency_ms: record.head_latency_ms,
+            total_latency_ms: record.total_latency_ms,
+            streamed: record.streamed,
+            bytes_in: record.bytes_in,
+            bytes_out: record.bytes_out,
+            tokens_in: record.tokens_in,
+            tokens_out: record.tokens_out,
+            error_code: record.error_code,
+        }
+    }
+}
+
+/// `GET /admin/request-logs`: one page of the log, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct RequestLogPage {
+    /// The records of this page.
+    pub items: Vec<RequestLogEntry>,
+    /// Pass it as `cursor` for the next page; `null` when no record follows.
+    #[schema(required = true, examples("1765029900123_4711"))]
+    pub next_cursor: Option<String>,
+}
+
+/// Errors of a bucket, by status class.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorCounts {
+    /// Requests answered 4xx.
+    #[serde(rename = "4xx")]
+    #[schema(rename = "4xx")]
+    pub client: u64,
+    /// Requests answered 5xx.
+    #[serde(rename = "5xx")]
+    #[schema(rename = "5xx")]
+    pub server: u64,
+}
+
+/// One bucket of the stats series.
+#[derive(Serialize, ToSchema)]
+pub struct StatsPoint {
+    /// The bucket's start (RFC 3339, UTC).
+    #[schema(format = DateTime)]
+    pub time: String,
+    /// Requests.
+    pub requests: u64,
+    /// Errors by status class.
+    pub errors: ErrorCounts,
+    /// Median total latency in milliseconds (estimated from a histogram, exact when every latency is equal); `null` without requests.
+    #[schema(required = true)]
+    pub latency_p50_ms: Option<u64>,
+    /// 95th percentile total latency in milliseconds; `null` without requests.
+    #[schema(required = true)]
+    pub latency_p95_ms: Option<u64>,
+    /// Input tokens the upstreams reported.
+    pub tokens_in: u64,
+    /// Output tokens the upstreams reported.
+    pub tokens_out: u64,
+}
+
+/// One row of a top list.
+#[derive(Serialize, ToSchema)]
+pub struct TopEntry {
+    /// The config, upstream key or client key id; in `client_keys`, `null` gathers the requests made with a global proxy key.
+    #[schema(required = true)]
+    pub id: Option<i64>,
+    /// Requests.
+    pub requests: u64,
+    /// Requests answered 4xx or 5xx.
+    pub errors: u64,
+    /// Input and output tokens.
+    pub tokens: u64,
+}
+
+/// The busiest configs, upstream keys and client keys of the window, most requests first, ten each.
+#[derive(Serialize, ToSchema)]
+pub struct TopLists {
+    /// Configs.
+    pub configs: Vec<TopEntry>,
+    /// Upstream keys (requests that reached no key are left out).
+    pub api_keys: Vec<TopEntry>,
+    /// Client keys.
+    pub client_keys: Vec<TopEntry>,
+}
+
+/// The width of a stats bucket.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StatsInterval {
+    /// One minute.
+    Minute,
+    /// One hour.
+    Hour,
+    /// One UTC day.
+    Day,
+}
+
+/// `GET /admin/stats`.
+#[derive(Serialize, ToSchema)]
+pub struct Stats {
+    /// The bucket width.
+    pub interval: StatsInterval,
+    /// The window's start, inclusive (RFC 3339).
+    #[schema(format = DateTime)]
+    pub from: String,
+    /// The window's end, exclusive (RFC 3339).
+    #[schema(format = DateTime)]
+    pub to: String,
+    /// One point per bucket of the window, oldest first, empty buckets included.
+    pub series: Vec<StatsPoint>,
+    /// The top lists.
+    pub top: TopLists,
+}
+
+impl Stats {
+    /// The wire shape of `stats`, the answer to `query`.
+    pub fn new(query: &domain::StatsQuery, stats: domain::UsageStats) -> Self {
+        let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+            t.unwrap_or_default()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        };
+        fn top<Id>(
+            entries: Vec<domain::TopEntry<Id>>,
+            id: impl Fn(Id) -> Option<i64>,
+        ) -> Vec<TopEntry> {
+            entries
+                .into_iter()
+                .map(|entry| TopEntry {
+                    id: id(entry.id),
+                    requests: entry.requests,
+                    errors: entry.errors,
+                    tokens: entry.tokens,
+                })
+                .collect()
+        }
+        Stats {
+            interval: match query.interval {
+                domain::StatsInterval::Minute => StatsInterval::Minute,
+                domain::StatsInterval::Hour => StatsInterval::Hour,
+                domain::StatsInterval::Day => StatsInterval::Day,
+            },
+            from: time(query.filter.from),
+            to: time(query.filter.to),
+            series: stats
+                .series
+                .into_iter()
+                .map(|point| StatsPoint {
+                    time: point
+                        .time
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    requests: point.requests,
+                    errors: ErrorCounts {
+                        client: point.errors_4xx,
+                        server: point.errors_5xx,
+                    },
+                    latency_p50_ms: point.latency_p50_ms,
+                    latency_p95_ms: point.latency_p95_ms,
+                    tokens_in: point.tokens_in,
+                    tokens_out: point.tokens_out,
+                })
+                .collect(),
+            top: TopLists {
+                configs: top(stats.top.configs, |id| Some(id.0)),
+                api_keys: top(stats.top.api_keys, |id| Some(id.0)),
+                client_keys: top(stats.top.client_keys, |id| id.map(|id| id.0)),
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -918,6 +1173,14 @@ mod tests {
             "PATCH /admin/keys/{key_id}",
             "DELETE /admin/keys/{key_id}",
             "POST /admin/keys/{key_id}/test",
+            "GET /admin/request-logs",
+            "GET /admin/stats",
+            "GET /admin/client-keys",
+            "POST /admin/client-keys",
+            "GET /admin/client-keys/{id}",
+            "PUT /admin/client-keys/{id}",
+            "DELETE /admin/client-keys/{id}",
+            "POST /admin/client-keys/{id}/rotate",
             "GET /admin/openapi.json",
         ]
         .into_iter()
@@ -1120,6 +1383,10 @@ mod tests {
             .cloned()
             .collect();
         assert_eq!(described.len(), 15, "{described:?}");
+        let example = document["components"]["schemas"]["ClientKeyInputDoc"]["examples"][0].clone();
+        let input: domain::ClientKeyInput = serde_json::from_value(example).unwrap();
+        input.validate().unwrap();
+        assert_eq!(properties(&document, "ClientKeyInputDoc").len(), 9);
     }
 
     #[actix_web::test]

@@ -1,6 +1,7 @@
-//! Keeping the proxy up when the shared cache is not: rotation state that falls back to this
-//! process's own counters and cooldowns while Redis is unreachable, says so once in the log,
-//! and goes back to the shared state as soon as Redis answers again.
+//! Keeping the proxy up when the shared cache is not: rotation state ([`FallbackRotation`]) and
+//! client-key limits ([`FallbackLimiter`]) that fall back to this process's own state while
+//! Redis is unreachable, say so once in the log, and go back to the shared state as soon as
+//! Redis answers again.
 //!
 //! Health versions (`RotationState::draw`) of the two states count independently, so each is
 //! tagged with its source in the low bit: a version of one can never equal a version of the
@@ -207,6 +208,138 @@ impl RotationState for FallbackRotation {
             self.fall_back(message, Utc::now().timestamp_millis());
         }
         probe
+    }
+}
+
+/// Slots the local fallback hands out carry this bit, so each slot goes back to the limiter that
+/// gave it, even when Redis comes back in between.
+const LOCAL_SLOT: u64 = 1 << 63;
+
+/// [`domain::ClientLimiter`] over a shared backend with a local fallback: while Redis is
+/// unreachable each instance enforces every client key's limits by itself (announced once in
+/// the log and on `/ready`), never failing open and never refusing everything, and goes back
+/// to the shared limits as soon as Redis answers.
+pub struct FallbackLimiter {
+    shared: Arc<dyn domain::ClientLimiter>,
+    local: cache_memory::MemoryClientLimiter,
+    degraded: AtomicBool,
+    retry_at_ms: AtomicI64,
+}
+
+impl FallbackLimiter {
+    /// Wraps the shared limiter.
+    pub fn new(shared: Arc<dyn domain::ClientLimiter>) -> Self {
+        FallbackLimiter {
+            shared,
+            local: cache_memory::MemoryClientLimiter::default(),
+            degraded: AtomicBool::new(false),
+            retry_at_ms: AtomicI64::new(0),
+        }
+    }
+
+    /// Whether limits are being enforced by this instance alone.
+    pub fn is_degraded(&self) -> bool {
+        self.degraded.load(Ordering::Relaxed)
+    }
+
+    /// Whether to skip the shared limiter for now (it failed less than a second ago).
+    fn on_local(&self, now_ms: i64) -> bool {
+        self.is_degraded() && now_ms < self.retry_at_ms.load(Ordering::Relaxed)
+    }
+
+    fn went_down(&self, now_ms: i64, message: &str) {
+        self.retry_at_ms.store(
+            now_ms + RETRY_SHARED_AFTER.as_millis() as i64,
+            Ordering::Relaxed,
+        );
+        if !self.degraded.swap(true, Ordering::Relaxed) {
+            tracing::warn!(%message, "the shared cache is unreachable: client-key limits are enforced by each instance alone until it is back");
+        }
+    }
+
+    fn came_back(&self) {
+        if self.degraded.swap(false, Ordering::Relaxed) {
+            tracing::info!(
+                "the shared cache is reachable again: client-key limits are shared across instances"
+            );
+        }
+    }
+}
+
+#[async_trait]
+impl domain::ClientLimiter for FallbackLimiter {
+    async fn admit(
+        &self,
+        key: domain::ClientKeyId,
+        limits: &domain::ClientLimits,
+        seed: u64,
+        now: DateTime<Utc>,
+    ) -> Result<domain::Admission> {
+        let local = || match self.local.admit_now(key, limits, seed, now) {
+            domain::Admission::Admitted(slot) => {
+                domain::Admission::Admitted(slot.map(|s| domain::SlotId(s.0 | LOCAL_SLOT)))
+            }
+            refused => refused,
+        };
+        let now_ms = Utc::now().timestamp_millis();
+        if self.on_local(now_ms) {
+            return Ok(local());
+        }
+        match self.shared.admit(key, limits, seed, now).await {
+            Err(Error::Unavailable { message, .. }) => {
+                self.went_down(now_ms, &message);
+                Ok(local())
+            }
+            answer => {
+                if answer.is_ok() {
+                    self.came_back();
+                }
+                answer
+            }
+        }
+    }
+
+    async fn release(&self, key: domain::ClientKeyId, slot: domain::SlotId) -> Result<()> {
+        if slot.0 & LOCAL_SLOT != 0 {
+            self.local.release_now(key);
+            return Ok(());
+        }
+        match self.shared.release(key, slot).await {
+            // The shared slot expires with its lease.
+            Err(Error::Unavailable { .. }) => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn record_tokens(
+        &self,
+        key: domain::ClientKeyId,
+        limits: &domain::ClientLimits,
+        tokens: u64,
+        seed: u64,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        // The local copy always counts too, so a fallback starts from what this instance saw.
+        self.local.record_tokens_now(key, limits, tokens, seed, now);
+        let now_ms = Utc::now().timestamp_millis();
+        if self.on_local(now_ms) {
+            return Ok(());
+        }
+        match self
+            .shared
+            .record_tokens(key, limits, tokens, seed, now)
+            .await
+        {
+            Err(Error::Unavailable { message, .. }) => {
+                self.went_down(now_ms, &message);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.shared.ping().await
     }
 }
 

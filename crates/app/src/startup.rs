@@ -14,12 +14,16 @@ use secrecy::ExposeSecret;
 use crate::{
     auth::AdminAuth,
     background::{self, UsageFlusher},
+    completion::ExchangeObserver,
     config::Settings,
     errors,
     hop::HopMarker,
     inbound::BodyLimits,
     metrics::Metrics,
-    probe, routes,
+    metrics::TokenMeter,
+    probe,
+    request_log::{self, DropCounter, RequestLogQueue},
+    routes,
     state::AppState,
     upstream::{self, UpstreamClient},
     wiring,
@@ -27,6 +31,8 @@ use crate::{
 
 /// Configs kept in the snapshot cache.
 const SNAPSHOT_CAPACITY: usize = 10_000;
+/// How long the request log writer gets to write what is queued on shutdown.
+const REQUEST_LOG_DRAIN: Duration = Duration::from_secs(10);
 /// How long in-flight requests get to finish on shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -37,6 +43,10 @@ pub struct Application {
     state: web::Data<AppState>,
     flusher: Arc<UsageFlusher>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    request_log_writer: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
     stop_recovery: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -66,6 +76,14 @@ impl Application {
             Err(error) => tracing::warn!(%error, "stored key health could not be restored"),
         }
 
+        let client_keys = Arc::new(crate::client_keys::ClientKeys::new(
+            ports.client_keys.clone(),
+            ports.client_limiter.clone(),
+            ports.client_hasher.clone(),
+        ));
+        if let Err(error) = client_keys.refresh().await {
+            tracing::warn!(%error, "client keys could not be loaded; they are retried on the next change notice");
+        }
         let snapshots = Arc::new(SnapshotCache::new(SNAPSHOT_CAPACITY));
         let local = snapshots.clone();
         let admin = AdminService::new(
@@ -92,6 +110,20 @@ impl Application {
                 llm_response_timeout: settings.llm_response_timeout,
             },
         );
+        let metrics = Metrics::new(settings.metrics_per_key_limit > 0);
+        let mut observers: Vec<Arc<dyn ExchangeObserver>> =
+            vec![Arc::new(TokenMeter::new(&metrics))];
+        let mut request_log_writer = None;
+        if settings.request_log_max_rows > 0 {
+            let drops = Arc::new(DropCounter::new(metrics.request_log_dropped.clone()));
+            let (queue, writer) = RequestLogQueue::new(
+                settings.request_log_queue_size,
+                ports.request_log.clone(),
+                drops,
+            );
+            observers.push(Arc::new(queue));
+            request_log_writer = Some(writer);
+        }
         let state = web::Data::new(AppState {
             proxy_keys: AppState::proxy_key_set(&settings),
             settings: settings.clone(),
@@ -103,9 +135,17 @@ impl Application {
             events: ports.events.clone(),
             leases: ports.leases.clone(),
             snapshots: snapshots.clone(),
-            metrics: Metrics::new(settings.metrics_per_key_limit > 0),
+            metrics,
             bodies: BodyLimits::new(&settings),
             hop: HopMarker::new(&settings),
+            // Client keys first: their concurrency slot is released before anything else runs.
+            exchange_observers: crate::completion::ExchangeObservers::new(
+                std::iter::once(client_keys.clone() as Arc<dyn ExchangeObserver>)
+                    .chain(observers)
+                    .collect(),
+            ),
+            request_log: ports.request_log.clone(),
+            client_keys: client_keys.clone(),
         });
         let auth = web::Data::new(AdminAuth::new(
             &settings.admin_username,
@@ -150,10 +190,28 @@ impl Application {
         let server = server.run();
 
         let flusher = Arc::new(UsageFlusher::new(ports.usage.clone(), ports.store.clone()));
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(flusher.clone().run(settings.usage_flush_interval)),
-            tokio::spawn(background::follow_changes(ports.events.clone(), snapshots)),
+            tokio::spawn(background::follow_changes(
+                ports.events.clone(),
+                snapshots,
+                client_keys.clone(),
+            )),
+            tokio::spawn(client_keys.clone().run_flush(settings.usage_flush_interval)),
         ];
+        let request_log_writer = request_log_writer.map(|writer| {
+            let (stop, stopped) = tokio::sync::oneshot::channel();
+            (stop, tokio::spawn(writer.run(stopped)))
+        });
+        if settings.request_log_max_rows > 0 {
+            tasks.push(tokio::spawn(request_log::prune_forever(
+                ports.request_log.clone(),
+                ports.leases.clone(),
+                instance_name(),
+                settings.request_log_retention_days,
+                settings.request_log_max_rows,
+            )));
+        }
         let stop_recovery = Arc::new(std::sync::atomic::AtomicBool::new(false));
         probe::spawn_recovery(
             state.clone(),
@@ -167,6 +225,7 @@ impl Application {
             state,
             flusher,
             tasks,
+            request_log_writer,
             stop_recovery,
         })
     }
@@ -196,11 +255,29 @@ impl Application {
         self.stop_recovery
             .store(true, std::sync::atomic::Ordering::Relaxed);
         self.flusher.flush().await;
+        self.state.client_keys.flush().await;
         for task in self.tasks {
             task.abort();
         }
+        // In-flight requests are done: the writer writes what is queued and ends (bounded, so
+        // a dead store cannot hold the exit).
+        if let Some((stop, writer)) = self.request_log_writer {
+            let _ = stop.send(());
+            if tokio::time::timeout(REQUEST_LOG_DRAIN, writer)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the request log could not be written out before shutdown");
+            }
+        }
         result
     }
+}
+
+/// This process's name among the instances sharing leases: random, so two instances never
+/// believe they share one.
+fn instance_name() -> String {
+    crate::config::random_token(8).unwrap_or_else(|_| format!("pid-{}", std::process::id()))
 }
 
 /// Tells the operator the secrets that were generated for this run.

@@ -11,7 +11,8 @@ use domain::{
 use secrecy::ExposeSecret;
 
 use crate::{
-    config::Settings, errors::ApiError, hop::HopMarker, inbound::BodyLimits, metrics::Metrics,
+    completion::ExchangeObservers, config::Settings, errors::ApiError, hop::HopMarker,
+    inbound::BodyLimits, metrics::Metrics,
 };
 
 /// Shared by every worker.
@@ -42,6 +43,12 @@ pub struct AppState {
     pub bodies: BodyLimits,
     /// This deployment's loop-protection marker.
     pub hop: HopMarker,
+    /// Told about every finished proxied exchange.
+    pub exchange_observers: ExchangeObservers,
+    /// The request log, for the admin API (the proxies reach it only through the queue).
+    pub request_log: Arc<dyn domain::RequestLog>,
+    /// Client keys: directory, admission and usage (SPEC §7).
+    pub client_keys: Arc<crate::client_keys::ClientKeys>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -54,6 +61,26 @@ impl AppState {
     /// The proxy keys from the settings.
     pub fn proxy_key_set(settings: &Settings) -> ProxyKeySet {
         ProxyKeySet::new(settings.proxy_keys.iter().map(|k| k.expose_secret()))
+    }
+
+    /// Who presented `presented` as a proxy key: a global proxy key (compared in constant time)
+    /// or a client key (looked up by digest in memory).
+    ///
+    /// # Errors
+    /// 401 with `invalid` for an unknown key, or the client key's own 401 (disabled, expired).
+    pub fn authenticate(
+        &self,
+        presented: &str,
+        invalid: &'static str,
+    ) -> Result<crate::client_keys::Caller, ApiError> {
+        use crate::client_keys::Caller;
+        if self.proxy_keys.verify(presented) {
+            return Ok(Caller::Global);
+        }
+        match self.client_keys.authenticate(presented) {
+            Some(entry) => entry.map(Caller::Client),
+            None => Err(ApiError::unauthorized(invalid)),
+        }
     }
 
     /// The active config with this slug, from the snapshot cache; the store is read only on a

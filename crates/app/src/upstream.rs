@@ -208,6 +208,30 @@ pub struct UpstreamRequest<'a> {
     pub body: RequestBody,
     /// URL and key headers of the attempt with a given key.
     pub target: &'a TargetFor<'a>,
+    /// Where the failover loop notes its attempts, for the request log.
+    pub trace: &'a AttemptTrace,
+}
+
+/// What the failover loop did, read by the exchange's completion whatever the answer: how many
+/// upstream attempts it made and the key of the last one. Cells: one request's task only.
+#[derive(Debug, Default)]
+pub struct AttemptTrace {
+    attempts: std::cell::Cell<u32>,
+    last_key: std::cell::Cell<Option<domain::ApiKeyId>>,
+}
+
+impl AttemptTrace {
+    /// Notes an attempt about to be sent.
+    fn attempt(&self, attempts: u32, key: domain::ApiKeyId) {
+        self.attempts.set(attempts);
+        self.last_key.set(Some(key));
+    }
+
+    /// Copies the attempts and the last key into an exchange's facts.
+    pub fn fill(&self, facts: &mut crate::completion::ExchangeFacts) {
+        facts.attempts = self.attempts.get();
+        facts.api_key_id = self.last_key.get();
+    }
 }
 
 /// A streamed upstream body.
@@ -263,6 +287,10 @@ pub async fn send_with_failover(
         if failover.attempts() > 1 {
             state.metrics.retries.get_or_create(&labels).inc();
         }
+        request.trace.attempt(
+            u32::try_from(failover.attempts()).unwrap_or(u32::MAX),
+            key.id,
+        );
         let target = (request.target)(key.key_value.expose())?;
         let started = Instant::now();
         let timeout = failover.rules().response_timeout();

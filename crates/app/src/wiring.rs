@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use cache_memory::MemoryCache;
 use domain::{
-    ConfigEvents, ImportReport, Leases, OriginalData, OriginalTables, ProxyStore, RotationState,
-    UsageCounters,
+    ClientKeyStore, ClientLimiter, ConfigEvents, ImportReport, Leases, OriginalData,
+    OriginalTables, ProxyStore, RequestLog, RotationState, UsageCounters,
 };
-use storage_sql::{KeyCipher, SqlStore};
+use storage_sql::{ClientSecretHasher, KeyCipher, SqlStore};
 
 use crate::{
     config::{CacheBackend, Settings, StorageBackend},
@@ -27,6 +27,14 @@ pub struct Ports {
     pub events: Arc<dyn ConfigEvents>,
     /// Leases of background jobs that run on one instance at a time.
     pub leases: Arc<dyn Leases>,
+    /// The request log (the store's database).
+    pub request_log: Arc<dyn RequestLog>,
+    /// Durable client keys (SPEC §7).
+    pub client_keys: Arc<dyn ClientKeyStore>,
+    /// Live client-key limits.
+    pub client_limiter: Arc<dyn ClientLimiter>,
+    /// How client-key secrets are hashed (keyed by `ENCRYPTION_KEY` when set).
+    pub client_hasher: ClientSecretHasher,
     /// `lightweight` or `enterprise`, for logs.
     pub description: String,
 }
@@ -66,8 +74,13 @@ pub enum WiringError {
 /// # Errors
 /// A backend that was not compiled in, or that cannot be opened.
 pub async fn connect(settings: &Settings) -> Result<Ports, WiringError> {
-    let store = connect_store(settings).await?;
-    let (rotation, usage, events, leases, cache_name) = connect_cache(settings).await?;
+    let (store, request_log, client_keys) = connect_store(settings).await?;
+    let (rotation, usage, events, leases, client_limiter, cache_name) =
+        connect_cache(settings).await?;
+    let client_hasher = settings
+        .encryption_key
+        .as_ref()
+        .map_or_else(ClientSecretHasher::plain, ClientSecretHasher::keyed);
     let store_name = match settings.storage {
         StorageBackend::Sqlite { .. } => "sqlite",
         StorageBackend::Mysql { .. } => "mysql",
@@ -79,13 +92,26 @@ pub async fn connect(settings: &Settings) -> Result<Ports, WiringError> {
         usage,
         events,
         leases,
+        request_log,
+        client_keys,
+        client_limiter,
+        client_hasher,
         description: format!("{store_name} + {cache_name}"),
     })
 }
 
 /// Opens the store with the configured cipher and checks that its rows are in the mode
 /// `ENCRYPTION_KEY` asks for, so a server never serves a half-migrated pool.
-async fn connect_store(settings: &Settings) -> Result<Arc<dyn ProxyStore>, WiringError> {
+async fn connect_store(
+    settings: &Settings,
+) -> Result<
+    (
+        Arc<dyn ProxyStore>,
+        Arc<dyn RequestLog>,
+        Arc<dyn ClientKeyStore>,
+    ),
+    WiringError,
+> {
     let cipher = settings.encryption_key.as_ref().map(KeyCipher::new);
     let (store, sql) = open_store(settings, cipher, settings.reset_db_tables).await?;
     let census = sql
@@ -96,7 +122,14 @@ async fn connect_store(settings: &Settings) -> Result<Arc<dyn ProxyStore>, Wirin
             source,
         })?;
     key_migration::check_key_mode(&census, sql.key_cipher().is_some())?;
-    Ok(store)
+    // The request log and client keys live in the store's database, written once in
+    // `storage-sql`; the SQL store shares the adapter's pool.
+    let sql = Arc::new(sql);
+    Ok((
+        store,
+        sql.clone() as Arc<dyn RequestLog>,
+        sql as Arc<dyn ClientKeyStore>,
+    ))
 }
 
 /// The SQL store for the key commands: migrated, without a cipher (a rewrite names its own
@@ -357,6 +390,7 @@ type CachePorts = (
     Arc<dyn UsageCounters>,
     Arc<dyn ConfigEvents>,
     Arc<dyn Leases>,
+    Arc<dyn ClientLimiter>,
     &'static str,
 );
 
@@ -365,7 +399,15 @@ async fn connect_cache(settings: &Settings) -> Result<CachePorts, WiringError> {
         CacheBackend::Memory => {
             let cache = Arc::new(MemoryCache::default());
             let leases = Arc::new(cache_memory::MemoryLeases::default());
-            Ok((cache.clone(), cache.clone(), cache, leases, "memory"))
+            let limiter = Arc::new(cache_memory::MemoryClientLimiter::default());
+            Ok((
+                cache.clone(),
+                cache.clone(),
+                cache,
+                leases,
+                limiter,
+                "memory",
+            ))
         }
         #[cfg(feature = "enterprise")]
         CacheBackend::Redis {
@@ -395,7 +437,16 @@ async fn connect_cache(settings: &Settings) -> Result<CachePorts, WiringError> {
             // answers PING but not them (a cluster node named by a standalone URL, an ACL user
             // that may not run scripts) is logged and reported by /ready from start-up on.
             let _ = rotation.ping().await;
-            Ok((rotation, cache.clone(), cache.clone(), cache, "redis"))
+            // Client-key limits are shared through Redis, and local while it is down.
+            let limiter = Arc::new(crate::resilience::FallbackLimiter::new(cache.clone()));
+            Ok((
+                rotation,
+                cache.clone(),
+                cache.clone(),
+                cache,
+                limiter,
+                "redis",
+            ))
         }
         #[cfg(not(feature = "enterprise"))]
         CacheBackend::Redis { .. } => Err(WiringError::NotCompiled {

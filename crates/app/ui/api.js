@@ -168,3 +168,40 @@ export const setKeyActive = (keyId, active) => request('PATCH', `/keys/${id(keyI
 export const deleteKey = (keyId) => request('DELETE', `/keys/${id(keyId)}`);
 /** Sends a real request upstream with one key. */
 export const testKey = (keyId) => request('POST', `/keys/${id(keyId)}/test`);
+
+/** A query string from `[name, value]` pairs, leaving out empty values. */
+function query(pairs) {
+  const search = new URLSearchParams();
+  for (const [name, value] of pairs) {
+    if (value !== undefined && value !== null && value !== '') search.set(name, String(value));
+  }
+  const text = search.toString();
+  return text ? `?${text}` : '';
+}
+
+/** Every client key with its usage: `{items: [...]}`. */
+export const listClientKeys = () => request('GET', '/client-keys');
+/** One client key. */
+export const getClientKey = (keyId) => request('GET', `/client-keys/${id(keyId)}`);
+/** Creates a client key; the answer carries its `secret`, shown once. */
+export const createClientKey = (input) => request('POST', '/client-keys', input);
+/** Replaces a client key (the create body). */
+export const replaceClientKey = (keyId, input) => request('PUT', `/client-keys/${id(keyId)}`, input);
+/** Deletes a client key. */
+export const deleteClientKey = (keyId) => request('DELETE', `/client-keys/${id(keyId)}`);
+/** Issues a new secret for a client key (the old one stops working); the answer carries it. */
+export const rotateClientKey = (keyId) => request('POST', `/client-keys/${id(keyId)}/rotate`);
+
+/** The filters both the request log and the statistics accept, in API names. */
+export const LOG_FILTERS = ['proxy_config_id', 'client_key_id', 'api_key_id', 'status_class', 'outcome', 'from', 'to'];
+
+/**
+ * One page of the request log, newest first: `{items, next_cursor}`. `filters` holds any of
+ * {@link LOG_FILTERS}; `limit` and `cursor` page through it.
+ */
+export const listRequestLogs = (filters = {}, { limit, cursor } = {}) =>
+  request('GET', `/request-logs${query([...LOG_FILTERS.map((name) => [name, filters[name]]), ['limit', limit], ['cursor', cursor]])}`);
+
+/** Time series and top lists: `{series: [...], top: {configs, api_keys, client_keys}}`. */
+export const stats = (interval, filters = {}) =>
+  request('GET', `/stats${query([['interval', interval], ...LOG_FILTERS.map((name) => [name, filters[name]])])}`);

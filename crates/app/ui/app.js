@@ -1,4 +1,5 @@
-// The console's entry point: a hash router over four views, the language switch and logout.
+// The console's entry point: a hash router over the views, the navigation, the language switch
+// and logout.
 
 import * as api from './api.js';
 import { h, replace, toast } from './dom.js';
@@ -7,6 +8,9 @@ import { loginView } from './views/login.js';
 import { configsView } from './views/configs.js';
 import { configFormView } from './views/config-form.js';
 import { keysView } from './views/keys.js';
+import { clientKeysView, clientKeyFormView } from './views/client-keys.js';
+import { dashboardView } from './views/dashboard.js';
+import { requestLogView } from './views/request-log.js';
 
 const ROUTES = [
   { pattern: /^#\/login$/, view: loginView, public: true },
@@ -14,11 +18,25 @@ const ROUTES = [
   { pattern: /^#\/configs\/new$/, view: configFormView },
   { pattern: /^#\/configs\/(\d+)\/edit$/, view: configFormView },
   { pattern: /^#\/configs\/(\d+)\/keys$/, view: keysView },
+  { pattern: /^#\/client-keys$/, view: clientKeysView },
+  { pattern: /^#\/client-keys\/new$/, view: clientKeyFormView },
+  { pattern: /^#\/client-keys\/(\d+)\/edit$/, view: clientKeyFormView },
+  { pattern: /^#\/dashboard(?:\?(.*))?$/, view: dashboardView },
+  { pattern: /^#\/logs(?:\?(.*))?$/, view: requestLogView },
+];
+
+// The sections of the navigation: a link is current when the route starts with its hash.
+const SECTIONS = [
+  ['#/configs', 'nav.configs'],
+  ['#/client-keys', 'nav.clientKeys'],
+  ['#/dashboard', 'nav.dashboard'],
+  ['#/logs', 'nav.logs'],
 ];
 
 const view = document.getElementById('view');
 const langToggle = document.getElementById('lang-toggle');
 const logoutButton = document.getElementById('logout');
+const mainNav = document.getElementById('main-nav');
 
 let generation = 0;
 let afterLogin = null;
@@ -27,6 +45,21 @@ let notice = null;
 function navigate(hash) {
   if (location.hash === hash) render();
   else location.hash = hash;
+}
+
+function updateNav(loggedIn, hash) {
+  mainNav.hidden = !loggedIn;
+  mainNav.setAttribute('aria-label', t('nav.label'));
+  mainNav.replaceChildren(...SECTIONS.map(([target, key]) => {
+    const current = hash === target || hash.startsWith(`${target}/`) || hash.startsWith(`${target}?`);
+    return h('a', {
+      class: ['nav-link', current ? 'current' : ''],
+      href: target,
+      'aria-current': current ? 'page' : null,
+      dataset: { section: target.slice(2) },
+      text: t(key),
+    });
+  }));
 }
 
 function updateChrome(loggedIn) {
@@ -57,6 +90,7 @@ async function render() {
     return;
   }
   updateChrome(loggedIn);
+  updateNav(loggedIn, hash);
   const params = hash.match(route.pattern).slice(1);
   const context = {
     params,

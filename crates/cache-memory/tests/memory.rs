@@ -161,3 +161,15 @@ async fn concurrent_turns_never_repeat_a_counter() {
     all.sort_unstable();
     assert_eq!(all, (0..20_000).collect::<Vec<u64>>());
 }
+
+#[tokio::test]
+async fn memory_request_log_meets_the_contract() {
+    let log = cache_memory::MemoryRequestLog::default();
+    domain::contract::request_log(&log).await;
+    domain::contract::request_log_retention(&cache_memory::MemoryRequestLog::default()).await;
+}
+
+#[tokio::test]
+async fn memory_client_limiter_meets_the_client_limiter_contract() {
+    domain::contract::client_limiter(&cache_memory::MemoryClientLimiter::default()).await;
+}

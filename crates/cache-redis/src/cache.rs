@@ -147,6 +147,7 @@ pub struct RedisCache {
 }
 
 struct Inner {
+    slot_lease: Duration,
     pool: Pool,
     subscriber: SubscriberClient,
     names: KeyNames,
@@ -364,6 +365,7 @@ impl RedisCache {
         );
         Ok(RedisCache {
             inner: Arc::new(Inner {
+                slot_lease: options.client_slot_lease,
                 pool,
                 subscriber,
                 names,
@@ -395,6 +397,21 @@ impl RedisCache {
 
     fn client(&self) -> &Client {
         self.inner.pool.next_connected()
+    }
+
+    /// A connected command client (the client-key limiter's scripts).
+    pub(crate) fn command_client(&self) -> &Client {
+        self.client()
+    }
+
+    /// The key names of this cache's namespace.
+    pub(crate) fn names(&self) -> &KeyNames {
+        &self.inner.names
+    }
+
+    /// The lease of a client key's concurrency slot.
+    pub(crate) fn slot_lease(&self) -> Duration {
+        self.inner.slot_lease
     }
 
     /// The health of `keys` as of `now`, in one round trip.

@@ -58,6 +58,12 @@ impl KeyNames {
         format!("{}:health-version", self.tag)
     }
 
+    /// The hash tag of one client key's limiter state: every key a limiter script touches for
+    /// this client key starts with it, so they share a cluster slot.
+    pub(crate) fn client_key_tag(&self, key: domain::ClientKeyId) -> String {
+        format!("{{{}:ck:{key}}}", self.namespace)
+    }
+
     /// The pub/sub channel of config changes.
     pub(crate) fn changes(&self) -> String {
         format!("{}:config-changes", self.namespace)

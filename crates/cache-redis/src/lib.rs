@@ -3,6 +3,9 @@
 //! balancer rotates over one counter per config and sees the others' cooldowns and failures on
 //! its very next read; it also carries config-change notices between instances over pub/sub.
 //!
+//! It also implements `ClientLimiter`: client-key limits shared by the fleet, one Lua script per
+//! admission (see the `client_limits` module).
+//!
 //! Built from [`RedisOptions`] (URL, trusted TLS authorities, key namespace, pool size, timeouts,
 //! rotation block size). The URL's scheme picks standalone, Sentinel or Cluster, with or without
 //! TLS, and the client library follows failovers and slot moves itself; every key of a namespace
@@ -17,6 +20,7 @@
 
 mod blocks;
 mod cache;
+mod client_limits;
 mod convert;
 mod keys;
 mod mirror;

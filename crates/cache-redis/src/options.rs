@@ -48,6 +48,10 @@ pub struct RedisOptions {
     /// instances with block size 1 do not announce their health changes, so instances in block
     /// mode only see those on their next reservation.
     pub rotation_block_size: u32,
+    /// How long a client key's concurrency slot counts at most when its instance never gives
+    /// it back (it crashed): the slot's lease in `{<namespace>:ck:<id>}:slots`. Default 10 min;
+    /// keep it above the longest exchange a client key makes.
+    pub client_slot_lease: Duration,
 }
 
 impl Default for RedisOptions {
@@ -59,6 +63,7 @@ impl Default for RedisOptions {
             pool_size: 4,
             connect_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(2),
+            client_slot_lease: Duration::from_secs(600),
             rotation_block_size: 1,
         }
     }
@@ -74,6 +79,7 @@ impl fmt::Debug for RedisOptions {
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
             .field("rotation_block_size", &self.rotation_block_size)
+            .field("client_slot_lease", &self.client_slot_lease)
             .finish()
     }
 }

@@ -100,6 +100,7 @@ fn options(url: &str, namespace: &str) -> RedisOptions {
         connect_timeout: Duration::from_secs(5),
         command_timeout: Duration::from_secs(5),
         rotation_block_size: 1,
+        client_slot_lease: Duration::from_secs(600),
     }
 }
 
@@ -161,6 +162,24 @@ async fn purge(url: &str, namespace: &str) {
         .unwrap();
     for chunk in keys.chunks(1_000) {
         let _: i64 = admin.del(chunk.to_vec()).await.unwrap();
+    }
+    // Client-key limiter keys carry one hash tag per client key, so they spread over slots.
+    let pattern = format!("{{{namespace}:ck:*");
+    let keys: Vec<fred::types::Key> = if admin.is_clustered() {
+        admin
+            .scan_cluster_buffered(pattern, Some(1_000), None)
+            .try_collect()
+            .await
+            .unwrap()
+    } else {
+        admin
+            .scan_buffered(pattern, Some(1_000), None)
+            .try_collect()
+            .await
+            .unwrap()
+    };
+    for key in keys {
+        let _: i64 = admin.del(key).await.unwrap();
     }
     admin.quit().await.ok();
 }
@@ -1046,6 +1065,8 @@ on_every_topology!(
     with_counter_blocks_a_cancelled_request_loses_no_value,
     without_counter_blocks_every_turn_increments_the_shared_counter,
     without_counter_blocks_a_selection_sees_the_others_health_changes_at_once,
+    redis_cache_meets_the_client_limiter_contract,
+    two_instances_share_client_limits_and_a_lost_slot_expires_with_its_lease,
 );
 
 /// `url` with its password replaced.
@@ -1180,5 +1201,77 @@ async fn cluster_a_standalone_url_to_one_node_fails_the_shared_state_probe() {
     let clustered = connect(&url, &ns).await;
     clustered.ping().await.unwrap();
     assert_eq!(clustered.draw(ProxyConfigId(1)).await.unwrap().counter, 0);
+async fn redis_cache_meets_the_client_limiter_contract(topology: Topology) {
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
+    let _turn = RUN_ALONE.read().await;
+    let ns = namespace();
+    domain::contract::client_limiter(&connect(&url, &ns).await).await;
+    purge(&url, &ns).await;
+}
+
+/// Two instances share one limit, and a slot whose instance never gives it back stops counting
+/// when its lease ends.
+async fn two_instances_share_client_limits_and_a_lost_slot_expires_with_its_lease(
+    topology: Topology,
+) {
+    use domain::{Admission, ClientKeyId, ClientLimiter, ClientLimits};
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
+    let _turn = RUN_ALONE.read().await;
+    let ns = namespace();
+    let short = RedisOptions {
+        client_slot_lease: Duration::from_millis(300),
+        ..options(&url, &ns)
+    };
+    let a = RedisCache::connect(short.clone()).await.unwrap();
+    let b = RedisCache::connect(short).await.unwrap();
+    let key = ClientKeyId(7);
+    let now = chrono::Utc::now();
+    let rpm = ClientLimits {
+        rpm: Some(60),
+        ..ClientLimits::default()
+    };
+    let mut admitted = 0;
+    for i in 0..80 {
+        let cache = if i % 2 == 0 { &a } else { &b };
+        if matches!(
+            cache.admit(key, &rpm, 0, now).await.unwrap(),
+            Admission::Admitted(_)
+        ) {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 60, "one rpm over both instances");
+
+    let key = ClientKeyId(8);
+    let two = ClientLimits {
+        max_concurrency: Some(2),
+        ..ClientLimits::default()
+    };
+    assert!(matches!(
+        a.admit(key, &two, 0, now).await.unwrap(),
+        Admission::Admitted(Some(_))
+    ));
+    // `b` takes the second slot and "crashes": it never gives it back.
+    assert!(matches!(
+        b.admit(key, &two, 0, now).await.unwrap(),
+        Admission::Admitted(Some(_))
+    ));
+    drop(b);
+    assert!(matches!(
+        a.admit(key, &two, 0, chrono::Utc::now()).await.unwrap(),
+        Admission::Refused(_)
+    ));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        matches!(
+            a.admit(key, &two, 0, chrono::Utc::now()).await.unwrap(),
+            Admission::Admitted(Some(_))
+        ),
+        "the lost slots expired with their lease"
+    );
     purge(&url, &ns).await;
 }

@@ -457,6 +457,127 @@ pub struct BatchImportReport {
     pub failed_keys: Vec<String>,
 }
 
+/// Largest accepted `rpm` and `max_concurrency`.
+pub const MAX_CLIENT_RATE: i64 = 1_000_000;
+
+/// A create or replace of a client key, as the admin API receives it (SPEC §7 field names;
+/// `PUT` takes the create body).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct ClientKeyInput {
+    /// Unique display name.
+    pub name: Option<String>,
+    /// The admin's switch (default on).
+    pub is_active: Option<bool>,
+    /// RFC 3339 time the key stops working; `null` = never.
+    pub expires_at: Option<String>,
+    /// Configs the key may call; empty or missing = every config.
+    pub allowed_config_ids: Option<Vec<i64>>,
+    /// Requests per minute.
+    pub rpm: Option<i64>,
+    /// LLM tokens per minute.
+    pub tpm: Option<i64>,
+    /// Requests in flight at once.
+    pub max_concurrency: Option<i64>,
+    /// Tokens per `budget_period`.
+    pub token_budget: Option<i64>,
+    /// `day`, `month` or `total`.
+    pub budget_period: Option<String>,
+}
+
+impl ClientKeyInput {
+    /// Validates every field, reporting all bad ones at once.
+    ///
+    /// # Errors
+    /// Every invalid field with its reason.
+    pub fn validate(&self) -> Result<crate::model::ClientKeySpec, ValidationErrors> {
+        use crate::model::{BudgetPeriod, ClientKeySpec, ClientLimits, ProxyConfigId, TokenBudget};
+        let mut errors = ValidationErrors::default();
+        let name = errors.required("name", self.name.as_deref(), str::parse::<ConfigName>);
+        let expires_at = errors.optional("expires_at", self.expires_at.as_deref(), |text| {
+            chrono::DateTime::parse_from_rfc3339(text)
+                .map(|at| at.with_timezone(&chrono::Utc))
+                .map_err(|_| "must be an RFC 3339 time such as 2027-01-31T00:00:00Z")
+        });
+        let mut positive = |field: &str, value: Option<i64>, max: i64| -> Option<Option<i64>> {
+            match value {
+                None => Some(None),
+                Some(v) if (1..=max).contains(&v) => Some(Some(v)),
+                Some(_) => {
+                    errors.add(
+                        field,
+                        format!("must be between 1 and {max}, or null for no limit"),
+                    );
+                    None
+                }
+            }
+        };
+        let rpm = positive("rpm", self.rpm, MAX_CLIENT_RATE);
+        let tpm = positive("tpm", self.tpm, i64::MAX);
+        let max_concurrency = positive("max_concurrency", self.max_concurrency, MAX_CLIENT_RATE);
+        let token_budget = positive("token_budget", self.token_budget, i64::MAX);
+        let period = errors.optional(
+            "budget_period",
+            self.budget_period.as_deref(),
+            str::parse::<BudgetPeriod>,
+        );
+        let budget = match (token_budget, period) {
+            (Some(Some(tokens)), Some(Some(period))) => Some(Some(TokenBudget {
+                tokens: tokens.unsigned_abs(),
+                period,
+            })),
+            (Some(Some(_)), Some(None)) => {
+                errors.add(
+                    "budget_period",
+                    "is required with token_budget (day, month or total)",
+                );
+                None
+            }
+            (Some(None), Some(Some(_))) => {
+                errors.add("token_budget", "is required with budget_period");
+                None
+            }
+            (Some(None), Some(None)) => Some(None),
+            _ => None,
+        };
+        let mut ids = Vec::new();
+        for id in self.allowed_config_ids.iter().flatten() {
+            if *id < 1 {
+                errors.add(
+                    "allowed_config_ids",
+                    "must hold config ids (positive integers)",
+                );
+                break;
+            }
+            ids.push(ProxyConfigId(*id));
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        match (name, expires_at, rpm, tpm, max_concurrency, budget) {
+            (
+                Some(name),
+                Some(expires_at),
+                Some(rpm),
+                Some(tpm),
+                Some(max_concurrency),
+                Some(budget),
+            ) if errors.is_empty() => Ok(ClientKeySpec {
+                name,
+                is_active: self.is_active.unwrap_or(true),
+                expires_at,
+                allowed_config_ids: ids,
+                limits: ClientLimits {
+                    rpm: rpm.and_then(|v| u32::try_from(v).ok()),
+                    tpm: tpm.map(i64::unsigned_abs),
+                    max_concurrency: max_concurrency.and_then(|v| u32::try_from(v).ok()),
+                    budget,
+                },
+            }),
+            _ => Err(errors.or_incomplete("name")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -733,5 +854,53 @@ mod tests {
         assert_eq!(batch.duplicates_in_batch, 1);
         assert_eq!(batch.failed_keys.len(), 1);
         assert!(!batch.failed_keys[0].contains("in-the-middle"));
+    }
+}
+
+#[cfg(test)]
+mod client_key_input_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::model::BudgetPeriod;
+
+    #[test]
+    fn a_full_client_key_validates() {
+        let input: ClientKeyInput = serde_json::from_str(
+            r#"{"name":" team-a ","expires_at":"2027-01-31T00:00:00+01:00","allowed_config_ids":[3,1,3],
+                "rpm":60,"tpm":1000,"max_concurrency":2,"token_budget":5000,"budget_period":"Month"}"#,
+        )
+        .unwrap();
+        let spec = input.validate().unwrap();
+        assert_eq!(spec.name.as_str(), "team-a");
+        assert!(spec.is_active);
+        assert_eq!(
+            spec.expires_at.unwrap().to_rfc3339(),
+            "2027-01-30T23:00:00+00:00"
+        );
+        assert_eq!(spec.allowed_config_ids.len(), 2);
+        assert_eq!(spec.limits.rpm, Some(60));
+        assert_eq!(spec.limits.budget.unwrap().period, BudgetPeriod::Month);
+    }
+
+    #[test]
+    fn every_bad_client_key_field_is_reported() {
+        let input: ClientKeyInput = serde_json::from_str(
+            r#"{"name":"","expires_at":"tomorrow","rpm":0,"tpm":-1,"max_concurrency":0,
+                "token_budget":10,"allowed_config_ids":[0]}"#,
+        )
+        .unwrap();
+        let errors = input.validate().unwrap_err();
+        let fields: Vec<&str> = errors.fields().iter().map(|e| e.field.as_str()).collect();
+        for field in [
+            "name",
+            "expires_at",
+            "rpm",
+            "tpm",
+            "max_concurrency",
+            "budget_period",
+            "allowed_config_ids",
+        ] {
+            assert!(fields.contains(&field), "{field} missing from {fields:?}");
+        }
     }
 }

@@ -40,6 +40,13 @@ use crate::{
     ports::{ConfigEvents, ConfigNotice, Leases, ProxyStore, RotationState, UsageCounters},
 };
 
+mod request_log;
+
+pub use request_log::{
+    log_filters, log_large_batch, log_pages_and_fields, log_stats, request_log,
+    request_log_retention,
+};
+
 /// A suffix no other run of a suite uses, so records never collide.
 pub fn unique_suffix() -> String {
     static SEQUENCE: AtomicU64 = AtomicU64::new(0);
@@ -1178,4 +1185,264 @@ impl Future for Deadline {
             Poll::Pending
         }
     }
+}
+
+fn client_spec(name: &str, allowed: Vec<i64>) -> crate::model::ClientKeySpec {
+    crate::command::ClientKeyInput {
+        name: Some(name.to_owned()),
+        expires_at: Some("2031-05-04T03:02:01Z".into()),
+        allowed_config_ids: Some(allowed),
+        rpm: Some(60),
+        tpm: Some(100_000),
+        max_concurrency: Some(3),
+        token_budget: Some(1_000_000),
+        budget_period: Some("month".into()),
+        ..Default::default()
+    }
+    .validate()
+    .unwrap()
+}
+
+fn issued(byte: u8, prefix: &str) -> crate::model::IssuedSecret {
+    crate::model::IssuedSecret {
+        digest: crate::model::SecretDigest([byte; 32]),
+        prefix: prefix.to_owned(),
+    }
+}
+
+/// The whole client-key store contract (SPEC §7).
+pub async fn client_key_store(store: &dyn crate::ports::ClientKeyStore) {
+    use crate::model::{BudgetPeriod, ClientKeyId, ClientUsageDelta};
+    let suffix = unique_suffix();
+    let name = format!("contract client {suffix}");
+    let created = store
+        .create_client_key(client_spec(&name, vec![2, 1]), issued(7, "akr-abcd"))
+        .await
+        .expect("a client key is created");
+    assert_eq!(
+        created.spec,
+        client_spec(&name, vec![1, 2]),
+        "every field is kept"
+    );
+    assert_eq!(created.digest, crate::model::SecretDigest([7; 32]));
+    assert_eq!(created.key_prefix, "akr-abcd");
+    assert_eq!(created.usage, crate::model::ClientKeyUsage::default());
+    let read = store.get_client_key(created.id).await.unwrap();
+    assert_eq!(read, created, "a read gives back what was created");
+    assert!(
+        store
+            .list_client_keys()
+            .await
+            .unwrap()
+            .iter()
+            .any(|k| k.id == created.id),
+        "the list holds the new key"
+    );
+    assert_conflict(
+        store
+            .create_client_key(client_spec(&name, vec![]), issued(8, "akr-efgh"))
+            .await,
+        "name",
+        "a second client key with the same name",
+    );
+
+    // Replace keeps the secret and the usage; rotate keeps everything else.
+    let mut spec = client_spec(&format!("{name} renamed"), vec![]);
+    spec.is_active = false;
+    spec.expires_at = None;
+    spec.limits = crate::model::ClientLimits::default();
+    let replaced = store
+        .replace_client_key(created.id, spec.clone())
+        .await
+        .unwrap();
+    assert_eq!(replaced.spec, spec);
+    assert_eq!(replaced.digest, created.digest);
+    assert_eq!(replaced.created_at, created.created_at);
+    let rotated = store
+        .rotate_client_key(created.id, issued(9, "akr-ijkl"))
+        .await
+        .unwrap();
+    assert_eq!(rotated.digest, crate::model::SecretDigest([9; 32]));
+    assert_eq!(rotated.key_prefix, "akr-ijkl");
+    assert_eq!(rotated.spec, spec);
+
+    // Usage adds up per budget period.
+    let day1 = BudgetPeriod::Day.start("2026-12-06T10:00:00Z".parse().unwrap());
+    let day2 = BudgetPeriod::Day.start("2026-12-07T10:00:00Z".parse().unwrap());
+    let used_at = "2026-12-06T10:00:05Z".parse().unwrap();
+    let mut delta = ClientUsageDelta::new(created.id);
+    delta.requests = 3;
+    delta.tokens = 40;
+    delta.budget_tokens = 40;
+    delta.budget_period_start = Some(day1);
+    delta.last_used_at = Some(used_at);
+    let gone = ClientUsageDelta {
+        key_id: ClientKeyId(i64::MAX - 1),
+        ..delta
+    };
+    store
+        .apply_client_usage(&[delta, gone])
+        .await
+        .expect("usage of a missing key is dropped");
+    store.apply_client_usage(&[delta]).await.unwrap();
+    let usage = store.get_client_key(created.id).await.unwrap().usage;
+    assert_eq!(
+        (usage.request_count, usage.token_count, usage.budget_used),
+        (6, 80, 80),
+        "usage adds up"
+    );
+    assert_eq!(usage.budget_period_start, Some(day1));
+    assert_eq!(usage.last_used_at, Some(used_at));
+    delta.budget_period_start = Some(day2);
+    store.apply_client_usage(&[delta]).await.unwrap();
+    let usage = store.get_client_key(created.id).await.unwrap().usage;
+    assert_eq!(
+        (usage.budget_used, usage.budget_period_start),
+        (40, Some(day2)),
+        "a new period starts the budget again"
+    );
+
+    let deleted = store.delete_client_key(created.id).await.unwrap();
+    assert_eq!(deleted.id, created.id);
+    assert_not_found(
+        store.get_client_key(created.id).await,
+        Entity::ClientKey,
+        "a deleted client key",
+    );
+    assert_not_found(
+        store.delete_client_key(created.id).await,
+        Entity::ClientKey,
+        "deleting twice",
+    );
+    assert_not_found(
+        store.replace_client_key(created.id, spec).await,
+        Entity::ClientKey,
+        "replacing a deleted client key",
+    );
+    assert_not_found(
+        store
+            .rotate_client_key(created.id, issued(1, "akr-x"))
+            .await,
+        Entity::ClientKey,
+        "rotating a deleted client key",
+    );
+}
+
+/// The client limiter contract: the rules of [`crate::client_limits`] through the port, on
+/// fresh key ids.
+pub async fn client_limiter(limiter: &dyn crate::ports::ClientLimiter) {
+    use crate::{
+        client_limits::LimitKind,
+        model::{BudgetPeriod, ClientKeyId, ClientLimits, TokenBudget},
+        ports::Admission,
+    };
+    limiter.ping().await.expect("ping answers");
+    let base = unique_id_base();
+    let now = Utc::now();
+    let refused = |admission: Admission| match admission {
+        Admission::Refused(refusal) => Some(refusal),
+        Admission::Admitted(_) => None,
+    };
+
+    // rpm: a burst admits exactly rpm.
+    let key = ClientKeyId(base + 1);
+    let limits = ClientLimits {
+        rpm: Some(5),
+        ..ClientLimits::default()
+    };
+    let mut admitted = 0;
+    for _ in 0..8 {
+        if refused(limiter.admit(key, &limits, 0, now).await.unwrap()).is_none() {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 5, "a burst admits exactly rpm");
+    let refusal = refused(limiter.admit(key, &limits, 0, now).await.unwrap()).expect("over rpm");
+    assert_eq!(refusal.kind, LimitKind::Requests);
+    assert_eq!(refusal.retry_after_seconds, 12);
+    assert!(
+        refused(
+            limiter
+                .admit(key, &limits, 0, now + TimeDelta::seconds(12))
+                .await
+                .unwrap()
+        )
+        .is_none(),
+        "admitted again once Retry-After passed"
+    );
+
+    // Concurrency: slots are taken and given back.
+    let key = ClientKeyId(base + 2);
+    let limits = ClientLimits {
+        max_concurrency: Some(2),
+        ..ClientLimits::default()
+    };
+    let Admission::Admitted(Some(first)) = limiter.admit(key, &limits, 0, now).await.unwrap()
+    else {
+        panic!("the first request gets a slot")
+    };
+    let Admission::Admitted(Some(_second)) = limiter.admit(key, &limits, 0, now).await.unwrap()
+    else {
+        panic!("the second request gets a slot")
+    };
+    let refusal =
+        refused(limiter.admit(key, &limits, 0, now).await.unwrap()).expect("no third slot");
+    assert_eq!(refusal.kind, LimitKind::Concurrency);
+    limiter.release(key, first).await.unwrap();
+    assert!(
+        matches!(
+            limiter.admit(key, &limits, 0, now).await.unwrap(),
+            Admission::Admitted(Some(_))
+        ),
+        "a released slot is free again"
+    );
+
+    // Tokens per minute and the budget, charged after the fact.
+    let key = ClientKeyId(base + 3);
+    let limits = ClientLimits {
+        tpm: Some(600),
+        ..ClientLimits::default()
+    };
+    limiter
+        .record_tokens(key, &limits, 660, 0, now)
+        .await
+        .unwrap();
+    let refusal = refused(limiter.admit(key, &limits, 0, now).await.unwrap()).expect("over tpm");
+    assert_eq!(refusal.kind, LimitKind::Tokens);
+    assert!(
+        refused(
+            limiter
+                .admit(key, &limits, 0, now + TimeDelta::seconds(7))
+                .await
+                .unwrap()
+        )
+        .is_none(),
+        "the token bucket drains"
+    );
+    let key = ClientKeyId(base + 4);
+    let limits = ClientLimits {
+        budget: Some(TokenBudget {
+            tokens: 100,
+            period: BudgetPeriod::Day,
+        }),
+        ..ClientLimits::default()
+    };
+    assert!(refused(limiter.admit(key, &limits, 60, now).await.unwrap()).is_none());
+    limiter
+        .record_tokens(key, &limits, 40, 60, now)
+        .await
+        .unwrap();
+    let refusal =
+        refused(limiter.admit(key, &limits, 0, now).await.unwrap()).expect("budget spent");
+    assert_eq!(refusal.kind, LimitKind::Budget);
+    assert!(
+        refused(
+            limiter
+                .admit(key, &limits, 0, now + TimeDelta::days(1))
+                .await
+                .unwrap()
+        )
+        .is_none(),
+        "a new day starts the budget again"
+    );
 }

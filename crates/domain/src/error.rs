@@ -17,6 +17,8 @@ pub enum Entity {
     ProxyConfig,
     /// An upstream API key.
     ApiKey,
+    /// A client key (SPEC §7).
+    ClientKey,
 }
 
 impl fmt::Display for Entity {
@@ -24,6 +26,7 @@ impl fmt::Display for Entity {
         f.write_str(match self {
             Entity::ProxyConfig => "proxy config",
             Entity::ApiKey => "api key",
+            Entity::ClientKey => "client key",
         })
     }
 }

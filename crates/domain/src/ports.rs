@@ -13,12 +13,15 @@ use chrono::{DateTime, Utc};
 use futures_core::Stream;
 
 use crate::{
+    client_limits::Refusal,
     error::Result,
     key_page::{KeyCount, KeyRange},
     model::{
-        ApiKey, ApiKeyId, ConfigChange, ConfigSnapshot, KeyHealth, KeySecret, ProxyConfig,
+        ApiKey, ApiKeyId, ClientKey, ClientKeyId, ClientKeySpec, ClientLimits, ClientUsageDelta,
+        ConfigChange, ConfigSnapshot, IssuedSecret, KeyHealth, KeySecret, ProxyConfig,
         ProxyConfigId, ProxyConfigSpec, Slug, UsageDelta, UsageEvent,
     },
+    request_log::{LogPage, LogQuery, RequestRecord, Retention, StatsQuery, UsageStats},
 };
 
 /// What a batch insert did.
@@ -215,4 +218,100 @@ pub trait ConfigEvents: Send + Sync {
     /// [`ConfigNotice::Resync`] whenever some may have been missed. The stream survives
     /// reconnects of the adapter.
     async fn subscribe(&self) -> Result<ChangeStream>;
+}
+
+/// The request log of SPEC §10: one record per proxied request, written in batches off the hot
+/// path, read newest first a page at a time, aggregated into time series, and pruned by age and
+/// row count in bounded steps.
+///
+/// Errors: an unreachable store is [`crate::Error::Unavailable`]; messages never carry driver
+/// text. Records are kept as [`RequestRecord::normalized`] makes them (time to the millisecond,
+/// texts cut to their bounds).
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait RequestLog: Send + Sync {
+    /// Stores a batch of records in a few statements, whatever its size (never over the
+    /// database's bound-parameter limit).
+    async fn append(&self, records: &[RequestRecord]) -> Result<()>;
+    /// One page of the records matching the query's filter, newest first (time, then id, both
+    /// descending), after the query's cursor.
+    async fn query(&self, query: &LogQuery) -> Result<LogPage>;
+    /// The query's window cut into buckets (gap-filled, oldest first) and the top configs,
+    /// upstream keys and client keys, over the records matching its filter. The cost must not
+    /// grow with the rows' size beyond one scan of the matching records.
+    async fn stats(&self, query: &StatsQuery) -> Result<UsageStats>;
+    /// One bounded prune step: deletes at most `retention.batch` of the records older than
+    /// `retention.older_than` or beyond the newest `retention.max_rows`, oldest first; returns
+    /// how many it deleted. Callers repeat it, pausing between steps, until it deletes fewer
+    /// than `batch`; no step holds the store for longer than one small delete.
+    async fn prune(&self, retention: &Retention) -> Result<u64>;
+}
+
+/// Durable storage of client keys (SPEC §7). Errors as [`ProxyStore`]'s: a missing key is
+/// `NotFound { entity: ClientKey }`, a taken name `Conflict { field: "name" }`.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait ClientKeyStore: Send + Sync {
+    /// Stores a new key with the digest and prefix of its first secret; usage starts at zero.
+    async fn create_client_key(
+        &self,
+        spec: ClientKeySpec,
+        secret: IssuedSecret,
+    ) -> Result<ClientKey>;
+    /// Every client key, ordered by id.
+    async fn list_client_keys(&self) -> Result<Vec<ClientKey>>;
+    /// One client key.
+    async fn get_client_key(&self, id: ClientKeyId) -> Result<ClientKey>;
+    /// Replaces what the admin set; secret and usage stay.
+    async fn replace_client_key(&self, id: ClientKeyId, spec: ClientKeySpec) -> Result<ClientKey>;
+    /// Replaces the secret: the old one stops matching at once.
+    async fn rotate_client_key(&self, id: ClientKeyId, secret: IssuedSecret) -> Result<ClientKey>;
+    /// Deletes a key; returns what was deleted.
+    async fn delete_client_key(&self, id: ClientKeyId) -> Result<ClientKey>;
+    /// Adds aggregated usage (see [`ClientKeyUsage::apply`](crate::ClientKeyUsage::apply));
+    /// deltas of keys deleted meanwhile are dropped.
+    async fn apply_client_usage(&self, deltas: &[ClientUsageDelta]) -> Result<()>;
+}
+
+/// A concurrency slot an admitted request holds, named by the limiter that gave it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SlotId(pub u64);
+
+/// The answer of [`ClientLimiter::admit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Go ahead; give the slot back with [`ClientLimiter::release`] when the exchange ends.
+    Admitted(Option<SlotId>),
+    /// A limit refuses the request.
+    Refused(Refusal),
+}
+
+/// The live limits of client keys (the rules of [`crate::client_limits`]): in process, or shared
+/// by every instance. Times are passed in, so tests drive them. A slot an instance never gives
+/// back (it crashed) is released by the adapter after at most its lease.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait ClientLimiter: Send + Sync {
+    /// Admits one request of `key` under `limits` at `now`; `seed` is the budget the store has
+    /// counted in the current period.
+    async fn admit(
+        &self,
+        key: ClientKeyId,
+        limits: &ClientLimits,
+        seed: u64,
+        now: DateTime<Utc>,
+    ) -> Result<Admission>;
+    /// Gives back a slot of `key`.
+    async fn release(&self, key: ClientKeyId, slot: SlotId) -> Result<()>;
+    /// Charges tokens an exchange of `key` used, ended at `now`.
+    async fn record_tokens(
+        &self,
+        key: ClientKeyId,
+        limits: &ClientLimits,
+        tokens: u64,
+        seed: u64,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+    /// Cheap reachability check.
+    async fn ping(&self) -> Result<()>;
 }

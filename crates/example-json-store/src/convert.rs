@@ -21,6 +21,12 @@ pub(crate) struct Tables {
     pub configs: Vec<ConfigRecord>,
     /// Keys of every config, ordered by id.
     pub keys: Vec<KeyRecord>,
+    /// Id of the next client key created (files written before client keys start at 1).
+    #[serde(default)]
+    pub next_client_key_id: i64,
+    /// Client keys, ordered by id.
+    #[serde(default)]
+    pub client_keys: Vec<ClientKeyRecord>,
 }
 
 /// One config as stored: the admin API's flat field names.
@@ -326,5 +332,133 @@ mod tests {
         );
         key.set_health(KeyHealth::Failed);
         assert_eq!(key.cooldown_until, None);
+    }
+}
+
+/// One client key as stored: the admin API's flat field names, the secret as its hex digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ClientKeyRecord {
+    pub id: i64,
+    pub name: String,
+    pub key_prefix: String,
+    pub secret_hash: String,
+    pub is_active: bool,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub allowed_config_ids: Vec<i64>,
+    pub rpm: Option<i64>,
+    pub tpm: Option<i64>,
+    pub max_concurrency: Option<i64>,
+    pub token_budget: Option<i64>,
+    pub budget_period: Option<String>,
+    pub request_count: u64,
+    pub token_count: u64,
+    pub budget_used: u64,
+    pub budget_period_start: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl ClientKeyRecord {
+    /// A new record with zero usage.
+    pub fn new(
+        id: i64,
+        spec: &domain::ClientKeySpec,
+        secret: &domain::IssuedSecret,
+        at: DateTime<Utc>,
+    ) -> Self {
+        let mut record = ClientKeyRecord {
+            id,
+            name: String::new(),
+            key_prefix: String::new(),
+            secret_hash: String::new(),
+            is_active: true,
+            expires_at: None,
+            allowed_config_ids: Vec::new(),
+            rpm: None,
+            tpm: None,
+            max_concurrency: None,
+            token_budget: None,
+            budget_period: None,
+            request_count: 0,
+            token_count: 0,
+            budget_used: 0,
+            budget_period_start: None,
+            last_used_at: None,
+            created_at: at,
+            updated_at: at,
+        };
+        record.set_spec(spec);
+        record.set_secret(secret);
+        record
+    }
+
+    /// Replaces what the admin set.
+    pub fn set_spec(&mut self, spec: &domain::ClientKeySpec) {
+        let limits = &spec.limits;
+        self.name = spec.name.as_str().to_owned();
+        self.is_active = spec.is_active;
+        self.expires_at = spec.expires_at;
+        self.allowed_config_ids = spec.allowed_config_ids.iter().map(|id| id.0).collect();
+        self.rpm = limits.rpm.map(i64::from);
+        self.tpm = limits.tpm.and_then(|v| i64::try_from(v).ok());
+        self.max_concurrency = limits.max_concurrency.map(i64::from);
+        self.token_budget = limits.budget.and_then(|b| i64::try_from(b.tokens).ok());
+        self.budget_period = limits.budget.map(|b| b.period.as_str().to_owned());
+    }
+
+    /// Replaces the secret.
+    pub fn set_secret(&mut self, secret: &domain::IssuedSecret) {
+        self.secret_hash = secret.digest.to_hex();
+        self.key_prefix = secret.prefix.clone();
+    }
+
+    /// The usage totals.
+    pub fn usage(&self) -> domain::ClientKeyUsage {
+        domain::ClientKeyUsage {
+            request_count: self.request_count,
+            token_count: self.token_count,
+            budget_used: self.budget_used,
+            budget_period_start: self.budget_period_start,
+            last_used_at: self.last_used_at,
+        }
+    }
+
+    /// Writes usage totals back.
+    pub fn set_usage(&mut self, usage: domain::ClientKeyUsage) {
+        self.request_count = usage.request_count;
+        self.token_count = usage.token_count;
+        self.budget_used = usage.budget_used;
+        self.budget_period_start = usage.budget_period_start;
+        self.last_used_at = usage.last_used_at;
+    }
+
+    /// The record as a client key, validated by the admin API's own rules.
+    pub fn to_domain(&self) -> Result<domain::ClientKey, Error> {
+        let corrupt =
+            |what: &str| Error::Internal(format!("client key {} has an invalid {what}", self.id));
+        let spec = domain::command::ClientKeyInput {
+            name: Some(self.name.clone()),
+            is_active: Some(self.is_active),
+            expires_at: self.expires_at.map(|at| at.to_rfc3339()),
+            allowed_config_ids: Some(self.allowed_config_ids.clone()),
+            rpm: self.rpm,
+            tpm: self.tpm,
+            max_concurrency: self.max_concurrency,
+            token_budget: self.token_budget,
+            budget_period: self.budget_period.clone(),
+        }
+        .validate()
+        .map_err(|_| corrupt("field"))?;
+        Ok(domain::ClientKey {
+            id: domain::ClientKeyId(self.id),
+            spec,
+            digest: domain::SecretDigest::from_hex(&self.secret_hash)
+                .ok_or_else(|| corrupt("secret_hash"))?,
+            key_prefix: self.key_prefix.clone(),
+            usage: self.usage(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
     }
 }

@@ -1,4 +1,5 @@
-//! An example of a downstream adapter: the `domain::ProxyStore` port on one JSON file, written
+//! An example of a downstream adapter: the `domain::ProxyStore` and `domain::ClientKeyStore`
+//! ports on one JSON file, written
 //! against the `domain` crate alone (no database driver, no HTTP framework, no async runtime).
 //!
 //! It is the worked example of `docs/extending.md`: a team that keeps its configs somewhere we
@@ -33,7 +34,7 @@ use domain::{
     Result, Slug, UsageDelta,
 };
 
-use crate::convert::{ConfigRecord, KeyRecord, Tables, io_error};
+use crate::convert::{ClientKeyRecord, ConfigRecord, KeyRecord, Tables, io_error};
 
 /// The `ProxyStore` port on one JSON file.
 #[derive(Debug)]
@@ -57,6 +58,7 @@ impl JsonFileStore {
                 let empty = Tables {
                     next_config_id: 1,
                     next_key_id: 1,
+                    next_client_key_id: 1,
                     ..Tables::default()
                 };
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -419,6 +421,134 @@ impl ProxyStore for JsonFileStore {
             Ok(_) => Ok(()),
             Err(e) => Err(io_error("found", &e)),
         }
+    }
+}
+
+fn client_key_index(tables: &Tables, id: domain::ClientKeyId) -> Result<usize> {
+    tables
+        .client_keys
+        .iter()
+        .position(|k| k.id == id.0)
+        .ok_or_else(|| Error::NotFound {
+            entity: Entity::ClientKey,
+            id: id.to_string(),
+        })
+}
+
+fn check_client_key_unique(
+    tables: &Tables,
+    name: &str,
+    digest: Option<&domain::SecretDigest>,
+    except: Option<i64>,
+) -> Result<()> {
+    let others = tables.client_keys.iter().filter(|k| Some(k.id) != except);
+    for other in others {
+        if other.name == name {
+            return Err(Error::Conflict {
+                entity: Entity::ClientKey,
+                field: "name",
+            });
+        }
+        if digest.is_some_and(|d| d.to_hex() == other.secret_hash) {
+            return Err(Error::Conflict {
+                entity: Entity::ClientKey,
+                field: "secret",
+            });
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl domain::ClientKeyStore for JsonFileStore {
+    async fn create_client_key(
+        &self,
+        spec: domain::ClientKeySpec,
+        secret: domain::IssuedSecret,
+    ) -> Result<domain::ClientKey> {
+        self.write(|tables| {
+            check_client_key_unique(tables, spec.name.as_str(), Some(&secret.digest), None)?;
+            // Files written before client keys existed have no next id yet.
+            let id = tables.next_client_key_id.max(1);
+            tables.next_client_key_id = id + 1;
+            let record = ClientKeyRecord::new(id, &spec, &secret, now());
+            let key = record.to_domain()?;
+            tables.client_keys.push(record);
+            Ok(key)
+        })
+    }
+
+    async fn list_client_keys(&self) -> Result<Vec<domain::ClientKey>> {
+        self.read(|tables| {
+            tables
+                .client_keys
+                .iter()
+                .map(ClientKeyRecord::to_domain)
+                .collect()
+        })
+    }
+
+    async fn get_client_key(&self, id: domain::ClientKeyId) -> Result<domain::ClientKey> {
+        self.read(|tables| tables.client_keys[client_key_index(tables, id)?].to_domain())
+    }
+
+    async fn replace_client_key(
+        &self,
+        id: domain::ClientKeyId,
+        spec: domain::ClientKeySpec,
+    ) -> Result<domain::ClientKey> {
+        self.write(|tables| {
+            let index = client_key_index(tables, id)?;
+            check_client_key_unique(tables, spec.name.as_str(), None, Some(id.0))?;
+            let record = &mut tables.client_keys[index];
+            record.set_spec(&spec);
+            record.updated_at = now().max(record.updated_at);
+            record.to_domain()
+        })
+    }
+
+    async fn rotate_client_key(
+        &self,
+        id: domain::ClientKeyId,
+        secret: domain::IssuedSecret,
+    ) -> Result<domain::ClientKey> {
+        self.write(|tables| {
+            let index = client_key_index(tables, id)?;
+            let name = tables.client_keys[index].name.clone();
+            check_client_key_unique(tables, &name, Some(&secret.digest), Some(id.0))?;
+            let record = &mut tables.client_keys[index];
+            record.set_secret(&secret);
+            record.updated_at = now().max(record.updated_at);
+            record.to_domain()
+        })
+    }
+
+    async fn delete_client_key(&self, id: domain::ClientKeyId) -> Result<domain::ClientKey> {
+        self.write(|tables| {
+            let index = client_key_index(tables, id)?;
+            tables.client_keys.remove(index).to_domain()
+        })
+    }
+
+    async fn apply_client_usage(&self, deltas: &[domain::ClientUsageDelta]) -> Result<()> {
+        if deltas.is_empty() {
+            return Ok(());
+        }
+        self.write(|tables| {
+            for delta in deltas {
+                // Usage of a key deleted meanwhile goes with it.
+                if let Some(record) = tables
+                    .client_keys
+                    .iter_mut()
+                    .find(|k| k.id == delta.key_id.0)
+                {
+                    let mut usage = record.usage();
+                    usage.apply(delta);
+                    record.set_usage(usage);
+                }
+            }
+            Ok(())
+        })
     }
 }
 

@@ -25,3 +25,10 @@ async fn what_the_contract_stored_is_there_after_a_reopen() {
     assert_eq!(reopened.list_configs().await.unwrap(), before);
     reopened.ping().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_json_file_store_meets_the_client_key_store_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = JsonFileStore::open(dir.path().join("store.json")).unwrap();
+    contract::client_key_store(&store).await;
+}

@@ -40,6 +40,7 @@ pub mod sse;
 pub mod stream;
 pub mod upstream;
 pub mod url;
+pub mod usage;
 
 pub use auth::{
     BodyApiKey, BodyKeyError, ClientAuth, ClientKey, KeySource, authenticate, bearer_token,
@@ -62,3 +63,4 @@ pub use sse::{OwnedSseEvent, SseEncoder, SseError, SseEvent, SseParser, write_ev
 pub use stream::{is_event_stream, is_streaming_request};
 pub use upstream::{UpstreamRequest, prepare_llm_request, upstream_query};
 pub use url::{UrlError, join_url, llm_url};
+pub use usage::{StreamUsage, TokenUsage, usage_in_body};

@@ -71,6 +71,8 @@ pub struct MysqlStore {
 }
 
 storage_sql::forward_proxy_store!(MysqlStore => inner);
+storage_sql::forward_request_log!(MysqlStore => inner);
+storage_sql::forward_client_key_store!(MysqlStore => inner);
 
 impl MysqlStore {
     /// Connects with a `utf8mb4` session and brings the schema up to date (after dropping the

@@ -76,6 +76,13 @@ async fn mysql_meets_the_store_contract() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_meets_the_client_key_store_contract() {
+    let Some(url) = test_url() else { return };
+    let store = connect(&url).await;
+    contract::client_key_store(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_thousand_keys_import_and_a_reimport_skips_every_one() {
     let Some(url) = test_url() else { return };
     let store = connect(&url).await;

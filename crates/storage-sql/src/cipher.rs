@@ -143,6 +143,63 @@ pub fn stored_form(stored: &str) -> StoredForm<'_> {
     }
 }
 
+/// Hashes client-key secrets (SPEC §7) into the digest stored and looked up: HMAC-SHA256 under
+/// its own sub-key of `ENCRYPTION_KEY` when one is set (HKDF info `akr v1 client key hash`, apart
+/// from the three sub-keys of [`KeyCipher`]), plain SHA-256 otherwise. The keyed MAC is set up
+/// once and cloned per secret, so hashing on the hot path costs two SHA-256 compressions.
+///
+/// A new `ENCRYPTION_KEY` changes every digest: client keys must then be rotated.
+#[derive(Clone)]
+pub struct ClientSecretHasher {
+    keyed: Option<Hmac<Sha256>>,
+}
+
+impl std::fmt::Debug for ClientSecretHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientSecretHasher")
+            .field("keyed", &self.keyed.is_some())
+            .finish()
+    }
+}
+
+impl ClientSecretHasher {
+    /// Plain SHA-256 (no `ENCRYPTION_KEY`).
+    pub fn plain() -> Self {
+        ClientSecretHasher { keyed: None }
+    }
+
+    /// HMAC-SHA256 under the client-key sub-key of `key`.
+    pub fn keyed(key: &EncryptionKey) -> Self {
+        let hkdf = Hkdf::<Sha256>::new(Some(HKDF_SALT), key.0.as_slice());
+        let mut sub_key = Zeroizing::new([0_u8; KEY_LEN]);
+        if hkdf
+            .expand(b"akr v1 client key hash", sub_key.as_mut_slice())
+            .is_err()
+        {
+            unreachable!("HKDF-SHA256 expands up to 8160 bytes; this output is 32");
+        }
+        let mac = <Hmac<Sha256> as Mac>::new_from_slice(sub_key.as_slice())
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        ClientSecretHasher { keyed: Some(mac) }
+    }
+
+    /// The digest of `secret`.
+    pub fn digest(&self, secret: &str) -> domain::SecretDigest {
+        let bytes: [u8; 32] = match &self.keyed {
+            Some(mac) => {
+                let mut mac = mac.clone();
+                mac.update(secret.as_bytes());
+                mac.finalize().into_bytes().into()
+            }
+            None => {
+                use sha2::Digest;
+                Sha256::digest(secret.as_bytes()).into()
+            }
+        };
+        domain::SecretDigest(bytes)
+    }
+}
+
 /// Encrypts and decrypts key values and computes their keyed fingerprint, with the sub-keys
 /// derived from one [`EncryptionKey`]. Cloning copies the sub-keys; each copy wipes its own.
 #[derive(Clone)]
@@ -415,5 +472,18 @@ mod tests {
         let cipher = KeyCipher::new(&key);
         let debug = format!("{cipher:?}");
         assert!(debug.contains(cipher.key_id()) && !debug.contains(&HEX_KEY[..8]));
+    }
+
+    #[test]
+    fn client_secrets_hash_plain_or_keyed_apart_from_key_fingerprints() {
+        let plain = ClientSecretHasher::plain().digest("akr-secret");
+        let key = EncryptionKey::parse(HEX_KEY).unwrap();
+        let keyed = ClientSecretHasher::keyed(&key).digest("akr-secret");
+        assert_ne!(plain, keyed);
+        assert_eq!(keyed, ClientSecretHasher::keyed(&key).digest("akr-secret"));
+        assert_ne!(
+            keyed.to_hex(),
+            KeyCipher::new(&key).fingerprint("akr-secret")
+        );
     }
 }

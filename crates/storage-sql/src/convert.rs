@@ -12,6 +12,7 @@ use domain::{
     OutputFormat, ProxyConfig, ProxyConfigId, ProxyConfigSpec, Slug,
     failover::{ConfigPolicy, RetryClass, RetryOn},
 };
+use domain::{ClientKeyId, LoggedRequest, RequestRecord, RequestRecordId};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ConnAcquireErr, DbBackend, DbErr, RuntimeErr, SqlErr,
@@ -20,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     cipher::{CipherError, KeyCipher, StoredForm, stored_form},
-    entity::{api_key, proxy_config},
+    entity::{api_key, proxy_config, request_log},
 };
 
 /// The two columns a key value is stored as: `key_value` (encrypted when a cipher is
@@ -548,7 +549,7 @@ fn postgres_error(code: &str, connecting: bool) -> Error {
         ),
         // too_many_connections
         (_, "53300") => Error::database(
-            "the database server has no free connection slot; raise its max_connections or              lower the instances' pool sizes",
+            "the database server has no free connection slot; raise its max_connections or lower the instances' pool sizes",
         ),
         // insufficient_resources: disk full, out of memory
         ("53", _) => Error::database("the database server is out of disk space or memory"),
@@ -570,6 +571,193 @@ fn postgres_error(code: &str, connecting: bool) -> Error {
             "the database rejected a statement (SQLSTATE {code})"
         )),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request log
+
+/// A request record as the columns of a new `request_logs` row, normalized first.
+pub(crate) fn request_log_row(record: &RequestRecord) -> request_log::Model {
+    let record = record.clone().normalized();
+    request_log::Model {
+        id: 0,
+        created_at: record.created_at.timestamp_millis(),
+        proxy_config_id: record.proxy_config_id.0,
+        client_key_id: record.client_key_id.map(|id| id.0),
+        api_key_id: record.api_key_id.map(|id| id.0),
+        method: record.method,
+        path: record.path,
+        status: i32::from(record.status),
+        outcome: record.outcome,
+        attempts: i32::try_from(record.attempts).unwrap_or(i32::MAX),
+        head_latency_ms: counter(record.head_latency_ms),
+        total_latency_ms: counter(record.total_latency_ms),
+        streamed: record.streamed,
+        bytes_in: counter(record.bytes_in),
+        bytes_out: counter(record.bytes_out),
+        tokens_in: record.tokens_in.map(counter),
+        tokens_out: record.tokens_out.map(counter),
+        error_code: record.error_code,
+    }
+}
+
+/// A `request_logs` row as the domain's record; a row no writer of this store produces (a
+/// negative count, a status out of range) is `Error::Internal`.
+pub(crate) fn request_from_row(row: request_log::Model) -> Result<LoggedRequest, Error> {
+    let corrupt = || Error::Internal(format!("stored request log record {} is corrupt", row.id));
+    let unsigned = |value: i64| u64::try_from(value).map_err(|_| corrupt());
+    let record = RequestRecord {
+        created_at: DateTime::from_timestamp_millis(row.created_at).ok_or_else(corrupt)?,
+        proxy_config_id: ProxyConfigId(row.proxy_config_id),
+        client_key_id: row.client_key_id.map(ClientKeyId),
+        api_key_id: row.api_key_id.map(ApiKeyId),
+        status: u16::try_from(row.status).map_err(|_| corrupt())?,
+        attempts: u32::try_from(row.attempts).map_err(|_| corrupt())?,
+        head_latency_ms: unsigned(row.head_latency_ms)?,
+        total_latency_ms: unsigned(row.total_latency_ms)?,
+        streamed: row.streamed,
+        bytes_in: unsigned(row.bytes_in)?,
+        bytes_out: unsigned(row.bytes_out)?,
+        tokens_in: row.tokens_in.map(unsigned).transpose()?,
+        tokens_out: row.tokens_out.map(unsigned).transpose()?,
+        method: row.method,
+        path: row.path,
+        outcome: row.outcome,
+        error_code: row.error_code,
+    };
+    Ok(LoggedRequest {
+        id: RequestRecordId(row.id),
+        record,
+    })
+}
+
+/// A new `client_keys` row from a spec and its first secret.
+pub(crate) fn new_client_key_row(
+    spec: &domain::ClientKeySpec,
+    secret: &domain::IssuedSecret,
+    at: DateTime<Utc>,
+) -> crate::entity::client_key::ActiveModel {
+    use crate::entity::client_key::ActiveModel;
+    let mut row = ActiveModel {
+        key_prefix: sea_orm::ActiveValue::Set(secret.prefix.clone()),
+        secret_hash: sea_orm::ActiveValue::Set(secret.digest.to_hex()),
+        request_count: sea_orm::ActiveValue::Set(0),
+        token_count: sea_orm::ActiveValue::Set(0),
+        budget_used: sea_orm::ActiveValue::Set(0),
+        budget_period_start: sea_orm::ActiveValue::Set(None),
+        last_used_at: sea_orm::ActiveValue::Set(None),
+        created_at: sea_orm::ActiveValue::Set(at),
+        updated_at: sea_orm::ActiveValue::Set(at),
+        ..Default::default()
+    };
+    set_client_key_columns(&mut row, spec);
+    row
+}
+
+/// Writes what the admin set into a `client_keys` row.
+pub(crate) fn set_client_key_columns(
+    row: &mut crate::entity::client_key::ActiveModel,
+    spec: &domain::ClientKeySpec,
+) {
+    use sea_orm::ActiveValue::Set;
+    let limits = &spec.limits;
+    row.name = Set(spec.name.as_str().to_owned());
+    row.is_active = Set(spec.is_active);
+    row.expires_at = Set(spec.expires_at.map(stored_time));
+    row.allowed_config_ids = Set(spec
+        .allowed_config_ids
+        .iter()
+        .map(|id| id.0.to_string())
+        .collect::<Vec<_>>()
+        .join(","));
+    row.rpm = Set(limits.rpm.and_then(|v| i32::try_from(v).ok()));
+    row.tpm = Set(limits.tpm.and_then(|v| i64::try_from(v).ok()));
+    row.max_concurrency = Set(limits.max_concurrency.and_then(|v| i32::try_from(v).ok()));
+    row.token_budget = Set(limits.budget.and_then(|b| i64::try_from(b.tokens).ok()));
+    row.budget_period = Set(limits.budget.map(|b| b.period.as_str().to_owned()));
+}
+
+/// A `client_keys` row as a validated client key; a row the admin API would refuse is
+/// `Error::Internal`.
+pub(crate) fn client_key_from_row(
+    row: crate::entity::client_key::Model,
+) -> Result<domain::ClientKey, Error> {
+    use domain::{
+        BudgetPeriod, ClientKeyId, ClientKeyUsage, ClientLimits, ProxyConfigId, TokenBudget,
+    };
+    let corrupt =
+        |what: &str| Error::Internal(format!("client key {} has an invalid {what}", row.id));
+    let name = row.name.parse().map_err(|_| corrupt("name"))?;
+    let digest =
+        domain::SecretDigest::from_hex(&row.secret_hash).ok_or_else(|| corrupt("secret_hash"))?;
+    let mut allowed_config_ids = Vec::new();
+    for part in row.allowed_config_ids.split(',').filter(|p| !p.is_empty()) {
+        let id = part
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| corrupt("allowed_config_ids"))?;
+        allowed_config_ids.push(ProxyConfigId(id));
+    }
+    allowed_config_ids.sort_unstable();
+    allowed_config_ids.dedup();
+    let positive_u32 = |v: Option<i32>, what: &str| -> Result<Option<u32>, Error> {
+        v.map(|v| {
+            u32::try_from(v)
+                .ok()
+                .filter(|v| *v > 0)
+                .ok_or_else(|| corrupt(what))
+        })
+        .transpose()
+    };
+    let positive_u64 = |v: Option<i64>, what: &str| -> Result<Option<u64>, Error> {
+        v.map(|v| {
+            u64::try_from(v)
+                .ok()
+                .filter(|v| *v > 0)
+                .ok_or_else(|| corrupt(what))
+        })
+        .transpose()
+    };
+    let budget = match (
+        positive_u64(row.token_budget, "token_budget")?,
+        row.budget_period.as_deref(),
+    ) {
+        (Some(tokens), Some(period)) => Some(TokenBudget {
+            tokens,
+            period: period
+                .parse::<BudgetPeriod>()
+                .map_err(|_| corrupt("budget_period"))?,
+        }),
+        (None, None) => None,
+        _ => return Err(corrupt("token budget")),
+    };
+    let count = |v: i64| u64::try_from(v).unwrap_or(0);
+    Ok(domain::ClientKey {
+        id: ClientKeyId(row.id),
+        spec: domain::ClientKeySpec {
+            name,
+            is_active: row.is_active,
+            expires_at: row.expires_at,
+            allowed_config_ids,
+            limits: ClientLimits {
+                rpm: positive_u32(row.rpm, "rpm")?,
+                tpm: positive_u64(row.tpm, "tpm")?,
+                max_concurrency: positive_u32(row.max_concurrency, "max_concurrency")?,
+                budget,
+            },
+        },
+        digest,
+        key_prefix: row.key_prefix,
+        usage: ClientKeyUsage {
+            request_count: count(row.request_count),
+            token_count: count(row.token_count),
+            budget_used: count(row.budget_used),
+            budget_period_start: row.budget_period_start,
+            last_used_at: row.last_used_at,
+        },
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
 }
 
 #[cfg(test)]

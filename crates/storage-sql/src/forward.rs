@@ -1,6 +1,10 @@
-//! [`forward_proxy_store!`](crate::forward_proxy_store): implements `domain::ProxyStore` for an
+//! [`forward_proxy_store!`](crate::forward_proxy_store) and
+//! [`forward_request_log!`](crate::forward_request_log): implement `domain::ProxyStore` and
+//! `domain::RequestLog` for an
 //! adapter's store type by forwarding every call to the [`SqlStore`](crate::SqlStore) it wraps,
-//! so neither adapter repeats the port's methods.
+//! so neither adapter repeats the port's methods;
+//! [`forward_client_key_store!`](crate::forward_client_key_store) does the same for
+//! `domain::ClientKeyStore`.
 
 /// Implements `domain::ProxyStore` for `$store` by forwarding to its `SqlStore` field `$field`.
 ///
@@ -159,6 +163,124 @@ macro_rules! forward_proxy_store {
 
             async fn ping(&self) -> $crate::__private::domain::Result<()> {
                 $crate::__private::domain::ProxyStore::ping(&self.$field).await
+            }
+        }
+    };
+}
+
+/// Implements `domain::RequestLog` for `$store` by forwarding to its `SqlStore` field `$field`.
+///
+/// ```ignore
+/// storage_sql::forward_request_log!(SqliteStore => inner);
+/// ```
+#[macro_export]
+macro_rules! forward_request_log {
+    ($store:ty => $field:ident) => {
+        #[$crate::__private::async_trait]
+        impl $crate::__private::domain::RequestLog for $store {
+            async fn append(
+                &self,
+                records: &[$crate::__private::domain::RequestRecord],
+            ) -> $crate::__private::domain::Result<()> {
+                $crate::__private::domain::RequestLog::append(&self.$field, records).await
+            }
+
+            async fn query(
+                &self,
+                query: &$crate::__private::domain::LogQuery,
+            ) -> $crate::__private::domain::Result<$crate::__private::domain::LogPage> {
+                $crate::__private::domain::RequestLog::query(&self.$field, query).await
+            }
+
+            async fn stats(
+                &self,
+                query: &$crate::__private::domain::StatsQuery,
+            ) -> $crate::__private::domain::Result<$crate::__private::domain::UsageStats> {
+                $crate::__private::domain::RequestLog::stats(&self.$field, query).await
+            }
+
+            async fn prune(
+                &self,
+                retention: &$crate::__private::domain::Retention,
+            ) -> $crate::__private::domain::Result<u64> {
+                $crate::__private::domain::RequestLog::prune(&self.$field, retention).await
+            }
+        }
+    };
+}
+
+/// Implements `domain::ClientKeyStore` for `$store` by forwarding to its `SqlStore` field
+/// `$field`.
+#[macro_export]
+macro_rules! forward_client_key_store {
+    ($store:ty => $field:ident) => {
+        #[$crate::__private::async_trait]
+        impl $crate::__private::domain::ClientKeyStore for $store {
+            async fn create_client_key(
+                &self,
+                spec: $crate::__private::domain::ClientKeySpec,
+                secret: $crate::__private::domain::IssuedSecret,
+            ) -> $crate::__private::domain::Result<$crate::__private::domain::ClientKey> {
+                $crate::__private::domain::ClientKeyStore::create_client_key(
+                    &self.$field,
+                    spec,
+                    secret,
+                )
+                .await
+            }
+
+            async fn list_client_keys(
+                &self,
+            ) -> $crate::__private::domain::Result<Vec<$crate::__private::domain::ClientKey>> {
+                $crate::__private::domain::ClientKeyStore::list_client_keys(&self.$field).await
+            }
+
+            async fn get_client_key(
+                &self,
+                id: $crate::__private::domain::ClientKeyId,
+            ) -> $crate::__private::domain::Result<$crate::__private::domain::ClientKey> {
+                $crate::__private::domain::ClientKeyStore::get_client_key(&self.$field, id).await
+            }
+
+            async fn replace_client_key(
+                &self,
+                id: $crate::__private::domain::ClientKeyId,
+                spec: $crate::__private::domain::ClientKeySpec,
+            ) -> $crate::__private::domain::Result<$crate::__private::domain::ClientKey> {
+                $crate::__private::domain::ClientKeyStore::replace_client_key(
+                    &self.$field,
+                    id,
+                    spec,
+                )
+                .await
+            }
+
+            async fn rotate_client_key(
+                &self,
+                id: $crate::__private::domain::ClientKeyId,
+                secret: $crate::__private::domain::IssuedSecret,
+            ) -> $crate::__private::domain::Result<$crate::__private::domain::ClientKey> {
+                $crate::__private::domain::ClientKeyStore::rotate_client_key(
+                    &self.$field,
+                    id,
+                    secret,
+                )
+                .await
+            }
+
+            async fn delete_client_key(
+                &self,
+                id: $crate::__private::domain::ClientKeyId,
+            ) -> $crate::__private::domain::Result<$crate::__private::domain::ClientKey> {
+                $crate::__private::domain::ClientKeyStore::delete_client_key(&self.$field, id).await
+            }
+
+            async fn apply_client_usage(
+                &self,
+                deltas: &[$crate::__private::domain::ClientUsageDelta],
+            ) -> $crate::__private::domain::Result<()> {
+                $crate::__private::domain::ClientKeyStore::apply_client_usage(&self.$field, deltas)
+                    .await
             }
         }
     };

@@ -1,5 +1,5 @@
 //! The SQL store shared by the SQLite, MySQL and PostgreSQL adapters, written once: sea-orm entities, the
-//! schema migrations, the `ProxyStore` repository ([`SqlStore`]) and the mapping between rows,
+//! schema migrations, the `ProxyStore` and `RequestLog` repository ([`SqlStore`]) and the mapping between rows,
 //! database errors and domain types (`convert`).
 //!
 //! An adapter crate opens a sea-orm connection with its driver's settings, hands it to
@@ -19,6 +19,7 @@
 //! database errors never leak driver text into a domain error's message.
 
 pub mod cipher;
+mod client_keys;
 mod convert;
 #[cfg(feature = "encryption-tests")]
 pub mod encryption_suite;
@@ -27,11 +28,13 @@ mod forward;
 pub mod migration;
 pub mod original;
 mod repository;
+mod request_log;
 mod rewrite;
 
-pub use cipher::{EncryptionKey, EncryptionKeyError, KeyCipher};
+pub use cipher::{ClientSecretHasher, EncryptionKey, EncryptionKeyError, KeyCipher};
 pub use convert::{StoredKey, db_error, stored_key};
 pub use repository::SqlStore;
+pub use request_log::RECORDS_PER_INSERT;
 pub use rewrite::{KeyCensus, KeyRewrite, RewriteError, RewriteProgress};
 
 #[doc(hidden)]

@@ -115,6 +115,8 @@ pub struct SqliteStore {
 }
 
 storage_sql::forward_proxy_store!(SqliteStore => inner);
+storage_sql::forward_request_log!(SqliteStore => inner);
+storage_sql::forward_client_key_store!(SqliteStore => inner);
 
 impl SqliteStore {
     /// Opens (creating when missing) the database, turns on WAL, foreign keys, the busy timeout

@@ -80,6 +80,15 @@ async fn in_memory_database_meets_the_store_contract() {
     contract::proxy_store(&store).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_meets_the_client_key_store_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::connect(SqliteOptions::file(dir.path().join("akr.db")))
+        .await
+        .expect("open SQLite file");
+    contract::client_key_store(&store).await;
+}
+
 #[tokio::test]
 async fn memory_path_is_parsed_from_the_environment_style_value() {
     assert_eq!(SqlitePath::parse(":memory:"), SqlitePath::InMemory);

@@ -1,4 +1,5 @@
-//! The admin API of SPEC §2: login, proxy configs and their key pools. Every route but
+//! The admin API of SPEC §2: login, proxy configs and their key pools (and, from
+//! [`super::request_logs`], the request log and stats). Every route but
 //! `app-config` and `login` requires an admin token; key values only ever leave masked.
 
 use actix_web::{HttpRequest, HttpResponse, dev::HttpServiceFactory, http::header, web};
@@ -19,7 +20,7 @@ use crate::{
 /// The admin routes under `prefix`, answering cross-origin requests as `cors` says. Admin
 /// answers are never cached and never sniffed: they carry tokens and key lists.
 pub fn scope(prefix: &str, cors: super::ProxyCors) -> impl HttpServiceFactory + use<> {
-    web::scope(prefix)
+    super::client_keys::routes(web::scope(prefix), resource)
         .wrap(
             actix_web::middleware::DefaultHeaders::new()
                 .add((header::CACHE_CONTROL, "no-store"))
@@ -57,6 +58,11 @@ pub fn scope(prefix: &str, cors: super::ProxyCors) -> impl HttpServiceFactory + 
                 .route(web::delete().to(delete_key)),
         )
         .service(resource("/keys/{key_id}/test", "POST").route(web::post().to(test_key)))
+        .service(
+            resource("/request-logs", "GET")
+                .route(web::get().to(super::request_logs::list_request_logs)),
+        )
+        .service(resource("/stats", "GET").route(web::get().to(super::request_logs::stats)))
         .wrap(cors)
 }
 

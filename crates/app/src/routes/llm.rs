@@ -13,17 +13,21 @@ use actix_web::{
     },
     web,
 };
+use std::time::Instant;
+
 use bytes::Bytes;
 use domain::{ConfigKind, LlmTarget};
 use llm_adapters::{ClientFormat, ProxyError};
 
 use crate::{
+    client_keys::Caller,
+    completion::Completion,
     errors::ApiError,
     inbound::BufferedBody,
     routes::proxy::{outcome_name, split_proxy_path},
     state::AppState,
     streaming::StreamError,
-    upstream::{self, Reply, RequestBody, Target, UpstreamClient, UpstreamRequest},
+    upstream::{self, AttemptTrace, Reply, RequestBody, Target, UpstreamClient, UpstreamRequest},
 };
 
 /// Mounts the LLM proxy.
@@ -42,6 +46,7 @@ async fn llm_proxy(
     client: web::Data<UpstreamClient>,
 ) -> HttpResponse {
     use actix_web::ResponseError;
+    let started = Instant::now();
     let (slug, action) = split_proxy_path(request.path(), "/llm/");
     let snapshot = match state.active_config(slug).await {
         Ok(snapshot) => snapshot,
@@ -61,20 +66,32 @@ async fn llm_proxy(
         target,
         action,
         client_format: ClientFormat::from(target),
+        started,
+        trace: AttemptTrace::default(),
     };
-    let result = exchange.serve(payload).await;
+    let mut completion = None;
+    let result = exchange.serve(payload, &mut completion).await;
+    if let Some(completion) = &mut completion {
+        exchange.trace.fill(completion.facts_mut());
+    }
     let slug = snapshot.config.slug.as_str();
     match result {
         Ok((response, outcome)) => {
             state
                 .metrics
                 .count_request(slug, response.status().as_u16(), outcome);
-            response
+            match completion {
+                Some(completion) => completion.respond(response, outcome),
+                None => response,
+            }
         }
         Err(error) => {
             state
                 .metrics
                 .count_request(slug, error.status().as_u16(), error.code());
+            if let Some(completion) = completion {
+                completion.fail(error.status().as_u16(), error.code());
+            }
             client_error(exchange.client_format, &error)
         }
     }
@@ -89,16 +106,41 @@ struct LlmExchange<'a> {
     target: &'a LlmTarget,
     action: &'a str,
     client_format: ClientFormat,
+    /// When the request arrived.
+    started: Instant,
+    /// The failover loop's attempts, for the request log.
+    trace: AttemptTrace,
 }
 
-/// The request body after authentication, with the credential field removed.
+/// The request body after authentication, with the credential field removed, and who sent it.
 struct ClientBody {
     body: BufferedBody,
+    caller: Caller,
 }
 
 impl LlmExchange<'_> {
-    async fn serve(&self, payload: web::Payload) -> Result<(HttpResponse, &'static str), ApiError> {
+    /// Serves the exchange; once the client is authenticated, `completion` holds the exchange's
+    /// [`Completion`] (the caller finishes it with the answer).
+    async fn serve(
+        &self,
+        payload: web::Payload,
+        completion: &mut Option<Completion>,
+    ) -> Result<(HttpResponse, &'static str), ApiError> {
         let body = self.authenticated_body(payload).await?;
+        let done = completion.insert(Completion::new(
+            self.state.exchange_observers.clone(),
+            self.snapshot.config.id,
+            self.request.method(),
+            self.request.path(),
+            self.started,
+        ));
+        done.set_bytes_in(body.body.bytes.len() as u64);
+        if let Caller::Client(entry) = &body.caller {
+            self.state
+                .client_keys
+                .admit(entry, self.snapshot.config.id, done)
+                .await?;
+        }
         let conversion =
             llm_adapters::Conversion::lookup(self.client_format, self.target.api_format);
         let mut converted = match &conversion {
@@ -117,7 +159,7 @@ impl LlmExchange<'_> {
         };
         // The client's body (and its share of the buffer budget) is held until the exchange ends.
         drop(body);
-        let reply = reply?;
+        let reply = done.meter(reply?, self.target.api_format);
         let outcome = match &reply {
             Reply::Stream { .. } => "success",
             Reply::Buffered { verdict, .. } => outcome_name(*verdict),
@@ -146,11 +188,8 @@ impl LlmExchange<'_> {
         let head_key =
             llm_adapters::client_key(self.client_format, lookup, self.request.query_string());
         let verified_in_head = match &head_key {
-            Some(presented) => {
-                self.verify(&presented.key)?;
-                true
-            }
-            None if self.client_format.is_openai() => false,
+            Some(presented) => Some(self.verify(&presented.key)?),
+            None if self.client_format.is_openai() => None,
             None => {
                 return Err(ApiError::unauthorized(missing_key_message(
                     self.client_format,
@@ -161,32 +200,36 @@ impl LlmExchange<'_> {
         let declared = limits.declared_length(self.request.headers())?;
         let body = limits.read(payload, declared).await?;
         if !self.client_format.is_openai() {
-            return Ok(ClientBody { body });
+            let Some(caller) = verified_in_head else {
+                return Err(ApiError::unauthorized(missing_key_message(
+                    self.client_format,
+                )));
+            };
+            return Ok(ClientBody { body, caller });
         }
         let found = llm_adapters::take_body_api_key(&body.bytes)
             .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
-        match found {
-            Some(found) => {
-                if !verified_in_head {
-                    self.verify(&found.key)?;
-                }
+        match (found, verified_in_head) {
+            (Some(found), head) => {
+                let caller = match head {
+                    Some(caller) => caller,
+                    None => self.verify(&found.key)?,
+                };
                 Ok(ClientBody {
                     body: body.with_bytes(Bytes::from(found.body)),
+                    caller,
                 })
             }
-            None if verified_in_head => Ok(ClientBody { body }),
-            None => Err(ApiError::unauthorized(missing_key_message(
+            (None, Some(caller)) => Ok(ClientBody { body, caller }),
+            (None, None) => Err(ApiError::unauthorized(missing_key_message(
                 self.client_format,
             ))),
         }
     }
 
-    fn verify(&self, presented: &str) -> Result<(), ApiError> {
-        if self.state.proxy_keys.verify(presented) {
-            Ok(())
-        } else {
-            Err(ApiError::unauthorized("the proxy key is not valid"))
-        }
+    fn verify(&self, presented: &str) -> Result<Caller, ApiError> {
+        self.state
+            .authenticate(presented, "the proxy key is not valid")
     }
 
     /// The request in the upstream's format, `None` for an endpoint the conversion leaves as is.
@@ -234,6 +277,7 @@ impl LlmExchange<'_> {
             headers: self.forwarded_headers(conversion),
             body: RequestBody::Replayable(body),
             target: &target_for,
+            trace: &self.trace,
         };
         upstream::send_with_failover(self.state, self.client, self.snapshot, upstream_request).await
     }

@@ -1,10 +1,13 @@
-//! HTTP routes, one module per surface: the admin API, the generic proxy, the LLM proxy and the
+//! HTTP routes, one module per surface: the admin API (its request log and stats in
+//! `request_logs`), the generic proxy, the LLM proxy and the
 //! operations endpoints.
 
 pub mod admin;
+pub mod client_keys;
 pub mod llm;
 pub mod ops;
 pub mod proxy;
+pub mod request_logs;
 pub mod ui;
 
 use actix_web::{HttpRequest, HttpResponse, middleware::Condition, web};

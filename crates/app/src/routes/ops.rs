@@ -1,5 +1,6 @@
 //! Operations endpoints: `/health` (process up), `/ready` (store reachable, shared-cache
-//! operations succeeding: the cache adapter's probe, not a bare PING) and
+//! operations succeeding: the cache adapter's probe, not a bare PING; and whether client-key
+//! limits are shared or, while the cache is down, enforced per instance) and
 //! `/metrics` (Prometheus text format, behind `METRICS_TOKEN` when it is set). A scrape costs
 //! one store query per config list and one grouped count, never a read of the key pools; with
 //! the per-key opt-in (`METRICS_PER_KEY_LIMIT=N`), one page of at most N keys per config more.
@@ -24,12 +25,19 @@ async fn health() -> HttpResponse {
 
 #[get("/ready")]
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    let (store, cache) = tokio::join!(state.store.ping(), state.rotation.ping());
+    let (store, cache, limits) = tokio::join!(
+        state.store.ping(),
+        state.rotation.ping(),
+        state.client_keys.limiter().ping()
+    );
     let status = |r: &Result<(), domain::Error>| if r.is_ok() { "ok" } else { "unavailable" };
     let body = json!({
         "status": if store.is_ok() && cache.is_ok() { "ready" } else { "degraded" },
         "database": status(&store),
         "cache": status(&cache),
+        // While the shared limiter is unreachable every instance enforces client-key limits by
+        // itself (SPEC §7).
+        "client_limits": if limits.is_ok() { "shared" } else { "local" },
     });
     if store.is_ok() && cache.is_ok() {
         HttpResponse::Ok().json(body)

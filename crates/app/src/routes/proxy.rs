@@ -3,6 +3,8 @@
 //! every query value kept, hop-by-hop headers dropped, the next upstream key injected, bodies
 //! streamed both ways, and failover when the request body can be replayed.
 
+use std::time::Instant;
+
 use actix_web::{
     HttpRequest, HttpResponse,
     http::{
@@ -15,11 +17,13 @@ use domain::{ConfigKind, GenericTarget, KeyLocation};
 use llm_adapters::PROXY_KEY_HEADER;
 
 use crate::{
+    client_keys::Caller,
+    completion::Completion,
     disconnect,
     errors::ApiError,
     inbound::{self, BodyLimits, BufferedBody},
     state::AppState,
-    upstream::{self, Reply, RequestBody, Target, UpstreamClient, UpstreamRequest},
+    upstream::{self, AttemptTrace, Reply, RequestBody, Target, UpstreamClient, UpstreamRequest},
 };
 
 /// Request bodies up to this size (with a declared length) are buffered so a failed attempt can
@@ -41,20 +45,20 @@ async fn generic_proxy(
     state: web::Data<AppState>,
     client: web::Data<UpstreamClient>,
 ) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
     state.hop.check(request.headers())?;
     let presented = request
         .headers()
         .get(PROXY_KEY_HEADER)
         .and_then(|v| v.to_str().ok());
-    match presented {
-        Some(key) if state.proxy_keys.verify(key) => {}
-        Some(_) => return Err(ApiError::unauthorized("the X-Proxy-Key is not valid")),
+    let caller = match presented {
+        Some(key) => state.authenticate(key, "the X-Proxy-Key is not valid")?,
         None => {
             return Err(ApiError::unauthorized(
-                "send one of the GLOBAL_PROXY_KEYS in the X-Proxy-Key header",
+                "send one of the GLOBAL_PROXY_KEYS or a client key in the X-Proxy-Key header",
             ));
         }
-    }
+    };
     let (slug, rest) = split_proxy_path(request.path(), "/proxy/");
     let snapshot = state.active_config(slug).await?;
     let ConfigKind::Generic(target) = &snapshot.config.kind else {
@@ -69,6 +73,27 @@ async fn generic_proxy(
             format!("proxy config {slug:?} accepts only {}", target.method),
         ));
     }
+    let mut completion = Completion::new(
+        state.exchange_observers.clone(),
+        snapshot.config.id,
+        request.method(),
+        request.path(),
+        started,
+    );
+    if let Caller::Client(entry) = &caller
+        && let Err(error) = state
+            .client_keys
+            .admit(entry, snapshot.config.id, &mut completion)
+            .await
+    {
+        state.metrics.count_request(
+            snapshot.config.slug.as_str(),
+            error.status().as_u16(),
+            error.code(),
+        );
+        completion.fail(error.status().as_u16(), error.code());
+        return Err(error);
+    }
     let query = request.query_string();
     let target_for = |key: &str| {
         let injection = llm_adapters::inject_at(&target.key_placement, key);
@@ -80,7 +105,18 @@ async fn generic_proxy(
         .map_err(|e| ApiError::bad_request("invalid_path", e.to_string()))?;
         Target::new(url, &injection)
     };
-    let (body, buffered) = request_body(&request, payload, &state.bodies).await?;
+    let (body, buffered) = match request_body(&request, payload, &state.bodies).await {
+        Ok(read) => read,
+        Err(error) => {
+            completion.fail(error.status().as_u16(), error.code());
+            return Err(error);
+        }
+    };
+    completion.set_bytes_in(match &body {
+        RequestBody::Replayable(bytes) => bytes.len() as u64,
+        RequestBody::Streaming { length, .. } => length.unwrap_or(0),
+    });
+    let trace = AttemptTrace::default();
     let upstream_request = UpstreamRequest {
         method: request.method().clone(),
         headers: {
@@ -90,12 +126,14 @@ async fn generic_proxy(
         },
         body,
         target: &target_for,
+        trace: &trace,
     };
     let reply = tokio::select! {
         reply = upstream::send_with_failover(&state, &client, &snapshot, upstream_request) => reply,
         () = disconnect::client_gone(&request) => Err(ApiError::client_closed()),
     };
     drop(buffered);
+    trace.fill(completion.facts_mut());
     let slug = snapshot.config.slug.as_str();
     match reply {
         Ok(reply) => {
@@ -106,12 +144,13 @@ async fn generic_proxy(
                 } => (*status, outcome_name(*verdict)),
             };
             state.metrics.count_request(slug, status.as_u16(), outcome);
-            Ok(upstream::respond(reply, &state.settings, None))
+            Ok(completion.respond(upstream::respond(reply, &state.settings, None), outcome))
         }
         Err(error) => {
             state
                 .metrics
                 .count_request(slug, error.status().as_u16(), error.code());
+            completion.fail(error.status().as_u16(), error.code());
             Err(error)
         }
     }

@@ -58,10 +58,14 @@ pub const ASSETS: &[Asset] = &[
     asset!("dom.js", JS),
     asset!("i18n.js", JS),
     asset!("model.js", JS),
+    asset!("chart.js", JS),
     asset!("views/login.js", JS),
     asset!("views/configs.js", JS),
     asset!("views/config-form.js", JS),
     asset!("views/keys.js", JS),
+    asset!("views/client-keys.js", JS),
+    asset!("views/dashboard.js", JS),
+    asset!("views/request-log.js", JS),
 ];
 
 /// Strong validators, one per asset, in [`ASSETS`] order: a hash of the content.

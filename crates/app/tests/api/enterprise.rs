@@ -557,3 +557,159 @@ on_every_topology!(
 );
 
 mod cluster_failover;
+/// Creates a client key on `app` and waits until `other` accepts it too (the change notice).
+async fn shared_client_key(app: &TestApp, other: &TestApp, body: Value) -> String {
+    let response = app
+        .admin(Method::POST, "/client-keys")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let secret = response.json::<Value>().await.unwrap()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        // The other instance rebuilt its directory from the change notice.
+        if other.state.client_keys.authenticate(&secret).is_some() {
+            return secret;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the other instance learnt the key"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_instances_enforce_one_client_key_limit() {
+    let Some(shared) = shared() else { return };
+    let a = instance(&shared, &[]).await;
+    let b = instance(&shared, &[]).await;
+    let mock = MockUpstream::start().await;
+    mock.on("slow", Behavior::Slow(Duration::from_millis(800)));
+    let slug = unique("ck-rpm");
+    generic_with_keys(&a, &slug, &mock.base, &["k1"]).await;
+    let rpm = shared_client_key(&a, &b, json!({"name": unique("ck-rpm"), "rpm": 60})).await;
+    let mut admitted = 0;
+    for i in 0..80 {
+        let app = if i % 2 == 0 { &a } else { &b };
+        let status = app
+            .client
+            .get(app.url(&format!("/proxy/{slug}/x")))
+            .header("X-Proxy-Key", &rpm)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status == 200 {
+            admitted += 1;
+        } else {
+            assert_eq!(status, 429);
+        }
+    }
+    // The burst takes a few seconds; GCRA lets one more in per elapsed second.
+    assert!(
+        (60..=63).contains(&admitted),
+        "admitted {admitted} of rpm 60 over two instances"
+    );
+
+    let slow = unique("ck-slow");
+    generic_with_keys(&a, &slow, &mock.base, &["slow"]).await;
+    let two = shared_client_key(
+        &a,
+        &b,
+        json!({"name": unique("ck-two"), "max_concurrency": 2}),
+    )
+    .await;
+    let send = |app: &TestApp| {
+        app.client
+            .get(app.url(&format!("/proxy/{slow}/x")))
+            .header("X-Proxy-Key", &two)
+            .send()
+    };
+    let (first, second) = (send(&a), send(&b));
+    let in_flight = tokio::spawn(async move {
+        let (x, y) = tokio::join!(first, second);
+        (x.unwrap().status().as_u16(), y.unwrap().status().as_u16())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for app in [&a, &b] {
+        let refused = send(app).await.unwrap();
+        assert_eq!(refused.status(), 429, "two in flight across both instances");
+    }
+    assert_eq!(in_flight.await.unwrap(), (200, 200));
+}
+
+#[tokio::test]
+async fn client_key_limits_hold_locally_through_a_redis_outage() {
+    let Some(shared) = shared() else { return };
+    let relay = Relay::start(host_port(&shared.redis)).await;
+    let a = instance_via(&shared, &shared.mysql, &through(&shared.redis, &relay), &[]).await;
+    let mock = MockUpstream::start().await;
+    let slug = unique("ck-cut");
+    generic_with_keys(&a, &slug, &mock.base, &["k1"]).await;
+    let response = a
+        .admin(Method::POST, "/client-keys")
+        .json(&json!({"name": unique("ck-cut"), "rpm": 5}))
+        .send()
+        .await
+        .unwrap();
+    let secret = response.json::<Value>().await.unwrap()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let send = || {
+        a.client
+            .get(a.url(&format!("/proxy/{slug}/x")))
+            .header("X-Proxy-Key", &secret)
+            .send()
+    };
+    assert_eq!(send().await.unwrap().status(), 200);
+
+    relay.cut();
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.push(send().await.unwrap().status().as_u16());
+    }
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    assert!(
+        (1..=5).contains(&admitted) && statuses.contains(&429),
+        "limited locally, neither open nor closed: {statuses:?}"
+    );
+    let ready: Value = a
+        .client
+        .get(a.url("/ready"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["client_limits"], "local");
+
+    relay.restore();
+    let restored = Instant::now();
+    loop {
+        let ready: Value = a
+            .client
+            .get(a.url("/ready"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if ready["client_limits"] == "shared" {
+            break;
+        }
+        assert!(
+            restored.elapsed() < Duration::from_secs(10),
+            "shared limits come back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -82,6 +82,25 @@ async fn spawn_app_in_wrapping_store(
     extra: &[(&str, &str)],
     wrap: impl FnOnce(Arc<dyn domain::ProxyStore>) -> Arc<dyn domain::ProxyStore>,
 ) -> TestApp {
+    spawn_app_mapping_ports(data, extra, |ports| ports.store = wrap(ports.store.clone())).await
+}
+
+/// Like [`spawn_app_with`], over the real request log wrapped by `wrap` (to slow it down).
+pub async fn spawn_app_wrapping_request_log(
+    extra: &[(&str, &str)],
+    wrap: impl FnOnce(Arc<dyn domain::RequestLog>) -> Arc<dyn domain::RequestLog>,
+) -> TestApp {
+    spawn_app_mapping_ports(tempfile::tempdir().unwrap(), extra, |ports| {
+        ports.request_log = wrap(ports.request_log.clone());
+    })
+    .await
+}
+
+async fn spawn_app_mapping_ports(
+    data: tempfile::TempDir,
+    extra: &[(&str, &str)],
+    map: impl FnOnce(&mut app::wiring::Ports),
+) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         app::telemetry::init("debug", false);
     }
@@ -89,7 +108,7 @@ async fn spawn_app_in_wrapping_store(
     let mut ports = app::wiring::connect(&settings)
         .await
         .expect("backends connect");
-    ports.store = wrap(ports.store);
+    map(&mut ports);
     let application = Application::build_with_ports(settings, ports)
         .await
         .expect("server builds");
@@ -548,8 +567,28 @@ fn openai_api(request: &HttpRequest, body: &[u8]) -> HttpResponse {
                     "model": "gpt-4o-mini", "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]});
                 Ok(Bytes::from(format!("data: {chunk}\n\n")))
             })
+            // Like OpenAI: a last chunk with the usage and no choices, only when asked.
+            .chain(
+                (request_body["stream_options"]["include_usage"] == true).then(|| {
+                    let chunk = json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": created,
+                        "model": "gpt-4o-mini", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}});
+                    Ok(Bytes::from(format!("data: {chunk}\n\n")))
+                }),
+            )
             .chain(std::iter::once(Ok(Bytes::from_static(b"data: [DONE]\n\n"))))
             .collect();
+        // As OpenAI does with `stream_options.include_usage`: a last chunk without choices.
+        let usage = (request_body["stream_options"]["include_usage"] == true).then(|| {
+            let chunk = json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": created,
+                "model": "gpt-4o-mini", "choices": [],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}});
+            Ok(Bytes::from(format!("data: {chunk}\n\n")))
+        });
+        let done = chunks.len() - 1;
+        let mut chunks = chunks;
+        if let Some(usage) = usage {
+            chunks.insert(done, usage);
+        }
         return HttpResponse::Ok()
             .content_type("text/event-stream")
             .streaming(futures_util::stream::iter(chunks));

@@ -8,6 +8,7 @@
 )]
 
 mod admin;
+mod client_keys;
 mod console;
 mod cors;
 mod encryption;
@@ -29,4 +30,5 @@ mod original;
 mod recovery;
 #[cfg(feature = "enterprise")]
 mod relay;
+mod request_log;
 mod smoke;

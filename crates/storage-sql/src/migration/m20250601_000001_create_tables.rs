@@ -56,7 +56,7 @@ enum ApiKeys {
 }
 
 /// A timestamp column at microsecond precision.
-fn timestamp(backend: DbBackend, column: impl IntoIden) -> ColumnDef {
+pub(super) fn timestamp(backend: DbBackend, column: impl IntoIden) -> ColumnDef {
     let mut def = ColumnDef::new(column);
     match backend {
         DbBackend::MySql => def.custom(Alias::new("DATETIME(6)")),
@@ -66,7 +66,7 @@ fn timestamp(backend: DbBackend, column: impl IntoIden) -> ColumnDef {
 }
 
 /// The storage options of a new table: InnoDB and utf8mb4 with exact comparison on MySQL.
-fn table_options(backend: DbBackend, table: &mut TableCreateStatement) {
+pub(super) fn table_options(backend: DbBackend, table: &mut TableCreateStatement) {
     if backend == DbBackend::MySql {
         table
             .engine("InnoDB")
@@ -86,7 +86,7 @@ fn key_hash(backend: DbBackend) -> ColumnDef {
     def.not_null().to_owned()
 }
 
-fn id_column(column: impl IntoIden) -> ColumnDef {
+pub(super) fn id_column(column: impl IntoIden) -> ColumnDef {
     ColumnDef::new(column)
         .big_integer()
         .not_null()

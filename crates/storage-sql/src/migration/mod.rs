@@ -14,6 +14,8 @@
 mod m20250601_000001_create_tables;
 mod m20260601_000002_add_api_key_prefix;
 mod m20261206_000002_config_failover_policy;
+mod m20261206_000003_client_keys;
+mod m20261206_000004_request_log;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
 use sea_orm_migration::{
@@ -22,7 +24,7 @@ use sea_orm_migration::{
 };
 
 /// The table names this store owns, children first (the order to drop them in).
-const OWNED_TABLES: [&str; 2] = ["api_keys", "proxy_configs"];
+const OWNED_TABLES: [&str; 4] = ["request_logs", "client_keys", "api_keys", "proxy_configs"];
 
 /// The migrations of the store, oldest first.
 #[derive(Debug, Clone, Copy, Default)]
@@ -35,6 +37,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20250601_000001_create_tables::Migration),
             Box::new(m20260601_000002_add_api_key_prefix::Migration),
             Box::new(m20261206_000002_config_failover_policy::Migration),
+            Box::new(m20261206_000003_client_keys::Migration),
+            Box::new(m20261206_000004_request_log::Migration),
         ]
     }
 

@@ -1,0 +1,250 @@
+//! `ClientLimiter` on Redis: the rules of `domain::client_limits`, applied by one Lua script per
+//! admission, so every instance of a fleet enforces one limit. Each client key's state lives
+//! under one hash tag, `{<namespace>:ck:<id>}`, so a script touches keys of one cluster slot:
+//! `…:state`, a hash of the GCRA arrival times and the budget count of its period, and
+//! `…:slots`, a sorted set of the concurrency slots in flight scored by their lease's end, so a
+//! slot an instance never gives back (it crashed) stops counting when its lease ends.
+//!
+//! Times travel as Unix microseconds (exact in Lua's doubles until the year 2255).
+
+use std::{
+    hash::{BuildHasher, Hasher},
+    sync::{
+        OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use domain::{
+    Admission, ClientKeyId, ClientLimiter, ClientLimits, Error, LimitKind, Refusal, Result, SlotId,
+    client_limits::{TOTAL_BUDGET_RETRY_SECONDS, retry_seconds},
+};
+use fred::prelude::*;
+
+use crate::{RedisCache, convert::cache_error};
+
+/// Admission: budget, tokens, concurrency, requests, in the domain's order; a refusal changes
+/// nothing. Returns `{0, 0}` or `{kind, wait in microseconds (-1: never by itself)}`.
+const ADMIT: &str = r#"
+local now = tonumber(ARGV[1])
+local rpm = tonumber(ARGV[2])
+local tpm = tonumber(ARGV[3])
+local maxc = tonumber(ARGV[4])
+local budget = tonumber(ARGV[5])
+local pstart = ARGV[6]
+local pend = tonumber(ARGV[7])
+local seed = tonumber(ARGV[8])
+local slot = ARGV[9]
+local lease = tonumber(ARGV[10])
+local now_ms = math.floor(now / 1000)
+local MINUTE = 60000000
+local s = redis.call('HMGET', KEYS[1], 'rtat', 'ttat', 'bperiod', 'bused')
+local rtat = tonumber(s[1]) or 0
+local ttat = tonumber(s[2]) or 0
+local bused = tonumber(s[4]) or 0
+if budget > 0 then
+  if s[3] ~= pstart then bused = 0 end
+  if bused < seed then bused = seed end
+  if bused >= budget then
+    if pend > 0 then return {3, pend - now} end
+    return {3, -1}
+  end
+end
+if tpm > 0 and ttat > now + MINUTE then return {2, ttat - MINUTE - now} end
+if maxc > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms)
+  if redis.call('ZCARD', KEYS[2]) >= maxc then return {4, 1000000} end
+end
+if rpm > 0 then
+  local interval = math.floor(MINUTE / rpm)
+  local tolerance = MINUTE - interval
+  local tat = math.max(rtat, now)
+  if tat - now > tolerance then return {1, tat - tolerance - now} end
+  redis.call('HSET', KEYS[1], 'rtat', string.format('%d', tat + interval))
+end
+if budget > 0 then
+  redis.call('HSET', KEYS[1], 'bperiod', pstart, 'bused', string.format('%d', bused))
+end
+redis.call('PEXPIRE', KEYS[1], 172800000)
+if maxc > 0 then
+  redis.call('ZADD', KEYS[2], now_ms + lease, slot)
+  redis.call('PEXPIRE', KEYS[2], lease * 2)
+end
+return {0, 0}
+"#;
+
+/// Charges tokens: the token GCRA and the budget of the current period.
+const RECORD: &str = r#"
+local now = tonumber(ARGV[1])
+local tpm = tonumber(ARGV[2])
+local tokens = tonumber(ARGV[3])
+local has_budget = tonumber(ARGV[4])
+local pstart = ARGV[5]
+local seed = tonumber(ARGV[6])
+if tpm > 0 then
+  local per = math.max(math.floor(60000000 / tpm), 1)
+  local ttat = tonumber(redis.call('HGET', KEYS[1], 'ttat')) or 0
+  redis.call('HSET', KEYS[1], 'ttat', string.format('%d', math.max(ttat, now) + per * tokens))
+end
+if has_budget > 0 then
+  local s = redis.call('HMGET', KEYS[1], 'bperiod', 'bused')
+  local used = tonumber(s[2]) or 0
+  if s[1] ~= pstart then used = 0 end
+  if used < seed then used = seed end
+  redis.call('HSET', KEYS[1], 'bperiod', pstart, 'bused', string.format('%d', used + tokens))
+end
+redis.call('PEXPIRE', KEYS[1], 172800000)
+return 1
+"#;
+
+/// This process's name in slot members, so two instances never hand out the same member.
+fn instance() -> u64 {
+    static INSTANCE: OnceLock<u64> = OnceLock::new();
+    // `RandomState` is seeded from the OS per process.
+    *INSTANCE.get_or_init(|| {
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    })
+}
+
+fn next_slot() -> SlotId {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    SlotId(NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+fn member(slot: SlotId) -> String {
+    format!("{:x}:{}", instance(), slot.0)
+}
+
+/// A limit as a script argument: `0` for none.
+fn number<T: std::fmt::Display>(value: Option<T>) -> String {
+    value.map_or_else(|| "0".to_owned(), |v| v.to_string())
+}
+
+impl RedisCache {
+    fn client_key_names(&self, key: ClientKeyId) -> Vec<String> {
+        let tag = self.names().client_key_tag(key);
+        vec![format!("{tag}:state"), format!("{tag}:slots")]
+    }
+}
+
+#[async_trait]
+impl ClientLimiter for RedisCache {
+    #[tracing::instrument(level = "debug", skip(self, limits))]
+    async fn admit(
+        &self,
+        key: ClientKeyId,
+        limits: &ClientLimits,
+        seed: u64,
+        now: DateTime<Utc>,
+    ) -> Result<Admission> {
+        if limits.is_unlimited() {
+            return Ok(Admission::Admitted(None));
+        }
+        let slot = limits.max_concurrency.map(|_| next_slot());
+        let (period_start, period_end) = match limits.budget {
+            Some(budget) => (
+                budget.period.start(now).timestamp().to_string(),
+                budget
+                    .period
+                    .end(now)
+                    .map_or(0, |end| end.timestamp_micros()),
+            ),
+            None => (String::new(), 0),
+        };
+        let lease_ms = i64::try_from(self.slot_lease().as_millis())
+            .unwrap_or(i64::MAX)
+            .max(1);
+        let args = vec![
+            now.timestamp_micros().to_string(),
+            number(limits.rpm),
+            number(limits.tpm),
+            number(limits.max_concurrency),
+            number(limits.budget.map(|b| b.tokens)),
+            period_start,
+            period_end.to_string(),
+            seed.to_string(),
+            slot.map(member).unwrap_or_default(),
+            lease_ms.to_string(),
+        ];
+        let reply: Vec<i64> = self
+            .command_client()
+            .eval(ADMIT, self.client_key_names(key), args)
+            .await
+            .map_err(|e| cache_error(&e))?;
+        let (&code, &wait) = match reply.as_slice() {
+            [code, wait] => (code, wait),
+            _ => {
+                return Err(Error::Internal(
+                    "unexpected reply of the admission script".to_owned(),
+                ));
+            }
+        };
+        if code == 0 {
+            return Ok(Admission::Admitted(slot));
+        }
+        let kind = LimitKind::from_number(code).ok_or_else(|| {
+            Error::Internal("unexpected limit of the admission script".to_owned())
+        })?;
+        let retry_after_seconds = if wait < 0 {
+            TOTAL_BUDGET_RETRY_SECONDS
+        } else {
+            retry_seconds(wait)
+        };
+        Ok(Admission::Refused(Refusal {
+            kind,
+            retry_after_seconds,
+        }))
+    }
+
+    #[tracing::instrument(level = "debug", skip(self))]
+    async fn release(&self, key: ClientKeyId, slot: SlotId) -> Result<()> {
+        let slots = self.client_key_names(key).swap_remove(1);
+        let _: i64 = self
+            .command_client()
+            .zrem(slots, member(slot))
+            .await
+            .map_err(|e| cache_error(&e))?;
+        Ok(())
+    }
+
+    #[tracing::instrument(level = "debug", skip(self, limits))]
+    async fn record_tokens(
+        &self,
+        key: ClientKeyId,
+        limits: &ClientLimits,
+        tokens: u64,
+        seed: u64,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        if tokens == 0 || (limits.tpm.is_none() && limits.budget.is_none()) {
+            return Ok(());
+        }
+        let args = vec![
+            now.timestamp_micros().to_string(),
+            number(limits.tpm),
+            tokens.to_string(),
+            if limits.budget.is_some() { "1" } else { "0" }.to_owned(),
+            limits
+                .budget
+                .map(|b| b.period.start(now).timestamp().to_string())
+                .unwrap_or_default(),
+            seed.to_string(),
+        ];
+        let mut keys = self.client_key_names(key);
+        keys.truncate(1);
+        let _: i64 = self
+            .command_client()
+            .eval(RECORD, keys, args)
+            .await
+            .map_err(|e| cache_error(&e))?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        domain::RotationState::ping(self).await
+    }
+}
