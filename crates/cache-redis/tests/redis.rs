@@ -1201,6 +1201,9 @@ async fn cluster_a_standalone_url_to_one_node_fails_the_shared_state_probe() {
     let clustered = connect(&url, &ns).await;
     clustered.ping().await.unwrap();
     assert_eq!(clustered.draw(ProxyConfigId(1)).await.unwrap().counter, 0);
+    purge(&url, &ns).await;
+}
+
 async fn redis_cache_meets_the_client_limiter_contract(topology: Topology) {
     let Some(url) = redis_url(topology) else {
         return;

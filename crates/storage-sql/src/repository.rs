@@ -4,7 +4,8 @@
 //! Writes that read before they write run in one transaction, started `IMMEDIATE` on SQLite so
 //! two writers never meet in the middle (a deferred transaction that upgrades to a write fails
 //! at once with "database is locked" instead of waiting for the busy timeout). Batch import and
-//! usage flushes are a handful of multi-row statements, sized below every backend's
+//! usage flushes (a `CASE` per column, or an `UPDATE` joined to a `VALUES` list on PostgreSQL)
+//! are a handful of multi-row statements, sized below every backend's
 //! bound-parameter limit (SQLite 32 766, MySQL and PostgreSQL 65 535) and well below MySQL's
 //! packet limit.
 
