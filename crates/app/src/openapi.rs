@@ -932,10 +932,10 @@ impl From<domain::LoggedRequest> for RequestLogEntry {
             proxy_config_id: record.proxy_config_id.0,
             client_key_id: record.client_key_id.map(|id| id.0),
             api_key_id: record.api_key_id.map(|id| id.0),
-            method: record.method,
+            method: record.method.into_owned(),
             path: record.path,
             status: record.status,
-            outcome: record.outcome,
+            outcome: record.outcome.into_owned(),
             attempts: record.attempts,
             head_latency_ms: record.head_latency_ms,
             total_latency_ms: record.total_latency_ms,
@@ -944,7 +944,7 @@ impl From<domain::LoggedRequest> for RequestLogEntry {
             bytes_out: record.bytes_out,
             tokens_in: record.tokens_in,
             tokens_out: record.tokens_out,
-            error_code: record.error_code,
+            error_code: record.error_code.map(std::borrow::Cow::into_owned),
         }
     }
 }

@@ -10,6 +10,7 @@
 //! refuses for any other reason is dropped and counted, so one bad batch cannot stall the log.
 
 use std::{
+    borrow::Cow,
     sync::{
         Arc,
         atomic::{AtomicI64, AtomicU64, Ordering},
@@ -44,11 +45,12 @@ pub fn record_of(facts: &ExchangeFacts) -> RequestRecord {
         proxy_config_id: facts.config_id,
         client_key_id: facts.client_key_id,
         api_key_id: facts.api_key_id,
-        method: facts.method.as_str().to_owned(),
+        method: static_method(&facts.method)
+            .map_or_else(|| facts.method.as_str().to_owned().into(), Cow::Borrowed),
         path: domain::request_log::truncate_text(&facts.path, domain::request_log::MAX_PATH_BYTES)
             .to_owned(),
         status: facts.status,
-        outcome: facts.outcome.to_owned(),
+        outcome: Cow::Borrowed(facts.outcome),
         attempts: facts.attempts,
         head_latency_ms: millis(facts.head_latency),
         total_latency_ms: millis(facts.total_latency),
@@ -57,8 +59,25 @@ pub fn record_of(facts: &ExchangeFacts) -> RequestRecord {
         bytes_out: facts.bytes_out,
         tokens_in: facts.tokens.map(|usage| usage.input),
         tokens_out: facts.tokens.map(|usage| usage.output),
-        error_code: facts.error_code.map(str::to_owned),
+        error_code: facts.error_code.map(Cow::Borrowed),
     }
+}
+
+/// The standard methods' names without an allocation.
+fn static_method(method: &actix_web::http::Method) -> Option<&'static str> {
+    use actix_web::http::Method;
+    [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+    ]
+    .iter()
+    .zip(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
+    .find_map(|(known, name)| (known == method).then_some(name))
 }
 
 /// Counts dropped records and says so in the log at most once a minute.

@@ -10,7 +10,7 @@
 //! inside its bucket and clamped to the bucket's observed minimum and maximum, so a series of
 //! equal latencies reads back exactly.
 
-use std::{collections::BTreeMap, fmt};
+use std::{borrow::Cow, collections::BTreeMap, fmt};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Deserialize;
@@ -48,14 +48,15 @@ pub struct RequestRecord {
     pub client_key_id: Option<ClientKeyId>,
     /// The upstream key of the last attempt; `None` when no key was tried.
     pub api_key_id: Option<ApiKeyId>,
-    /// The HTTP method.
-    pub method: String,
+    /// The HTTP method. Texts that are static on the proxy's side (method, outcome, error code)
+    /// are borrowed there, so building a record on the hot path copies only the path.
+    pub method: Cow<'static, str>,
     /// The request path without its query string.
     pub path: String,
     /// The status the client got.
     pub status: u16,
     /// The outcome class (`success`, `rate_limited`, ... or the error code of a proxy error).
-    pub outcome: String,
+    pub outcome: Cow<'static, str>,
     /// Upstream attempts made.
     pub attempts: u32,
     /// Time until the response head, in milliseconds.
@@ -73,19 +74,22 @@ pub struct RequestRecord {
     /// Output tokens, when the upstream reported usage.
     pub tokens_out: Option<u64>,
     /// The proxy's error code, when the request failed.
-    pub error_code: Option<String>,
+    pub error_code: Option<Cow<'static, str>>,
 }
 
 impl RequestRecord {
     /// The record as a store keeps it: time to the millisecond, texts cut to their bounds.
     pub fn normalized(mut self) -> Self {
         self.created_at = to_millis(self.created_at);
-        let cut = |text: &mut String, max: usize| {
+        let cut = |text: &mut Cow<'static, str>, max: usize| {
             let len = truncate_text(text, max).len();
-            text.truncate(len);
+            if len < text.len() {
+                text.to_mut().truncate(len);
+            }
         };
         cut(&mut self.method, MAX_LABEL_BYTES);
-        cut(&mut self.path, MAX_PATH_BYTES);
+        let len = truncate_text(&self.path, MAX_PATH_BYTES).len();
+        self.path.truncate(len);
         cut(&mut self.outcome, MAX_LABEL_BYTES);
         if let Some(code) = &mut self.error_code {
             cut(code, MAX_LABEL_BYTES);

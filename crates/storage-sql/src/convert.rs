@@ -585,19 +585,21 @@ pub(crate) fn request_log_row(record: &RequestRecord) -> request_log::Model {
         proxy_config_id: record.proxy_config_id.0,
         client_key_id: record.client_key_id.map(|id| id.0),
         api_key_id: record.api_key_id.map(|id| id.0),
-        method: record.method,
+        method: record.method.into_owned(),
         path: record.path,
         status: i32::from(record.status),
-        outcome: record.outcome,
+        outcome: record.outcome.into_owned(),
         attempts: i32::try_from(record.attempts).unwrap_or(i32::MAX),
         head_latency_ms: counter(record.head_latency_ms),
         total_latency_ms: counter(record.total_latency_ms),
+        latency_bucket: i16::try_from(domain::request_log::latency_bucket(record.total_latency_ms))
+            .unwrap_or(i16::MAX),
         streamed: record.streamed,
         bytes_in: counter(record.bytes_in),
         bytes_out: counter(record.bytes_out),
         tokens_in: record.tokens_in.map(counter),
         tokens_out: record.tokens_out.map(counter),
-        error_code: record.error_code,
+        error_code: record.error_code.map(std::borrow::Cow::into_owned),
     }
 }
 
@@ -620,10 +622,10 @@ pub(crate) fn request_from_row(row: request_log::Model) -> Result<LoggedRequest,
         bytes_out: unsigned(row.bytes_out)?,
         tokens_in: row.tokens_in.map(unsigned).transpose()?,
         tokens_out: row.tokens_out.map(unsigned).transpose()?,
-        method: row.method,
+        method: row.method.into(),
         path: row.path,
-        outcome: row.outcome,
-        error_code: row.error_code,
+        outcome: row.outcome.into(),
+        error_code: row.error_code.map(Into::into),
     };
     Ok(LoggedRequest {
         id: RequestRecordId(row.id),

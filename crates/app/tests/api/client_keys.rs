@@ -478,11 +478,13 @@ async fn tokens_and_budgets_count_the_upstream_usage_in_every_format_streamed_or
             4,
         ),
         (
+            // The mock's usage chunk reports 3 + 2 (2, not the body's 1, so a test can tell
+            // that the stream's usage was read).
             "openai stream",
             "/llm/oai/v1/chat/completions",
             "authorization",
             chat(true, true),
-            4,
+            5,
         ),
         (
             "anthropic json",

@@ -567,14 +567,6 @@ fn openai_api(request: &HttpRequest, body: &[u8]) -> HttpResponse {
                     "model": "gpt-4o-mini", "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]});
                 Ok(Bytes::from(format!("data: {chunk}\n\n")))
             })
-            // Like OpenAI: a last chunk with the usage and no choices, only when asked.
-            .chain(
-                (request_body["stream_options"]["include_usage"] == true).then(|| {
-                    let chunk = json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": created,
-                        "model": "gpt-4o-mini", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}});
-                    Ok(Bytes::from(format!("data: {chunk}\n\n")))
-                }),
-            )
             .chain(std::iter::once(Ok(Bytes::from_static(b"data: [DONE]\n\n"))))
             .collect();
         // As OpenAI does with `stream_options.include_usage`: a last chunk without choices.

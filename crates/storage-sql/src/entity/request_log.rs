@@ -32,6 +32,8 @@ pub struct Model {
     pub head_latency_ms: i64,
     /// Milliseconds until the body ended.
     pub total_latency_ms: i64,
+    /// The histogram bucket of `total_latency_ms` (`domain::request_log::latency_bucket`).
+    pub latency_bucket: i16,
     /// Whether the response was an event stream.
     pub streamed: bool,
     /// Request body bytes.

@@ -4,7 +4,8 @@
 //!
 //! Times are integer milliseconds since the epoch (`created_at`), the same on every backend, so
 //! the stats query buckets them with integer arithmetic that SQLite, MySQL and PostgreSQL agree
-//! on. No foreign keys: a record outlives the config, key or client key it names.
+//! on; `latency_bucket` is the total latency's histogram bucket, computed once on insert so the
+//! stats query groups by a column instead of evaluating a 29-branch `CASE` per row. No foreign keys: a record outlives the config, key or client key it names.
 
 use sea_orm::DbBackend;
 use sea_orm_migration::prelude::*;
@@ -28,6 +29,7 @@ enum RequestLogs {
     Attempts,
     HeadLatencyMs,
     TotalLatencyMs,
+    LatencyBucket,
     Streamed,
     BytesIn,
     BytesOut,
@@ -67,6 +69,11 @@ fn create_table(backend: DbBackend) -> TableCreateStatement {
         .col(ColumnDef::new(RequestLogs::Attempts).integer().not_null())
         .col(big(RequestLogs::HeadLatencyMs))
         .col(big(RequestLogs::TotalLatencyMs))
+        .col(
+            ColumnDef::new(RequestLogs::LatencyBucket)
+                .small_integer()
+                .not_null(),
+        )
         .col(ColumnDef::new(RequestLogs::Streamed).boolean().not_null())
         .col(big(RequestLogs::BytesIn))
         .col(big(RequestLogs::BytesOut))
@@ -82,8 +89,11 @@ fn create_table(backend: DbBackend) -> TableCreateStatement {
     table
 }
 
-/// The indexes: the log's order (time, id) and one per id filter, each followed by the time.
-fn indexes() -> [IndexCreateStatement; 4] {
+/// The indexes: the log's order (time, id), one per id filter, each followed by the time, and
+/// the stats index, which holds every column the stats queries read after the time, so they
+/// read the window's index entries in order and never the rows (measured on SQLite over
+/// 1 000 000 rows: the row lookups cost more than the grouping).
+fn indexes() -> [IndexCreateStatement; 5] {
     let index = |name: &str, first: RequestLogs, second: RequestLogs| {
         Index::create()
             .name(name)
@@ -114,6 +124,20 @@ fn indexes() -> [IndexCreateStatement; 4] {
             RequestLogs::ApiKeyId,
             RequestLogs::CreatedAt,
         ),
+        Index::create()
+            .name("ix_request_logs_stats")
+            .table(RequestLogs::Table)
+            .col(RequestLogs::CreatedAt)
+            .col(RequestLogs::ProxyConfigId)
+            .col(RequestLogs::ApiKeyId)
+            .col(RequestLogs::ClientKeyId)
+            .col(RequestLogs::Status)
+            .col(RequestLogs::LatencyBucket)
+            .col(RequestLogs::TotalLatencyMs)
+            .col(RequestLogs::TokensIn)
+            .col(RequestLogs::TokensOut)
+            .if_not_exists()
+            .to_owned(),
     ]
 }
 
