@@ -75,6 +75,8 @@ pub struct PostgresStore {
 }
 
 storage_sql::forward_proxy_store!(PostgresStore => inner);
+storage_sql::forward_request_log!(PostgresStore => inner);
+storage_sql::forward_client_key_store!(PostgresStore => inner);
 
 impl PostgresStore {
     /// Connects and brings the schema up to date (after dropping the tables when

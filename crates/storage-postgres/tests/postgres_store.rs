@@ -113,6 +113,30 @@ async fn postgres_meets_the_store_contract() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_meets_the_client_key_store_contract() {
+    let Some(url) = test_url() else { return };
+    let store = connect(&url).await;
+    contract::client_key_store(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_meets_the_request_log_contract() {
+    let Some(url) = test_url() else { return };
+    contract::request_log(&connect(&url).await).await;
+}
+
+/// The retention suite deletes rows of every config, so it runs on a scratch database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_prunes_by_age_and_row_count_in_bounded_steps() {
+    let Some(url) = test_url() else { return };
+    let scratch_url = scratch_database(&url, "request_log").await;
+    let store = connect(&scratch_url).await;
+    contract::request_log_retention(&store).await;
+    store.close().await.unwrap();
+    drop_database(&url, &scratch_url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_thousand_keys_import_and_a_reimport_skips_every_one() {
     let Some(url) = test_url() else { return };
     let store = connect(&url).await;
