@@ -17,6 +17,10 @@ async fn sqlite_file_meets_the_request_log_contract() {
         .await
         .unwrap();
     contract::request_log_retention(&fresh).await;
+    let by_hour = SqliteStore::connect(SqliteOptions::file(dir.path().join("by_hour.db")))
+        .await
+        .unwrap();
+    contract::request_log_stats_by_hour(&by_hour).await;
 }
 
 #[tokio::test]

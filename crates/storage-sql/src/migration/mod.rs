@@ -8,6 +8,7 @@ mod m20250601_000001_create_tables;
 mod m20260601_000002_add_api_key_prefix;
 mod m20261206_000002_config_failover_policy;
 mod m20261206_000004_request_log;
+mod m20261206_000005_request_log_rollup;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
 use sea_orm_migration::{
@@ -16,7 +17,7 @@ use sea_orm_migration::{
 };
 
 /// The table names this store owns, children first (the order to drop them in).
-const OWNED_TABLES: [&str; 3] = ["request_logs", "api_keys", "proxy_configs"];
+const OWNED_TABLES: [&str; 4] = ["request_log_rollup", "request_logs", "api_keys", "proxy_configs"];
 
 /// The migrations of the store, oldest first.
 #[derive(Debug, Clone, Copy, Default)]
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20260601_000002_add_api_key_prefix::Migration),
             Box::new(m20261206_000002_config_failover_policy::Migration),
             Box::new(m20261206_000004_request_log::Migration),
+            Box::new(m20261206_000005_request_log_rollup::Migration),
         ]
     }
 
