@@ -1,12 +1,16 @@
 //! The `RequestLog` port on [`SqlStore`], written once for SQLite, MySQL and PostgreSQL with
-//! sea-query's builder (no backend-specific SQL but the integer cast's type name).
+//! sea-query's builder (no backend-specific SQL but the integer cast's type name and the
+//! rollup upsert's min/max, see [`crate::rollup`]).
 //!
 //! Appends are multi-row inserts of at most [`RECORDS_PER_INSERT`] rows, under every backend's
-//! bound-parameter limit. Pages read newest first along an index that ends in the time. Stats
-//! are four grouped queries run side by side (the series by time bucket and latency bucket,
-//! and the three top lists), so the database scans the matching rows and returns a few
-//! thousand sums at most; percentiles come from the domain's latency histogram. Prune steps
-//! delete at most one batch of ids each, oldest first, so no delete holds the write lock long.
+//! bound-parameter limit, plus the upserts of the batch's hour sums into the rollup, in one
+//! transaction. Pages read newest first along an index that ends in the time. Stats are
+//! grouped queries run side by side (the series by time bucket and latency bucket, and the
+//! three top lists). Hour and day stats without an id filter read the rollup for the whole
+//! hours of their window and raw rows only for the partial hours at its edges; the rest read
+//! raw rows through the covering stats index. Percentiles come from the domain's latency
+//! histogram. Prune steps delete at most one batch of ids each, oldest first, so no delete
+//! holds the write lock long; rollup hours go when they are wholly past the retention age.
 
 use std::collections::BTreeMap;
 
@@ -447,7 +451,9 @@ impl SqlStore {
         let status = || Expr::col(Alias::new("status"));
         let case: Expr = CaseStatement::new()
             .case(
-                Condition::all().add(status().gte(low)).add(status().lt(high)),
+                Condition::all()
+                    .add(status().gte(low))
+                    .add(status().lt(high)),
                 Expr::col(Alias::new("requests")),
             )
             .finally(Expr::val(0_i64))
@@ -499,7 +505,10 @@ impl SqlStore {
         select
             .from(Alias::new(rollup::TABLE))
             .expr_as(Expr::col(Alias::new("dim_id")), "id")
-            .expr_as(self.int(Expr::col(Alias::new("requests")).sum()), "requests")
+            .expr_as(
+                self.int(Expr::col(Alias::new("requests")).sum()),
+                "requests",
+            )
             .expr_as(self.requests_with_status(400, 600), "errors")
             .expr_as(
                 self.int(

@@ -136,15 +136,24 @@ fn combine(backend: DbBackend, column: &str, function: Option<&str>) -> Expr {
 }
 
 /// The upserts adding `records` to the rollup.
-pub fn upsert_statements(backend: DbBackend, records: &[RequestRecord]) -> domain::Result<Vec<Statement>> {
+pub fn upsert_statements(
+    backend: DbBackend,
+    records: &[RequestRecord],
+) -> domain::Result<Vec<Statement>> {
     let sums: Vec<(Key, Sums)> = aggregate(records).into_iter().collect();
     let sum_columns = sum_columns();
     let mut updates: Vec<(Alias, Expr)> = sum_columns
         .iter()
         .map(|c| (Alias::new(c.as_str()), combine(backend, c, None)))
         .collect();
-    updates.push((Alias::new("min_latency"), combine(backend, "min_latency", Some("MIN"))));
-    updates.push((Alias::new("max_latency"), combine(backend, "max_latency", Some("MAX"))));
+    updates.push((
+        Alias::new("min_latency"),
+        combine(backend, "min_latency", Some("MIN")),
+    ));
+    updates.push((
+        Alias::new("max_latency"),
+        combine(backend, "max_latency", Some("MAX")),
+    ));
     let mut statements = Vec::new();
     for chunk in sums.chunks(KEYS_PER_UPSERT) {
         let mut insert = Query::insert();

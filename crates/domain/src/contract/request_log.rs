@@ -455,7 +455,9 @@ pub async fn request_log_stats_by_hour(log: &dyn RequestLog) {
     let start = now - now.rem_euclid(day) - 3 * day;
     let base_id = unique_id_base();
     let statuses = [200_u16, 200, 201, 404, 429, 500, 503, 200, 302];
-    let latencies = [3_u64, 40, 100, 250, 900, 1_800, 4_000, 12_000, 70_000, 150_000];
+    let latencies = [
+        3_u64, 40, 100, 250, 900, 1_800, 4_000, 12_000, 70_000, 150_000,
+    ];
     let records: Vec<RequestRecord> = (0..2_000_i64)
         .map(|i| {
             let config = ProxyConfigId(base_id + i % 13);
@@ -490,7 +492,11 @@ pub async fn request_log_stats_by_hour(log: &dyn RequestLog) {
     };
     let mut queries = vec![
         window(start, start + 3 * day, StatsInterval::Day),
-        window(start + 1_234_567, start + 2 * day + 777, StatsInterval::Hour),
+        window(
+            start + 1_234_567,
+            start + 2 * day + 777,
+            StatsInterval::Hour,
+        ),
         window(start + 1_234_567, start + 2 * day + 777, StatsInterval::Day),
         window(start + 3_600_000, start + 7_200_000, StatsInterval::Hour),
         window(start + 10, start + 3_599_990, StatsInterval::Hour),

@@ -83,8 +83,12 @@ fn backfill(backend: DbBackend, dim: i32, id_column: &str) -> Result<InsertState
         .column(Alias::new("status"))
         .column(Alias::new("outcome"))
         .expr(cast(Expr::col(Alias::new("id")).count()))
-        .expr(cast(Expr::col(Alias::new("tokens_in")).if_null(0_i64).sum()))
-        .expr(cast(Expr::col(Alias::new("tokens_out")).if_null(0_i64).sum()))
+        .expr(cast(
+            Expr::col(Alias::new("tokens_in")).if_null(0_i64).sum(),
+        ))
+        .expr(cast(
+            Expr::col(Alias::new("tokens_out")).if_null(0_i64).sum(),
+        ))
         .expr(cast(Expr::col(Alias::new("total_latency_ms")).min()))
         .expr(cast(Expr::col(Alias::new("total_latency_ms")).max()));
     for index in 0..LATENCY_BUCKETS {
@@ -132,7 +136,11 @@ impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let backend = manager.get_database_backend();
         manager.create_table(create_table(backend)).await?;
-        for (dim, column) in [(1, "proxy_config_id"), (2, "api_key_id"), (3, "client_key_id")] {
+        for (dim, column) in [
+            (1, "proxy_config_id"),
+            (2, "api_key_id"),
+            (3, "client_key_id"),
+        ] {
             manager
                 .get_connection()
                 .execute(&backfill(backend, dim, column)?)

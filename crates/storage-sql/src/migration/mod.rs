@@ -17,7 +17,12 @@ use sea_orm_migration::{
 };
 
 /// The table names this store owns, children first (the order to drop them in).
-const OWNED_TABLES: [&str; 4] = ["request_log_rollup", "request_logs", "api_keys", "proxy_configs"];
+const OWNED_TABLES: [&str; 4] = [
+    "request_log_rollup",
+    "request_logs",
+    "api_keys",
+    "proxy_configs",
+];
 
 /// The migrations of the store, oldest first.
 #[derive(Debug, Clone, Copy, Default)]
