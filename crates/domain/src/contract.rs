@@ -44,7 +44,7 @@ mod request_log;
 
 pub use request_log::{
     log_filters, log_large_batch, log_pages_and_fields, log_stats, request_log,
-    request_log_retention,
+    request_log_retention, request_log_stats_by_hour,
 };
 
 /// A suffix no other run of a suite uses, so records never collide.

@@ -35,15 +35,14 @@ async fn mysql_meets_the_request_log_contract() {
     contract::request_log(&connect(&url).await).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mysql_prunes_by_age_and_row_count_in_bounded_steps() {
-    let Some(url) = test_url() else { return };
-    let admin = connect(&url).await;
+/// Runs `suite` on a scratch database of its own, dropped afterwards.
+async fn on_scratch_database(url: &str, tag: &str, suite: impl AsyncFnOnce(&MysqlStore)) {
+    let admin = connect(url).await;
     let (base, query) = url
         .split_once('?')
-        .map_or((url.as_str(), None), |(b, q)| (b, Some(q)));
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let (server, name) = base.rsplit_once('/').expect("a database name");
-    let scratch = format!("{name}_request_log_{}", contract::unique_suffix());
+    let scratch = format!("{name}_{tag}_{}", contract::unique_suffix());
     let scratch_url = match query {
         Some(query) => format!("{server}/{scratch}?{query}"),
         None => format!("{server}/{scratch}"),
@@ -55,9 +54,27 @@ async fn mysql_prunes_by_age_and_row_count_in_bounded_steps() {
     .await
     .unwrap();
     let store = connect(&scratch_url).await;
-    contract::request_log_retention(&store).await;
+    suite(&store).await;
     store.close().await.unwrap();
     db.execute_unprepared(&format!("DROP DATABASE `{scratch}`"))
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_prunes_by_age_and_row_count_in_bounded_steps() {
+    let Some(url) = test_url() else { return };
+    on_scratch_database(&url, "request_log", async |store| {
+        contract::request_log_retention(store).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_stats_by_hour_equal_the_records() {
+    let Some(url) = test_url() else { return };
+    on_scratch_database(&url, "by_hour", async |store| {
+        contract::request_log_stats_by_hour(store).await;
+    })
+    .await;
 }

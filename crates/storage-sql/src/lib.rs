@@ -30,6 +30,7 @@ pub mod original;
 mod repository;
 mod request_log;
 mod rewrite;
+mod rollup;
 
 pub use cipher::{ClientSecretHasher, EncryptionKey, EncryptionKeyError, KeyCipher};
 pub use convert::{StoredKey, db_error, stored_key};

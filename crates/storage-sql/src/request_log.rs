@@ -1,18 +1,24 @@
 //! The `RequestLog` port on [`SqlStore`], written once for SQLite, MySQL and PostgreSQL with
-//! sea-query's builder (no backend-specific SQL but the integer cast's type name).
+//! sea-query's builder (no backend-specific SQL but the integer cast's type name and the
+//! rollup upsert's min/max, see [`crate::rollup`]).
 //!
 //! Appends are multi-row inserts of at most [`RECORDS_PER_INSERT`] rows, under every backend's
-//! bound-parameter limit. Pages read newest first along an index that ends in the time. Stats
-//! are four grouped queries run side by side (the series by time bucket and latency bucket,
-//! and the three top lists), so the database scans the matching rows and returns a few
-//! thousand sums at most; percentiles come from the domain's latency histogram. Prune steps
-//! delete at most one batch of ids each, oldest first, so no delete holds the write lock long.
+//! bound-parameter limit, plus the upserts of the batch's hour sums into the rollup, in one
+//! transaction. Pages read newest first along an index that ends in the time. Stats are
+//! grouped queries run side by side (the series by time bucket and latency bucket, and the
+//! three top lists). Hour and day stats without an id filter read the rollup for the whole
+//! hours of their window and raw rows only for the partial hours at its edges; the rest read
+//! raw rows through the covering stats index. Percentiles come from the domain's latency
+//! histogram. Prune steps delete at most one batch of ids each, oldest first, so no delete
+//! holds the write lock long; rollup hours go when they are wholly past the retention age.
+
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use domain::{
     ApiKeyId, ClientKeyId, LogFilter, LogPage, LogQuery, ProxyConfigId, RequestLog, RequestRecord,
-    Result, Retention, StatsQuery, TopEntry, TopLists, UsageStats,
-    request_log::{BucketSums, SeriesBuilder, rank_top},
+    Result, Retention, StatsInterval, StatsQuery, TopEntry, TopLists, UsageStats,
+    request_log::{BucketSums, LATENCY_BUCKETS, SeriesBuilder, rank_top},
 };
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, Order, QueryFilter, QueryOrder,
@@ -23,6 +29,7 @@ use sea_orm::{
 use crate::{
     SqlStore, convert,
     entity::request_log::{Column, Entity},
+    rollup::{self, Dim, HOUR_MS},
 };
 
 /// Rows per insert statement: 18 parameters each, far under SQLite's 32 766 and MySQL's and
@@ -128,7 +135,13 @@ impl SqlStore {
     }
 
     /// A top-list query: requests, errors and tokens per value of `column`, most requests first.
-    fn top_statement(&self, query: &StatsQuery, column: Column, skip_null: bool) -> Statement {
+    fn top_statement(
+        &self,
+        query: &StatsQuery,
+        column: Column,
+        skip_null: bool,
+        limit: bool,
+    ) -> Statement {
         let mut select: SelectStatement = Query::select();
         let mut condition = filter_condition(&query.filter);
         if skip_null {
@@ -149,10 +162,13 @@ impl SqlStore {
                 "tokens",
             )
             .cond_where(condition)
-            .group_by_col(column)
-            .order_by(Alias::new("requests"), Order::Desc)
-            .order_by(column, Order::Asc)
-            .limit(domain::request_log::TOP_ENTRIES as u64);
+            .group_by_col(column);
+        if limit {
+            select
+                .order_by(Alias::new("requests"), Order::Desc)
+                .order_by(column, Order::Asc)
+                .limit(domain::request_log::TOP_ENTRIES as u64);
+        }
         self.backend.build(&select)
     }
 
@@ -163,27 +179,48 @@ impl SqlStore {
             .map_err(|err| self.error(err))
     }
 
-    fn top_entries<Id: Ord + Copy>(
+    /// The top-list sums of `rows` (columns `id`, `requests`, `errors`, `tokens`) added to
+    /// `sums` by id; with `zero_is_null`, id 0 (the rollup's "none") counts as null.
+    fn add_top_rows(
         &self,
+        sums: &mut BTreeMap<Option<i64>, [u64; 3]>,
         rows: &[QueryResult],
-        id: impl Fn(Option<i64>) -> Option<Id>,
-    ) -> Result<Vec<TopEntry<Id>>> {
-        let mut entries = Vec::with_capacity(rows.len());
+        zero_is_null: bool,
+    ) -> Result<()> {
         for row in rows {
             let get = |name: &str| -> Result<i64> {
                 row.try_get::<i64>("", name).map_err(|err| self.error(err))
             };
-            let raw: Option<i64> = row.try_get("", "id").map_err(|err| self.error(err))?;
-            let Some(id) = id(raw) else { continue };
-            entries.push(TopEntry {
-                id,
-                requests: non_negative(get("requests")?),
-                errors: non_negative(get("errors")?),
-                tokens: non_negative(get("tokens")?),
-            });
+            let mut id: Option<i64> = row.try_get("", "id").map_err(|err| self.error(err))?;
+            if zero_is_null && id == Some(0) {
+                id = None;
+            }
+            let entry = sums.entry(id).or_default();
+            entry[0] += non_negative(get("requests")?);
+            entry[1] += non_negative(get("errors")?);
+            entry[2] += non_negative(get("tokens")?);
         }
-        Ok(rank_top(entries))
+        Ok(())
     }
+}
+
+/// A ranked top list from sums by id.
+fn top_entries<Id: Ord + Copy>(
+    sums: BTreeMap<Option<i64>, [u64; 3]>,
+    id: impl Fn(Option<i64>) -> Option<Id>,
+) -> Vec<TopEntry<Id>> {
+    let entries = sums
+        .into_iter()
+        .filter_map(|(raw, [requests, errors, tokens])| {
+            id(raw).map(|id| TopEntry {
+                id,
+                requests,
+                errors,
+                tokens,
+            })
+        })
+        .collect();
+    rank_top(entries)
 }
 
 fn non_negative(value: i64) -> u64 {
@@ -193,31 +230,23 @@ fn non_negative(value: i64) -> u64 {
 #[async_trait]
 impl RequestLog for SqlStore {
     async fn append(&self, records: &[RequestRecord]) -> Result<()> {
-        let statements: Vec<Statement> = records
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut statements: Vec<Statement> = records
             .chunks(RECORDS_PER_INSERT)
             .map(|chunk| self.insert_records_statement(chunk))
             .collect::<Result<_>>()?;
-        match statements.len() {
-            0 => Ok(()),
-            1 => {
-                for statement in statements {
-                    self.db
-                        .execute_raw(statement)
-                        .await
-                        .map_err(|err| self.error(err))?;
-                }
-                Ok(())
-            }
-            _ => {
-                let txn = self.begin_write().await?;
-                for statement in statements {
-                    txn.execute_raw(statement)
-                        .await
-                        .map_err(|err| self.error(err))?;
-                }
-                self.commit(txn).await
-            }
+        statements.extend(rollup::upsert_statements(self.backend, records)?);
+        // The rows and their rollup sums commit together, so the stats never count a record
+        // twice or miss one.
+        let txn = self.begin_write().await?;
+        for statement in statements {
+            txn.execute_raw(statement)
+                .await
+                .map_err(|err| self.error(err))?;
         }
+        self.commit(txn).await
     }
 
     async fn query(&self, query: &LogQuery) -> Result<LogPage> {
@@ -248,38 +277,44 @@ impl RequestLog for SqlStore {
     }
 
     async fn stats(&self, query: &StatsQuery) -> Result<UsageStats> {
-        let (series_rows, config_rows, key_rows, client_rows) = futures_util::future::try_join4(
-            self.rows(self.series_statement(query)),
-            self.rows(self.top_statement(query, Column::ProxyConfigId, true)),
-            self.rows(self.top_statement(query, Column::ApiKeyId, true)),
-            self.rows(self.top_statement(query, Column::ClientKeyId, false)),
+        let plan = StatsPlan::of(query);
+        let limit = plan.raw.len() == 1 && plan.rollup.is_none();
+        // Every statement of the answer, run side by side: per raw window the series and the
+        // three top lists, and the same four over the rollup's whole hours.
+        let mut statements = Vec::new();
+        for raw in &plan.raw {
+            statements.push(self.series_statement(raw));
+            statements.push(self.top_statement(raw, Column::ProxyConfigId, true, limit));
+            statements.push(self.top_statement(raw, Column::ApiKeyId, true, limit));
+            statements.push(self.top_statement(raw, Column::ClientKeyId, false, limit));
+        }
+        if let Some(hours) = plan.rollup {
+            statements.push(self.rollup_series_statement(query, hours));
+            for dim in Dim::ALL {
+                statements.push(self.rollup_top_statement(query, hours, dim));
+            }
+        }
+        let results = futures_util::future::try_join_all(
+            statements.into_iter().map(|statement| self.rows(statement)),
         )
         .await?;
         let mut series = SeriesBuilder::new(query);
-        for row in &series_rows {
-            let get = |name: &str| -> Result<i64> {
-                row.try_get::<i64>("", name).map_err(|err| self.error(err))
-            };
-            series.add(
-                get("bucket")?,
-                usize::try_from(get("latency_bucket")?).unwrap_or(usize::MAX),
-                &BucketSums {
-                    requests: non_negative(get("requests")?),
-                    errors_4xx: non_negative(get("errors_4xx")?),
-                    errors_5xx: non_negative(get("errors_5xx")?),
-                    tokens_in: non_negative(get("tokens_in")?),
-                    tokens_out: non_negative(get("tokens_out")?),
-                    min_latency_ms: non_negative(get("min_latency")?),
-                    max_latency_ms: non_negative(get("max_latency")?),
-                },
-            );
+        let mut tops: [BTreeMap<Option<i64>, [u64; 3]>; 3] = Default::default();
+        for (index, rows) in results.iter().enumerate() {
+            let rollup = index >= plan.raw.len() * 4;
+            match index % 4 {
+                0 if rollup => self.add_rollup_series(&mut series, rows)?,
+                0 => self.add_raw_series(&mut series, rows)?,
+                part => self.add_top_rows(&mut tops[part - 1], rows, rollup)?,
+            }
         }
+        let [configs, api_keys, client_keys] = tops;
         Ok(UsageStats {
             series: series.build(),
             top: TopLists {
-                configs: self.top_entries(&config_rows, |id| id.map(ProxyConfigId))?,
-                api_keys: self.top_entries(&key_rows, |id| id.map(ApiKeyId))?,
-                client_keys: self.top_entries(&client_rows, |id| Some(id.map(ClientKeyId)))?,
+                configs: top_entries(configs, |id| id.map(ProxyConfigId)),
+                api_keys: top_entries(api_keys, |id| id.map(ApiKeyId)),
+                client_keys: top_entries(client_keys, |id| Some(id.map(ClientKeyId))),
             },
         })
     }
@@ -315,6 +350,17 @@ impl RequestLog for SqlStore {
             .all(&self.db)
             .await
             .map_err(|err| self.error(err))?;
+        // Rollup hours wholly older than the retention go too (a row cap leaves them: the
+        // stats keep counting requests whose rows the cap removed).
+        let cutoff = retention.older_than.timestamp_millis() - HOUR_MS;
+        let mut doomed_hours = Query::delete();
+        doomed_hours
+            .from_table(Alias::new(rollup::TABLE))
+            .cond_where(Expr::col(Alias::new("hour")).lte(cutoff));
+        self.db
+            .execute_raw(self.backend.build(&doomed_hours))
+            .await
+            .map_err(|err| self.error(err))?;
         if ids.is_empty() {
             return Ok(0);
         }
@@ -324,6 +370,219 @@ impl RequestLog for SqlStore {
             .await
             .map_err(|err| self.error(err))?;
         Ok(deleted.rows_affected)
+    }
+}
+
+/// Where a stats query's answer comes from: raw rows for the windows in `raw`, and the rollup
+/// for the whole hours in `rollup`.
+struct StatsPlan {
+    raw: Vec<StatsQuery>,
+    rollup: Option<(i64, i64)>,
+}
+
+impl StatsPlan {
+    /// Hour and day stats without an id filter read the rollup for the whole hours of the
+    /// window and raw rows for the partial hours at its edges; anything else reads raw rows.
+    fn of(query: &StatsQuery) -> Self {
+        let filter = &query.filter;
+        let whole_hours = match (filter.from, filter.to) {
+            (Some(from), Some(to))
+                if query.interval != StatsInterval::Minute
+                    && filter.proxy_config_id.is_none()
+                    && filter.api_key_id.is_none()
+                    && filter.client_key_id.is_none() =>
+            {
+                let (from, to) = (from.timestamp_millis(), to.timestamp_millis());
+                let start = from + (HOUR_MS - from.rem_euclid(HOUR_MS)) % HOUR_MS;
+                let end = to - to.rem_euclid(HOUR_MS);
+                (start < end).then_some((from, start, end, to))
+            }
+            _ => None,
+        };
+        let Some((from, start, end, to)) = whole_hours else {
+            return StatsPlan {
+                raw: vec![query.clone()],
+                rollup: None,
+            };
+        };
+        let edge = |low: i64, high: i64| {
+            let mut edge = query.clone();
+            edge.filter.from = chrono::DateTime::from_timestamp_millis(low);
+            edge.filter.to = chrono::DateTime::from_timestamp_millis(high);
+            edge
+        };
+        let mut raw = Vec::new();
+        if from < start {
+            raw.push(edge(from, start));
+        }
+        if end < to {
+            raw.push(edge(end, to));
+        }
+        StatsPlan {
+            raw,
+            rollup: Some((start, end)),
+        }
+    }
+}
+
+/// The rollup rows of dimension `dim` matching the filter's status class and outcome over the
+/// hours `[start, end)`.
+fn rollup_condition(query: &StatsQuery, (start, end): (i64, i64), dim: Dim) -> Condition {
+    let col = |name: &str| Expr::col(Alias::new(name));
+    let mut condition = Condition::all()
+        .add(col("dim").eq(dim.code()))
+        .add(col("hour").gte(start))
+        .add(col("hour").lt(end));
+    if let Some(class) = query.filter.status_class {
+        let range = class.range();
+        condition = condition
+            .add(col("status").gte(i32::from(range.start)))
+            .add(col("status").lt(i32::from(range.end)));
+    }
+    if let Some(outcome) = &query.filter.outcome {
+        condition = condition.add(col("outcome").eq(outcome.as_str()));
+    }
+    condition
+}
+
+impl SqlStore {
+    /// `SUM(CASE WHEN status in [low, high) THEN requests ELSE 0 END)` over rollup rows.
+    fn requests_with_status(&self, low: i32, high: i32) -> Expr {
+        let status = || Expr::col(Alias::new("status"));
+        let case: Expr = CaseStatement::new()
+            .case(
+                Condition::all()
+                    .add(status().gte(low))
+                    .add(status().lt(high)),
+                Expr::col(Alias::new("requests")),
+            )
+            .finally(Expr::val(0_i64))
+            .into();
+        self.int(case.sum())
+    }
+
+    /// The series over the rollup: sums and histogram counts per time bucket (every record
+    /// counted once, through its config's rows).
+    fn rollup_series_statement(&self, query: &StatsQuery, hours: (i64, i64)) -> Statement {
+        let width = query.interval.millis();
+        let hour = || Expr::col(Alias::new("hour"));
+        let sum = |name: &str| self.int(Expr::col(Alias::new(name)).sum());
+        let mut select = Query::select();
+        select
+            .from(Alias::new(rollup::TABLE))
+            .expr_as(self.int(hour().sub(hour().modulo(width))), "bucket")
+            .expr_as(sum("requests"), "requests")
+            .expr_as(self.requests_with_status(400, 500), "errors_4xx")
+            .expr_as(self.requests_with_status(500, 600), "errors_5xx")
+            .expr_as(sum("tokens_in"), "tokens_in")
+            .expr_as(sum("tokens_out"), "tokens_out")
+            .expr_as(
+                self.int(Expr::col(Alias::new("min_latency")).min()),
+                "min_latency",
+            )
+            .expr_as(
+                self.int(Expr::col(Alias::new("max_latency")).max()),
+                "max_latency",
+            );
+        for index in 0..LATENCY_BUCKETS {
+            let column = rollup::latency_column(index);
+            select.expr_as(sum(&column), Alias::new(column.as_str()));
+        }
+        select
+            .cond_where(rollup_condition(query, hours, Dim::Config))
+            .group_by_col(Alias::new("bucket"));
+        self.backend.build(&select)
+    }
+
+    /// A top list over the rollup: sums per id of `dim`, every id (the raw edges are merged in
+    /// before ranking).
+    fn rollup_top_statement(&self, query: &StatsQuery, hours: (i64, i64), dim: Dim) -> Statement {
+        let mut condition = rollup_condition(query, hours, dim);
+        if dim == Dim::ApiKey {
+            condition = condition.add(Expr::col(Alias::new("dim_id")).ne(0_i64));
+        }
+        let mut select = Query::select();
+        select
+            .from(Alias::new(rollup::TABLE))
+            .expr_as(Expr::col(Alias::new("dim_id")), "id")
+            .expr_as(
+                self.int(Expr::col(Alias::new("requests")).sum()),
+                "requests",
+            )
+            .expr_as(self.requests_with_status(400, 600), "errors")
+            .expr_as(
+                self.int(
+                    Expr::col(Alias::new("tokens_in"))
+                        .add(Expr::col(Alias::new("tokens_out")))
+                        .sum(),
+                ),
+                "tokens",
+            )
+            .cond_where(condition)
+            .group_by_col(Alias::new("dim_id"));
+        self.backend.build(&select)
+    }
+
+    /// Adds the raw series statement's rows.
+    fn add_raw_series(&self, series: &mut SeriesBuilder, rows: &[QueryResult]) -> Result<()> {
+        for row in rows {
+            let get = |name: &str| -> Result<i64> {
+                row.try_get::<i64>("", name).map_err(|err| self.error(err))
+            };
+            series.add(
+                get("bucket")?,
+                usize::try_from(get("latency_bucket")?).unwrap_or(usize::MAX),
+                &BucketSums {
+                    requests: non_negative(get("requests")?),
+                    errors_4xx: non_negative(get("errors_4xx")?),
+                    errors_5xx: non_negative(get("errors_5xx")?),
+                    tokens_in: non_negative(get("tokens_in")?),
+                    tokens_out: non_negative(get("tokens_out")?),
+                    min_latency_ms: non_negative(get("min_latency")?),
+                    max_latency_ms: non_negative(get("max_latency")?),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Adds the rollup series statement's rows: one call per histogram bucket, the counts and
+    /// tokens carried by the first.
+    fn add_rollup_series(&self, series: &mut SeriesBuilder, rows: &[QueryResult]) -> Result<()> {
+        for row in rows {
+            let get = |name: &str| -> Result<i64> {
+                row.try_get::<i64>("", name).map_err(|err| self.error(err))
+            };
+            let bucket = get("bucket")?;
+            let mut first = BucketSums {
+                requests: 0,
+                errors_4xx: non_negative(get("errors_4xx")?),
+                errors_5xx: non_negative(get("errors_5xx")?),
+                tokens_in: non_negative(get("tokens_in")?),
+                tokens_out: non_negative(get("tokens_out")?),
+                min_latency_ms: non_negative(get("min_latency")?),
+                max_latency_ms: non_negative(get("max_latency")?),
+            };
+            for index in 0..LATENCY_BUCKETS {
+                let count = non_negative(get(&rollup::latency_column(index))?);
+                if count == 0 {
+                    continue;
+                }
+                series.add(
+                    bucket,
+                    index,
+                    &BucketSums {
+                        requests: count,
+                        ..first
+                    },
+                );
+                first.errors_4xx = 0;
+                first.errors_5xx = 0;
+                first.tokens_in = 0;
+                first.tokens_out = 0;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -17,6 +17,10 @@ async fn sqlite_file_meets_the_request_log_contract() {
         .await
         .unwrap();
     contract::request_log_retention(&fresh).await;
+    let by_hour = SqliteStore::connect(SqliteOptions::file(dir.path().join("by_hour.db")))
+        .await
+        .unwrap();
+    contract::request_log_stats_by_hour(&by_hour).await;
 }
 
 #[tokio::test]
@@ -30,4 +34,68 @@ async fn sqlite_in_memory_meets_the_request_log_contract() {
         .await
         .unwrap();
     contract::request_log_retention(&fresh).await;
+}
+
+/// Every rollup row of a store, in key order, as text.
+async fn rollup_rows(store: &SqliteStore) -> Vec<String> {
+    use sea_orm::{ConnectionTrait, Statement};
+    let mut columns: Vec<String> = [
+        "hour",
+        "dim",
+        "dim_id",
+        "status",
+        "outcome",
+        "requests",
+        "tokens_in",
+        "tokens_out",
+        "min_latency",
+        "max_latency",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    columns.extend((0..29).map(|i| format!("lat_{i:02}")));
+    let sql = format!(
+        "SELECT {} AS line FROM request_log_rollup ORDER BY hour, dim, dim_id, status, outcome",
+        columns.join(" || '|' || ")
+    );
+    let rows = store
+        .sql_store()
+        .connection()
+        .query_all_raw(Statement::from_string(sea_orm::DbBackend::Sqlite, sql))
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|row| row.try_get::<String>("", "line").unwrap())
+        .collect()
+}
+
+/// The migration's backfill from stored records builds the same rollup as the appends did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rollup_migration_backfills_what_appends_build() {
+    use sea_orm::ConnectionTrait;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("backfill.db");
+    let store = SqliteStore::connect(SqliteOptions::file(&path))
+        .await
+        .unwrap();
+    contract::request_log_stats_by_hour(&store).await;
+    let appended = rollup_rows(&store).await;
+    assert!(
+        appended.len() > 100,
+        "the contract's records fill the rollup"
+    );
+    let db = store.sql_store().connection();
+    db.execute_unprepared("DROP TABLE request_log_rollup")
+        .await
+        .unwrap();
+    db.execute_unprepared(
+        "DELETE FROM akr_schema_migrations WHERE version = 'm20261206_000005_request_log_rollup'",
+    )
+    .await
+    .unwrap();
+    store.close().await.unwrap();
+    let reopened = SqliteStore::connect(SqliteOptions::file(&path))
+        .await
+        .unwrap();
+    assert_eq!(rollup_rows(&reopened).await, appended);
 }

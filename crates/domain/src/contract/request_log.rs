@@ -403,3 +403,116 @@ pub async fn request_log_retention(log: &dyn RequestLog) {
         .collect();
     assert_eq!(kept_times, newest, "the newest rows are kept");
 }
+
+/// The answer the contract expects for `query` over `records`: the domain's series builder fed
+/// record by record, and top lists summed by hand.
+fn reference_stats(records: &[RequestRecord], query: &StatsQuery) -> crate::UsageStats {
+    use std::collections::BTreeMap;
+    let matching: Vec<&RequestRecord> = records
+        .iter()
+        .filter(|record| query.filter.matches(record))
+        .collect();
+    let mut series = crate::request_log::SeriesBuilder::new(query);
+    for record in &matching {
+        series.add_record(record);
+    }
+    fn top<Id: Ord + Copy>(
+        records: &[&RequestRecord],
+        id: impl Fn(&RequestRecord) -> Option<Id>,
+    ) -> Vec<TopEntry<Id>> {
+        let mut sums: BTreeMap<Id, TopEntry<Id>> = BTreeMap::new();
+        for record in records {
+            let Some(id) = id(record) else { continue };
+            let entry = sums.entry(id).or_insert(TopEntry {
+                id,
+                requests: 0,
+                errors: 0,
+                tokens: 0,
+            });
+            entry.requests += 1;
+            entry.errors += u64::from(record.status >= 400 && record.status < 600);
+            entry.tokens += record.tokens_in.unwrap_or(0) + record.tokens_out.unwrap_or(0);
+        }
+        crate::request_log::rank_top(sums.into_values().collect())
+    }
+    crate::UsageStats {
+        series: series.build(),
+        top: crate::TopLists {
+            configs: top(&matching, |r| Some(r.proxy_config_id)),
+            api_keys: top(&matching, |r| r.api_key_id),
+            client_keys: top(&matching, |r| Some(r.client_key_id)),
+        },
+    }
+}
+
+/// Hour and day stats without an id filter, over windows whose edges fall inside an hour, equal
+/// what the records give record by record, whatever batches they were appended in (an
+/// adapter may answer them from sums it keeps per hour). Reads every config's records, so it
+/// needs a log no one else writes to.
+pub async fn request_log_stats_by_hour(log: &dyn RequestLog) {
+    let now = Utc::now().timestamp_millis();
+    let day = 86_400_000_i64;
+    let start = now - now.rem_euclid(day) - 3 * day;
+    let base_id = unique_id_base();
+    let statuses = [200_u16, 200, 201, 404, 429, 500, 503, 200, 302];
+    let latencies = [
+        3_u64, 40, 100, 250, 900, 1_800, 4_000, 12_000, 70_000, 150_000,
+    ];
+    let records: Vec<RequestRecord> = (0..2_000_i64)
+        .map(|i| {
+            let config = ProxyConfigId(base_id + i % 13);
+            let mut record = record(
+                config,
+                DateTime::from_timestamp_millis(start + i * 97_531 + i % 7).unwrap(),
+                statuses[(i % 9) as usize],
+            );
+            record.client_key_id = (i % 4 != 0).then(|| ClientKeyId(base_id + i % 17));
+            record.api_key_id = (i % 11 != 0).then(|| ApiKeyId(base_id + 100 + i % 23));
+            record.total_latency_ms = latencies[(i % 10) as usize] + (i % 5) as u64;
+            record.tokens_in = (i % 3 != 0).then_some((i % 1_000) as u64);
+            record.tokens_out = (i % 2 == 0).then_some((i % 700) as u64);
+            if i % 31 == 0 {
+                record.outcome = "upstream_error".into();
+            }
+            record
+        })
+        .collect();
+    // Uneven batches, so the same hours are added to more than once.
+    for batch in records.chunks(333) {
+        log.append(batch).await.expect("append");
+    }
+    let at = |ms: i64| Some(DateTime::from_timestamp_millis(ms).unwrap());
+    let window = |from: i64, to: i64, interval| StatsQuery {
+        filter: LogFilter {
+            from: at(from),
+            to: at(to),
+            ..LogFilter::default()
+        },
+        interval,
+    };
+    let mut queries = vec![
+        window(start, start + 3 * day, StatsInterval::Day),
+        window(
+            start + 1_234_567,
+            start + 2 * day + 777,
+            StatsInterval::Hour,
+        ),
+        window(start + 1_234_567, start + 2 * day + 777, StatsInterval::Day),
+        window(start + 3_600_000, start + 7_200_000, StatsInterval::Hour),
+        window(start + 10, start + 3_599_990, StatsInterval::Hour),
+    ];
+    let mut by_class = window(start + 99, start + 2 * day - 99, StatsInterval::Hour);
+    by_class.filter.status_class = Some(StatusClass::ServerError);
+    queries.push(by_class);
+    let mut by_outcome = window(start + 99, start + 2 * day - 99, StatsInterval::Day);
+    by_outcome.filter.outcome = Some("upstream_error".into());
+    queries.push(by_outcome);
+    for query in &queries {
+        let answer = log.stats(query).await.expect("stats");
+        assert!(
+            answer.series.iter().any(|p| p.requests > 0),
+            "the window holds records: {query:?}"
+        );
+        assert_eq!(answer, reference_stats(&records, query), "{query:?}");
+    }
+}

@@ -16,6 +16,7 @@ mod m20260601_000002_add_api_key_prefix;
 mod m20261206_000002_config_failover_policy;
 mod m20261206_000003_client_keys;
 mod m20261206_000004_request_log;
+mod m20261206_000005_request_log_rollup;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
 use sea_orm_migration::{
@@ -24,7 +25,13 @@ use sea_orm_migration::{
 };
 
 /// The table names this store owns, children first (the order to drop them in).
-const OWNED_TABLES: [&str; 4] = ["request_logs", "client_keys", "api_keys", "proxy_configs"];
+const OWNED_TABLES: [&str; 5] = [
+    "request_log_rollup",
+    "request_logs",
+    "client_keys",
+    "api_keys",
+    "proxy_configs",
+];
 
 /// The migrations of the store, oldest first.
 #[derive(Debug, Clone, Copy, Default)]
@@ -39,6 +46,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000002_config_failover_policy::Migration),
             Box::new(m20261206_000003_client_keys::Migration),
             Box::new(m20261206_000004_request_log::Migration),
+            Box::new(m20261206_000005_request_log_rollup::Migration),
         ]
     }
 
