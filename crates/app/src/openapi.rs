@@ -94,7 +94,7 @@ use utoipa::{
         crate::routes::client_keys::ClientKeyList,
         crate::routes::client_keys::ClientKeyInputDoc,
     )),
-    modifiers(&AdminToken, &LlmPlacementRule),
+    modifiers(&AdminToken, &LlmPlacementRule, &ClientKeyRules),
     tags(
         (name = "session", description = "Public routes: the console's settings and admin login"),
         (name = "proxy-configs", description = "Upstream services and their settings"),
@@ -586,6 +586,55 @@ impl Modify for LlmPlacementRule {
                 needs_location("api_key_prefix", serde_json::json!({"type": "string"})),
             ]),
         );
+    }
+}
+
+/// What the derive cannot say about a client key's body: config ids are positive, and a token
+/// budget and its period come together.
+struct ClientKeyRules;
+
+impl Modify for ClientKeyRules {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let Some(schema) = openapi
+            .components
+            .as_mut()
+            .and_then(|components| components.schemas.get_mut("ClientKeyInputDoc"))
+        else {
+            return;
+        };
+        let Ok(mut json) = serde_json::to_value(&*schema) else {
+            return;
+        };
+        json["properties"]["allowed_config_ids"]["items"]["minimum"] = 1.into();
+        let needs = |field: &str, when: serde_json::Value, other: &str, then: serde_json::Value| {
+            serde_json::json!({
+                "if": {"properties": {field: when}, "required": [field]},
+                "then": {"properties": {other: then}, "required": [other]}
+            })
+        };
+        let rules = serde_json::json!([
+            needs(
+                "token_budget",
+                serde_json::json!({"type": "integer"}),
+                "budget_period",
+                serde_json::json!({"type": "string", "enum": ["day", "month", "total"]}),
+            ),
+            needs(
+                "budget_period",
+                serde_json::json!({"type": "string"}),
+                "token_budget",
+                serde_json::json!({"type": "integer", "minimum": 1}),
+            ),
+        ]);
+        if let Ok(edited) = serde_json::from_value(json) {
+            *schema = edited;
+        }
+        if let utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::Object(object)) = schema {
+            object
+                .extensions
+                .get_or_insert_with(Default::default)
+                .insert("allOf".to_owned(), rules);
+        }
     }
 }
 

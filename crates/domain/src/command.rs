@@ -151,18 +151,20 @@ pub struct ProxyConfigInput {
 }
 
 /// A JSON integer, also when written with a zero fraction (`600.0`): JSON Schema's `integer`
-/// (what the OpenAPI document promises) counts it as one. Anything else, `600.5` or `-1`
-/// included, is refused as not a whole number.
-fn whole_number<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<u32>, D::Error> {
-    struct WholeNumber;
+/// (what the OpenAPI document promises) counts it as one. Anything else, `600.5` or a value
+/// outside `T`'s range included, is refused as not a whole number.
+fn whole_number<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64> + TryFrom<u64>,
+{
+    struct WholeNumber<T>(std::marker::PhantomData<T>);
 
-    impl serde::de::Visitor<'_> for WholeNumber {
-        type Value = Option<u32>;
+    impl<T: TryFrom<i64> + TryFrom<u64>> serde::de::Visitor<'_> for WholeNumber<T> {
+        type Value = Option<T>;
 
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            write!(f, "a whole number from 0 to {}", u32::MAX)
+            write!(f, "a whole number in range")
         }
 
         fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
@@ -174,29 +176,32 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(
         }
 
         fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Self::Value, E> {
-            u32::try_from(n)
+            T::try_from(n)
                 .map(Some)
                 .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(n), &self))
         }
 
         fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Self::Value, E> {
-            u32::try_from(n)
+            T::try_from(n)
                 .map(Some)
                 .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(n), &self))
         }
 
         fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Self::Value, E> {
-            if n.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&n) {
-                // Whole and within range: the conversion is exact.
-                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                Ok(Some(n as u32))
-            } else {
-                Err(E::invalid_value(serde::de::Unexpected::Float(n), &self))
+            // i64's range as floats: -2^63 is exact, 2^63 is the first float past it.
+            #[allow(clippy::cast_precision_loss)]
+            let in_range = (i64::MIN as f64..i64::MAX as f64).contains(&n);
+            if n.fract() == 0.0 && in_range {
+                // Whole and within i64's range: the conversion is exact.
+                #[allow(clippy::cast_possible_truncation)]
+                let whole = n as i64;
+                return self.visit_i64(whole);
             }
+            Err(E::invalid_value(serde::de::Unexpected::Float(n), &self))
         }
     }
 
-    deserializer.deserialize_any(WholeNumber)
+    deserializer.deserialize_any(WholeNumber(std::marker::PhantomData))
 }
 
 impl ProxyConfigInput {
@@ -474,12 +479,16 @@ pub struct ClientKeyInput {
     /// Configs the key may call; empty or missing = every config.
     pub allowed_config_ids: Option<Vec<i64>>,
     /// Requests per minute.
+    #[serde(default, deserialize_with = "whole_number")]
     pub rpm: Option<i64>,
     /// LLM tokens per minute.
+    #[serde(default, deserialize_with = "whole_number")]
     pub tpm: Option<i64>,
     /// Requests in flight at once.
+    #[serde(default, deserialize_with = "whole_number")]
     pub max_concurrency: Option<i64>,
     /// Tokens per `budget_period`.
+    #[serde(default, deserialize_with = "whole_number")]
     pub token_budget: Option<i64>,
     /// `day`, `month` or `total`.
     pub budget_period: Option<String>,
@@ -540,6 +549,17 @@ impl ClientKeyInput {
             (Some(None), Some(None)) => Some(None),
             _ => None,
         };
+        // An empty string is not "no value": null is (the OpenAPI document says so).
+        let blank = |raw: &Option<String>| raw.as_deref().is_some_and(|t| t.trim().is_empty());
+        if blank(&self.expires_at) {
+            errors.add(
+                "expires_at",
+                "must be an RFC 3339 time such as 2027-01-31T00:00:00Z, or null for never",
+            );
+        }
+        if blank(&self.budget_period) {
+            errors.add("budget_period", "must be day, month or total, or null");
+        }
         let mut ids = Vec::new();
         for id in self.allowed_config_ids.iter().flatten() {
             if *id < 1 {
@@ -766,6 +786,21 @@ mod tests {
                 parse(&format!(r#"{{"max_retries": {bad}}}"#)).is_err(),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn client_key_limits_may_be_whole_floats_and_blank_strings_are_not_null() {
+        let parse = |json: &str| serde_json::from_str::<ClientKeyInput>(json);
+        let input = parse(r#"{"name": "team", "rpm": 60.0, "max_concurrency": 4}"#).unwrap();
+        assert_eq!((input.rpm, input.max_concurrency), (Some(60), Some(4)));
+        assert!(parse(r#"{"name": "team", "rpm": 60.5}"#).is_err());
+        for (field, body) in [
+            ("expires_at", r#"{"name": "team", "expires_at": ""}"#),
+            ("budget_period", r#"{"name": "team", "budget_period": " "}"#),
+        ] {
+            let errors = parse(body).unwrap().validate().unwrap_err();
+            assert_eq!(fields(&errors), [field]);
         }
     }
 

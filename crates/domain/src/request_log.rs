@@ -711,7 +711,8 @@ fn parse_time(
     field: &str,
     raw: Option<&str>,
 ) -> Option<DateTime<Utc>> {
-    let text = present(raw)?;
+    // Present but empty is refused, not ignored: the document promises a date-time.
+    let text = raw?.trim();
     match DateTime::parse_from_rfc3339(text) {
         Ok(time) => Some(time.with_timezone(&Utc)),
         Err(_) => {

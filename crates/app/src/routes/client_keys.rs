@@ -141,6 +141,10 @@ pub struct ClientKeyList {
 #[schema(examples(json!({"name": "team-search", "expires_at": "2027-06-30T00:00:00Z", "allowed_config_ids": [1, 2], "rpm": 60, "tpm": 100000, "max_concurrency": 4, "token_budget": 5000000, "budget_period": "month"})))]
 pub struct ClientKeyInputDoc {
     /// Unique display name (1 to 100 characters).
+    #[schema(
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$",
+        max_length = 100
+    )]
     pub name: String,
     /// The admin's switch (default true).
     pub is_active: Option<bool>,
@@ -150,15 +154,33 @@ pub struct ClientKeyInputDoc {
     /// Configs the key may call; empty or missing = every config.
     pub allowed_config_ids: Option<Vec<i64>>,
     /// Requests per minute (1 to 1 000 000); null = no limit.
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub rpm: Option<i64>,
     /// LLM tokens per minute; null = no limit.
+    #[schema(minimum = 1)]
     pub tpm: Option<i64>,
     /// Requests in flight at once (1 to 1 000 000); null = no limit.
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub max_concurrency: Option<i64>,
     /// Tokens per `budget_period`; needs `budget_period`.
+    #[schema(minimum = 1)]
     pub token_budget: Option<i64>,
     /// `day`, `month` or `total`; needs `token_budget`.
+    #[schema(value_type = Option<BudgetPeriodDoc>)]
     pub budget_period: Option<String>,
+}
+
+/// The period a token budget covers.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum BudgetPeriodDoc {
+    /// A UTC day.
+    Day,
+    /// A UTC calendar month.
+    Month,
+    /// The key's whole life.
+    Total,
 }
 
 /// Rebuilds this instance's directory and tells the others.
@@ -271,6 +293,7 @@ async fn get_client_key(
         (status = 409, description = "The name is taken by another key (`conflict`)", body = crate::openapi::ErrorBody),
         (status = 422, description = "Invalid fields, each listed in `error.fields` (`invalid_fields`)", body = crate::openapi::ErrorBody),
         (status = 503, description = "The database is unreachable (`dependency_unavailable`)", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Body is not `application/json` (`unsupported_media_type`)", body = crate::openapi::ErrorBody),
     ),
     security(("admin_token" = [])),
 )]
