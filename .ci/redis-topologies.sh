@@ -30,7 +30,9 @@ listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 free_port() {
   local candidate
   for _ in $(seq 1 500); do
-    candidate=$((20000 + RANDOM % 25000))
+    # Below the kernel's ephemeral range (32768 and up by default) for the port and its cluster
+    # bus port (+10000), so no outgoing connection of the tests can hold either.
+    candidate=$((10000 + RANDOM % 12000))
     case "$TAKEN" in *" $candidate "* | *" $((candidate + 10000)) "*) continue ;; esac
     if ! listening "$candidate" && ! listening "$((candidate + 10000))"; then
       TAKEN="$TAKEN$candidate $((candidate + 10000)) "
