@@ -258,8 +258,11 @@ async fn unauthenticated_bodies_hold_no_more_memory_than_the_budget() {
     );
     let grown = server.peak_rss_mib().saturating_sub(before);
     eprintln!("peak RSS grew by {grown} MiB (budget {BUDGET_MIB} MiB): {statuses:?}");
+    // Slack over the budget for the allocator's arenas and the per-worker buffers of 20
+    // connections (measured 81-109 MiB of growth in all across runs on a loaded 2-core machine;
+    // before the budget, the same load grew RSS by ~470 MiB).
     assert!(
-        grown <= BUDGET_MIB + 40,
+        grown <= BUDGET_MIB + 64,
         "peak memory grew by {grown} MiB with a {BUDGET_MIB} MiB budget"
     );
     assert!(mock.received().is_empty());
