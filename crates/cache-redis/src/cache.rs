@@ -343,7 +343,8 @@ impl RedisCache {
         let messages = subscriber.message_rx();
         let reconnects = subscriber.reconnect_rx();
         let errors = block_mode.then(|| subscriber.error_rx());
-        if let Err(error) = subscriber.subscribe(routes.channels()).await {
+        if let Err(error) = subscription::subscribe_confirmed(&subscriber, routes.channels()).await
+        {
             let _ = pool.quit().await;
             let _ = subscriber.quit().await;
             return Err(redis(error));

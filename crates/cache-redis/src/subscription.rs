@@ -16,8 +16,9 @@ use domain::{ConfigChange, ConfigNotice};
 use fred::{
     clients::SubscriberClient,
     error::Error as RedisError,
+    interfaces::ClientLike,
     prelude::{PubsubInterface, Server, Value},
-    types::Message,
+    types::{ClusterHash, Message, config::Options},
 };
 use tokio::sync::broadcast::{Receiver, error::RecvError};
 
@@ -58,6 +59,29 @@ impl Routes {
     fn mirror(&self) -> Option<&HealthMirror> {
         self.health.as_ref().map(|(_, mirror)| mirror.as_ref())
     }
+}
+
+/// Subscribes to `channels` and returns once Redis has registered the subscription.
+///
+/// The client counts `SUBSCRIBE` as done when it is written (its confirmations arrive out of
+/// band and are dropped), so a change published right after it returned could reach Redis
+/// first and be missed: seen on a loaded machine over TLS, where `PUBSUB NUMSUB` still said 0
+/// after `subscribe` returned. A `PING` sent the same way (on a cluster: to the node the client
+/// sends its subscriptions to) is answered in order on the same connection, so its answer
+/// proves the subscription is in place.
+pub(crate) async fn subscribe_confirmed(
+    subscriber: &SubscriberClient,
+    channels: Vec<String>,
+) -> Result<(), RedisError> {
+    subscriber.subscribe(channels).await?;
+    let same_connection = Options {
+        cluster_hash: Some(ClusterHash::Custom(fred::util::redis_keyslot(
+            subscriber.id().as_bytes(),
+        ))),
+        ..Options::default()
+    };
+    let _pong: Value = subscriber.with_options(&same_connection).ping(None).await?;
+    Ok(())
 }
 
 /// Routes the messages of the subscribed channels until the client is dropped.
@@ -144,7 +168,7 @@ pub(crate) async fn resubscribe_on_reconnect(
             Event::Closed => break,
         }
         let mut delay = RETRY_MIN;
-        while let Err(error) = subscriber.subscribe(channels.clone()).await {
+        while let Err(error) = subscribe_confirmed(&subscriber, channels.clone()).await {
             tracing::warn!(kind = ?error.kind(), "cannot subscribe to config changes yet");
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(RETRY_MAX);

@@ -1225,8 +1225,11 @@ async fn two_instances_share_client_limits_and_a_lost_slot_expires_with_its_leas
     };
     let _turn = RUN_ALONE.read().await;
     let ns = namespace();
+    // Long enough that a loaded machine cannot let a slot expire between two admissions, short
+    // enough to wait out.
+    let lease = Duration::from_secs(2);
     let short = RedisOptions {
-        client_slot_lease: Duration::from_millis(300),
+        client_slot_lease: lease,
         ..options(&url, &ns)
     };
     let a = RedisCache::connect(short.clone()).await.unwrap();
@@ -1255,12 +1258,12 @@ async fn two_instances_share_client_limits_and_a_lost_slot_expires_with_its_leas
         ..ClientLimits::default()
     };
     assert!(matches!(
-        a.admit(key, &two, 0, now).await.unwrap(),
+        a.admit(key, &two, 0, chrono::Utc::now()).await.unwrap(),
         Admission::Admitted(Some(_))
     ));
     // `b` takes the second slot and "crashes": it never gives it back.
     assert!(matches!(
-        b.admit(key, &two, 0, now).await.unwrap(),
+        b.admit(key, &two, 0, chrono::Utc::now()).await.unwrap(),
         Admission::Admitted(Some(_))
     ));
     drop(b);
@@ -1268,7 +1271,7 @@ async fn two_instances_share_client_limits_and_a_lost_slot_expires_with_its_leas
         a.admit(key, &two, 0, chrono::Utc::now()).await.unwrap(),
         Admission::Refused(_)
     ));
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(lease + Duration::from_millis(200)).await;
     assert!(
         matches!(
             a.admit(key, &two, 0, chrono::Utc::now()).await.unwrap(),
