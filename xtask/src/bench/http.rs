@@ -1,5 +1,6 @@
 //! A small blocking HTTP client (ureq, plain HTTP on loopback only) for the admin API, the
-//! mock's counters and the time-to-first-byte probe of streamed answers.
+//! mock's counters, the server's `/metrics` and the time-to-first-byte probe of streamed
+//! answers.
 
 use std::{
     io::Read,
@@ -29,6 +30,17 @@ impl Http {
 
     pub(super) fn get(&self, url: &str) -> anyhow::Result<(u16, String)> {
         let mut response = self.agent.get(url).call()?;
+        let body = response.body_mut().read_to_string()?;
+        Ok((response.status().as_u16(), body))
+    }
+
+    /// A `GET` with `Authorization: Bearer <bearer>`.
+    pub(super) fn get_authorized(&self, url: &str, bearer: &str) -> anyhow::Result<(u16, String)> {
+        let mut response = self
+            .agent
+            .get(url)
+            .header("authorization", &format!("Bearer {bearer}"))
+            .call()?;
         let body = response.body_mut().read_to_string()?;
         Ok((response.status().as_u16(), body))
     }

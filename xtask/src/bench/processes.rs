@@ -1,7 +1,9 @@
-//! The processes under test and what `/proc` says about them: a [`Child`] guard that kills its
+//! The processes under test and what `/proc` says about them: a [`Child`] guard that stops its
 //! process when dropped, the mock upstream, the server (clean environment, data directory as
-//! working directory), the nginx baseline with its generated configuration, and readers of CPU
-//! time (`/proc/<pid>/stat`) and peak resident set (`VmHWM` in `/proc/<pid>/status`).
+//! working directory), the nginx baselines (one worker without a master, or a master and its
+//! workers) with their generated configuration, and a [`ProcessTree`] (a process and its
+//! children, as `/proc/*/stat` links them) whose CPU time (utime + stime) and peak resident set
+//! (`VmHWM`) are summed.
 
 use std::{
     fs,
@@ -15,15 +17,22 @@ use std::{
 use anyhow::{Context, bail};
 
 use super::{
-    ADMIN_PASSWORD, JWT_SECRET, PROXY_KEY, STREAM_CHUNKS, WORKERS, command_line_output, http::Http,
+    ADMIN_PASSWORD, JWT_SECRET, METRICS_TOKEN, PROXY_KEY, REQUEST_LOG_MAX_ROWS, STREAM_CHUNKS,
+    WORKERS, command_line_output, http::Http,
 };
 
-/// A child process killed (and reaped) when dropped, so that no server outlives the task,
+/// How long an nginx master gets to stop its workers before they and it are killed.
+const GRACEFUL_STOP: Duration = Duration::from_secs(5);
+
+/// A child process stopped (and reaped) when dropped, so that no server outlives the task,
 /// whatever way it ends.
 pub(super) struct Child {
     pub(super) name: String,
     pub(super) child: std::process::Child,
     pub(super) port: u16,
+    /// Whether the child is an nginx master (or may be one): it is then asked to stop its
+    /// workers (SIGTERM), since killing it alone would leave them running.
+    master: bool,
 }
 
 impl Child {
@@ -50,9 +59,48 @@ impl Child {
 
 impl Drop for Child {
     fn drop(&mut self) {
+        if self.master {
+            self.stop_master();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+impl Child {
+    /// Asks a master to stop its workers and exit (SIGTERM); past [`GRACEFUL_STOP`], kills the
+    /// workers it had and the master.
+    fn stop_master(&mut self) {
+        let pid = self.child.id();
+        let workers: Vec<String> = ProcessTree::of(pid)
+            .members
+            .iter()
+            .filter(|p| p.pid != pid)
+            .map(|p| p.pid.to_string())
+            .collect();
+        let _ = signal("-TERM", &[pid.to_string()]);
+        let started = Instant::now();
+        while started.elapsed() < GRACEFUL_STOP {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if !workers.is_empty() {
+            let _ = signal("-KILL", &workers);
+        }
+    }
+}
+
+/// Sends `signal` (`-TERM`, `-KILL`) to `pids` with `kill`: std sends no signal but SIGKILL,
+/// and only to its own children.
+fn signal(signal: &str, pids: &[String]) -> std::io::Result<std::process::ExitStatus> {
+    Command::new("kill")
+        .arg(signal)
+        .args(pids)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
 }
 
 /// Starts the mock upstream on a free port; its first stdout line is that port.
@@ -70,6 +118,7 @@ pub(super) fn start_mock(binary: &Path, out: &Path) -> anyhow::Result<Child> {
         name: "mock-upstream".into(),
         child,
         port: 0,
+        master: false,
     };
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line)?;
@@ -115,6 +164,10 @@ pub(super) fn start_server(
         .env("ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("JWT_SECRET", JWT_SECRET)
         .env("GLOBAL_PROXY_KEYS", PROXY_KEY)
+        // The request log stays on (this is its default, stated so that the report's setting is
+        // visible in the command), and its drop counter is read from /metrics behind this token.
+        .env("REQUEST_LOG_MAX_ROWS", REQUEST_LOG_MAX_ROWS)
+        .env("METRICS_TOKEN", METRICS_TOKEN)
         .env("CONFIG_FILE", data.join("absent.toml"))
         .envs(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdout(log.try_clone()?)
@@ -126,6 +179,7 @@ pub(super) fn start_server(
         name: format!("server ({name})"),
         child,
         port,
+        master: false,
     };
     let http = Http::new();
     let started = Instant::now();
@@ -148,15 +202,45 @@ pub(super) fn start_server(
     }
 }
 
-/// The nginx configuration of the pass-through baseline: one worker, no access log, a
-/// keep-alive upstream pool, no response buffering (so streams pass through as they come),
-/// and no cap on requests per connection (oha keeps its connections for the whole run).
-pub(super) fn nginx_config(dir: &Path, listen: u16, upstream: u16) -> String {
+/// The worker processes of an nginx baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NginxWorkers {
+    /// `master_process off; worker_processes 1`: one process does everything.
+    One,
+    /// `master_process on; worker_processes 2`: a master and two workers, one per core.
+    Two,
+}
+
+impl NginxWorkers {
+    pub(super) fn count(self) -> u32 {
+        match self {
+            NginxWorkers::One => 1,
+            NginxWorkers::Two => 2,
+        }
+    }
+
+    fn directives(self) -> &'static str {
+        match self {
+            NginxWorkers::One => "master_process off;\nworker_processes 1;",
+            NginxWorkers::Two => "master_process on;\nworker_processes 2;",
+        }
+    }
+}
+
+/// The nginx configuration of a pass-through baseline: in the foreground, no access log, a
+/// keep-alive upstream pool, no response buffering (so streams pass through as they come), and
+/// no cap on requests per connection (oha keeps its connections for the whole run).
+pub(super) fn nginx_config(
+    dir: &Path,
+    listen: u16,
+    upstream: u16,
+    workers: NginxWorkers,
+) -> String {
     let d = dir.display();
+    let workers = workers.directives();
     format!(
         "daemon off;
-master_process off;
-worker_processes 1;
+{workers}
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
 events {{ worker_connections 4096; }}
@@ -187,12 +271,20 @@ http {{
     )
 }
 
-pub(super) fn start_nginx(nginx: &Path, out: &Path, upstream: u16) -> anyhow::Result<Child> {
-    let dir = out.join("nginx");
+/// Starts nginx in front of the mock, with its own prefix directory (`nginx-<workers>`) so that
+/// both baselines run side by side. It stays in the task's process group: a Ctrl-C (SIGINT, a
+/// fast shutdown for nginx) reaches the master and its workers too.
+pub(super) fn start_nginx(
+    nginx: &Path,
+    out: &Path,
+    upstream: u16,
+    workers: NginxWorkers,
+) -> anyhow::Result<Child> {
+    let dir = out.join(format!("nginx-{}", workers.count()));
     fs::create_dir_all(&dir)?;
     let port = free_port()?;
     let conf = dir.join("nginx.conf");
-    fs::write(&conf, nginx_config(&dir, port, upstream))?;
+    fs::write(&conf, nginx_config(&dir, port, upstream, workers))?;
     let log_path = dir.join("stderr.log");
     let child = Command::new(nginx)
         .arg("-p")
@@ -206,9 +298,10 @@ pub(super) fn start_nginx(nginx: &Path, out: &Path, upstream: u16) -> anyhow::Re
         .spawn()
         .with_context(|| format!("cannot start {}", nginx.display()))?;
     let mut server = Child {
-        name: "nginx".into(),
+        name: format!("nginx ({} workers)", workers.count()),
         child,
         port,
+        master: true,
     };
     let started = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -221,24 +314,78 @@ pub(super) fn start_nginx(nginx: &Path, out: &Path, upstream: u16) -> anyhow::Re
     Ok(server)
 }
 
-/// utime + stime of a process, in clock ticks, from `/proc/<pid>/stat`.
-pub(super) fn cpu_ticks(pid: u32) -> Option<u64> {
-    parse_stat_ticks(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+/// What one line of `/proc/<pid>/stat` says about a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ProcStat {
+    pub(super) pid: u32,
+    pub(super) ppid: u32,
+    /// utime + stime of all its threads, in clock ticks.
+    pub(super) ticks: u64,
 }
 
-pub(super) fn parse_stat_ticks(stat: &str) -> Option<u64> {
-    // The command name (field 2) is in parentheses and may contain spaces: count after it.
-    let after = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // Fields 14 and 15 of the whole line are 12 and 13 after the name (state is 3).
+pub(super) fn parse_stat(stat: &str) -> Option<ProcStat> {
+    // The command name (field 2) is in parentheses and may contain spaces and parentheses:
+    // split around its last `)`.
+    let close = stat.rfind(')')?;
+    let pid = stat.get(..stat.find('(')?)?.trim().parse().ok()?;
+    let fields: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
+    // After the name, field 0 is the state (field 3 of the line), then ppid; utime and stime
+    // (fields 14 and 15 of the line) are 11 and 12.
+    let ppid = fields.get(1)?.parse().ok()?;
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    Some(ProcStat {
+        pid,
+        ppid,
+        ticks: utime + stime,
+    })
 }
 
-/// VmHWM (peak resident set) of a process, in KiB.
-pub(super) fn peak_rss_kib(pid: u32) -> Option<u64> {
-    parse_vm_hwm(&fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+/// `root` and the processes whose parent it is, out of `all`.
+pub(super) fn family(root: u32, all: &[ProcStat]) -> Vec<ProcStat> {
+    all.iter()
+        .filter(|p| p.pid == root || p.ppid == root)
+        .copied()
+        .collect()
+}
+
+/// A process and its children (an nginx master and its workers; a server or the mock alone):
+/// CPU time and peak memory are those of the whole tree, since the work is spread over it.
+pub(super) struct ProcessTree {
+    members: Vec<ProcStat>,
+}
+
+impl ProcessTree {
+    /// `root` and its children as `/proc` shows them now.
+    pub(super) fn of(root: u32) -> Self {
+        let all: Vec<ProcStat> = fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|entry| entry.file_name().to_string_lossy().parse::<u32>().is_ok())
+            .filter_map(|entry| fs::read_to_string(entry.path().join("stat")).ok())
+            .filter_map(|stat| parse_stat(&stat))
+            .collect();
+        ProcessTree {
+            members: family(root, &all),
+        }
+    }
+
+    /// Summed utime + stime in clock ticks; `None` when the root is gone.
+    pub(super) fn cpu_ticks(&self) -> Option<u64> {
+        (!self.members.is_empty()).then(|| self.members.iter().map(|p| p.ticks).sum())
+    }
+
+    /// Summed VmHWM (peak resident set) in KiB; `None` when no member's could be read.
+    pub(super) fn peak_rss_kib(&self) -> Option<u64> {
+        let peaks: Vec<u64> = self
+            .members
+            .iter()
+            .filter_map(|p| fs::read_to_string(format!("/proc/{}/status", p.pid)).ok())
+            .filter_map(|status| parse_vm_hwm(&status))
+            .collect();
+        (!peaks.is_empty()).then(|| peaks.iter().sum())
+    }
 }
 
 pub(super) fn parse_vm_hwm(status: &str) -> Option<u64> {
@@ -271,11 +418,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_cpu_ticks_even_with_spaces_in_the_command_name() {
-        let stat = "4242 (tokio runtime) S 1 4242 4242 0 -1 4194560 1000 0 0 0 \
+    fn reads_pid_parent_and_cpu_ticks_even_with_spaces_in_the_command_name() {
+        let stat = "4242 (tokio (runtime)) S 17 4242 4242 0 -1 4194560 1000 0 0 0 \
                     750 250 0 0 20 0 3 0 100 123456 789 18446744073709551615";
-        assert_eq!(parse_stat_ticks(stat), Some(1000));
-        assert_eq!(parse_stat_ticks("garbage"), None);
+
+        assert_eq!(
+            parse_stat(stat),
+            Some(ProcStat {
+                pid: 4242,
+                ppid: 17,
+                ticks: 1000
+            })
+        );
+        assert_eq!(parse_stat("garbage"), None);
+        assert_eq!(parse_stat("12 (x) S"), None);
+    }
+
+    #[test]
+    fn the_family_is_the_root_and_its_children_only() {
+        let p = |pid, ppid, ticks| ProcStat { pid, ppid, ticks };
+        let all = [
+            p(1, 0, 5),
+            p(10, 1, 7),
+            p(11, 10, 3),
+            p(12, 10, 4),
+            p(13, 11, 100),
+        ];
+
+        let tree = ProcessTree {
+            members: family(10, &all),
+        };
+
+        assert_eq!(tree.cpu_ticks(), Some(14));
+        assert_eq!(
+            ProcessTree {
+                members: family(99, &all)
+            }
+            .cpu_ticks(),
+            None
+        );
     }
 
     #[test]
@@ -287,11 +468,20 @@ mod tests {
 
     #[test]
     fn the_nginx_config_proxies_to_the_mock_with_a_keepalive_pool() {
-        let config = nginx_config(Path::new("/tmp/b"), 8081, 9000);
+        let config = nginx_config(Path::new("/tmp/b"), 8081, 9000, NginxWorkers::One);
+
         assert!(config.contains("listen 127.0.0.1:8081;"));
         assert!(config.contains("server 127.0.0.1:9000;"));
         assert!(config.contains("keepalive 128;"));
-        assert!(config.contains("worker_processes 1;"));
+        assert!(config.contains("daemon off;\nmaster_process off;\nworker_processes 1;\n"));
         assert!(config.contains("proxy_http_version 1.1;"));
+    }
+
+    #[test]
+    fn the_two_worker_nginx_config_runs_a_master() {
+        let config = nginx_config(Path::new("/tmp/b"), 8081, 9000, NginxWorkers::Two);
+
+        assert!(config.contains("daemon off;\nmaster_process on;\nworker_processes 2;\n"));
+        assert!(config.contains("pid /tmp/b/nginx.pid;"));
     }
 }
