@@ -42,6 +42,7 @@ pub const VARIABLES: &[(&str, Option<&str>)] = &[
     ("MAX_BODY_BYTES", Some("20971520")),
     ("CLIENT_BODY_TIMEOUT", Some("30")),
     ("UPSTREAM_IDLE_SECONDS", Some("15")),
+    ("UPSTREAM_MAX_CONNECTIONS_PER_HOST", Some("256")),
     ("BODY_BUFFER_BUDGET_BYTES", Some("268435456")),
     ("METRICS_TOKEN", None),
     ("METRICS_PER_KEY_LIMIT", Some("0")),
@@ -249,6 +250,8 @@ pub struct Settings {
     pub client_body_timeout: Duration,
     /// How long an idle upstream connection is kept for reuse.
     pub upstream_idle_timeout: Duration,
+    /// Upstream connections one worker has in use to one host (scheme and authority) at most.
+    pub upstream_max_connections_per_host: usize,
     /// Memory all buffered proxy request bodies may hold at once.
     pub body_buffer_budget_bytes: usize,
     /// Bearer token `/metrics` requires, when set.
@@ -591,6 +594,8 @@ impl Settings {
             max_body_bytes,
             client_body_timeout: raw.seconds("CLIENT_BODY_TIMEOUT", false)?,
             upstream_idle_timeout: raw.seconds("UPSTREAM_IDLE_SECONDS", false)?,
+            upstream_max_connections_per_host: raw
+                .positive("UPSTREAM_MAX_CONNECTIONS_PER_HOST", "connections")?,
             body_buffer_budget_bytes,
             metrics_token: raw
                 .text("METRICS_TOKEN")

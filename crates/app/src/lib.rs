@@ -31,6 +31,7 @@ pub mod streaming;
 pub mod telemetry;
 pub mod upstream;
 pub mod upstream_body;
+pub mod upstream_hosts;
 pub mod wiring;
 
 pub use startup::Application;

@@ -25,7 +25,7 @@ use actix_web::{
 };
 use awc::{
     FrozenClientRequest, FrozenSendBuilder,
-    error::{PayloadError, SendRequestError},
+    error::{ConnectError, PayloadError, SendRequestError},
 };
 use bytes::Bytes;
 use domain::{
@@ -40,19 +40,22 @@ use crate::{
     metrics::ConfigLabels,
     state::AppState,
     streaming::{EndWithEvent, IdleTimeout, StreamError},
+    upstream_hosts::{HeldBody, HostSlot, HostSlots},
 };
 
 /// Largest error body read to classify a failed attempt and to hand it back to the client.
 const ERROR_BODY_LIMIT: usize = 1 << 20;
 
 /// Most upstream connections one worker keeps open or opening at once, over every host (awc
-/// bounds its pool as a whole, not per host); requests past it wait for a connection. Before,
-/// the pool was unbounded and a config pointed at the gateway itself used up every descriptor.
+/// bounds its pool as a whole; [`HostSlots`] bounds each host below it); requests past it wait
+/// for a connection. Before, the pool was unbounded and a config pointed at the gateway itself
+/// used up every descriptor.
 const MAX_CONNECTIONS_PER_WORKER: usize = 512;
 
 /// One pooled HTTP client per worker thread (awc clients are not `Send`).
 pub struct UpstreamClient {
     client: RefCell<awc::Client>,
+    hosts: HostSlots,
     settings: Rc<ClientSettings>,
 }
 
@@ -60,6 +63,7 @@ pub struct UpstreamClient {
 struct ClientSettings {
     connect_timeout: Duration,
     idle: Duration,
+    max_connections_per_host: usize,
 }
 
 impl std::fmt::Debug for UpstreamClient {
@@ -74,9 +78,11 @@ impl UpstreamClient {
         let settings = ClientSettings {
             connect_timeout: settings.connect_timeout,
             idle: settings.upstream_idle_timeout,
+            max_connections_per_host: settings.upstream_max_connections_per_host,
         };
         UpstreamClient {
             client: RefCell::new(settings.build()),
+            hosts: HostSlots::new(settings.max_connections_per_host),
             settings: Rc::new(settings),
         }
     }
@@ -102,6 +108,7 @@ impl UpstreamClient {
                 sweep.tick().await;
                 let fresh = client.settings.build();
                 client.client.replace(fresh);
+                client.hosts.forget_idle();
             }
         });
     }
@@ -375,9 +382,9 @@ enum Answer {
 }
 
 impl Answer {
-    async fn read(sent: Result<awc::ClientResponse, SendRequestError>, key: &ApiKey) -> Self {
-        let response = match sent {
-            Ok(response) => response,
+    async fn read(sent: Sent, key: &ApiKey) -> Self {
+        let (response, slot) = match sent {
+            Ok(sent) => sent,
             Err(SendRequestError::Timeout) => {
                 return Answer::Failed {
                     timed_out: true,
@@ -397,7 +404,7 @@ impl Answer {
             return Answer::Stream {
                 status,
                 headers,
-                body: Box::pin(response),
+                body: Box::pin(HeldBody::new(response, slot)),
             };
         }
         match crate::upstream_body::read_bounded(&mut response, ERROR_BODY_LIMIT).await {
@@ -592,7 +599,40 @@ struct Prepared {
     request: FrozenClientRequest,
 }
 
+/// One attempt's answer, and the host slot its connection holds.
+type Sent = Result<(awc::ClientResponse, HostSlot), SendRequestError>;
+
+/// Sends one attempt once its host has a free connection slot.
 async fn send_once(
+    client: &UpstreamClient,
+    target: Target,
+    request: &mut UpstreamRequest<'_>,
+    prepared: &mut Option<Prepared>,
+    timeout: Option<Duration>,
+) -> Sent {
+    let Some(slot) = client
+        .hosts
+        .acquire(&target.url, client.settings.connect_timeout)
+        .await
+    else {
+        // Every slot of the host stayed in use for the connect timeout: as good as a connection
+        // that could not be made in time, and judged the same way.
+        let busy = std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "all {} connections of this worker to the upstream host \
+                 (UPSTREAM_MAX_CONNECTIONS_PER_HOST) stayed in use for {} s",
+                client.settings.max_connections_per_host,
+                client.settings.connect_timeout.as_secs()
+            ),
+        );
+        return Err(SendRequestError::Connect(ConnectError::Io(busy)));
+    };
+    let response = send_attempt(client, target, request, prepared, timeout).await?;
+    Ok((response, slot))
+}
+
+async fn send_attempt(
     client: &UpstreamClient,
     target: Target,
     request: &mut UpstreamRequest<'_>,

@@ -555,6 +555,57 @@ async fn a_client_disconnect_cancels_the_upstream_attempt_and_its_retries() {
     );
 }
 
+/// One slow upstream host cannot hold every connection of a worker: past
+/// `UPSTREAM_MAX_CONNECTIONS_PER_HOST`, requests to it wait for a connection of their own host,
+/// and configs of other hosts are served meanwhile.
+#[tokio::test]
+async fn upstream_connections_are_bounded_per_host() {
+    use crate::helpers::Behavior;
+    let app = spawn_app_with(&[
+        ("WORKERS", "1"),
+        ("UPSTREAM_MAX_CONNECTIONS_PER_HOST", "2"),
+        ("PROXY_TIMEOUT", "10"),
+    ])
+    .await;
+    let slow = MockUpstream::start().await;
+    slow.on("slow-key", Behavior::Slow(Duration::from_millis(400)));
+    let id = app
+        .generic_config("slow", "GET", &slow.base, "header", "X-Api-Key")
+        .await;
+    app.add_keys(id, &["slow-key"]).await;
+    let fast = MockUpstream::start().await;
+    let id = app
+        .generic_config("fast", "GET", &fast.base, "header", "X-Api-Key")
+        .await;
+    app.add_keys(id, &["fast-key"]).await;
+
+    let slow_requests: Vec<_> = (0..6)
+        .map(|_| {
+            let request = app.proxy(reqwest::Method::GET, "/proxy/slow/x").send();
+            tokio::spawn(request)
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let other_host = app
+        .proxy(reqwest::Method::GET, "/proxy/fast/x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        other_host.status(),
+        200,
+        "another host is served while the slow one is at its bound"
+    );
+    for request in slow_requests {
+        assert_eq!(request.await.unwrap().unwrap().status(), 200);
+    }
+    assert_eq!(
+        slow.slow_peak(),
+        2,
+        "the slow host never had more than its 2 connections in use"
+    );
+}
+
 /// Upstreams that echo the key they got (in a JSON message, a URL, a header) must not hand it
 /// to the client: every relayed error body and header is masked.
 #[tokio::test]

@@ -324,6 +324,9 @@ struct MockState {
     sent_at: Mutex<Vec<std::time::Instant>>,
     /// Streams dropped before their last event (the client went away).
     abandoned: Mutex<Vec<std::time::Instant>>,
+    /// Slow answers being waited out now, and the most at once.
+    slow_in_flight: std::sync::atomic::AtomicUsize,
+    slow_peak: std::sync::atomic::AtomicUsize,
 }
 
 /// Records a stream dropped before it finished.
@@ -396,6 +399,13 @@ impl MockUpstream {
             .lock()
             .unwrap()
             .insert(path.to_owned(), behavior);
+    }
+
+    /// The most slow answers (`Behavior::Slow`) the mock was waiting out at once.
+    pub fn slow_peak(&self) -> usize {
+        self.state
+            .slow_peak
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -479,7 +489,11 @@ async fn mock_handler(
             response.content_type("application/json").body(body)
         }
         Behavior::Slow(delay) => {
+            use std::sync::atomic::Ordering::SeqCst;
+            let now = state.slow_in_flight.fetch_add(1, SeqCst) + 1;
+            state.slow_peak.fetch_max(now, SeqCst);
             tokio::time::sleep(delay).await;
+            state.slow_in_flight.fetch_sub(1, SeqCst);
             HttpResponse::Ok().json(json!({ "key": key }))
         }
         Behavior::Events { count, gap } => {
