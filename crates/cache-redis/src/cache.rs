@@ -71,6 +71,7 @@ use crate::{
     keys::KeyNames,
     mirror::{HealthChange, HealthMirror, HealthNotice, KeyMark},
     options::RedisOptions,
+    slot_renewal::{self, HeldSlots, Renewal},
     subscription::{self, Routes},
     tls,
 };
@@ -135,6 +136,9 @@ const PROBE: &str = "return redis.call('GET', KEYS[1])";
 /// Keys per command when deleting or flushing many keys at once.
 const BATCH: usize = 1_000;
 
+/// The shortest client slot lease accepted.
+const MIN_SLOT_LEASE: Duration = Duration::from_millis(100);
+
 /// Reconnect backoff: first delay, longest delay (ms), growth factor; retried forever.
 const RECONNECT_MIN_MS: u32 = 50;
 const RECONNECT_MAX_MS: u32 = 5_000;
@@ -148,6 +152,10 @@ pub struct RedisCache {
 
 struct Inner {
     slot_lease: Duration,
+    /// Client-key concurrency slots handed out and not given back, which `renewal` renews.
+    held_slots: Arc<HeldSlots>,
+    /// The task renewing `held_slots`' leases; aborted on drop and on `quit`.
+    renewal: JoinHandle<()>,
     pool: Pool,
     subscriber: SubscriberClient,
     names: KeyNames,
@@ -177,6 +185,7 @@ impl Drop for Inner {
         for task in &self.tasks {
             task.abort();
         }
+        self.renewal.abort();
         // Close the connections politely when a runtime is still there to do it.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let (pool, subscriber) = (self.pool.clone(), self.subscriber.clone());
@@ -281,6 +290,10 @@ impl RedisCache {
                 "the rotation block size must be at least 1 (1 reserves no blocks)",
             ));
         }
+        if options.client_slot_lease < MIN_SLOT_LEASE {
+            // Held slots are renewed every third of a lease: shorter would be a busy loop.
+            return Err(invalid("the client slot lease must be at least 100 ms"));
+        }
         let block_mode = options.rotation_block_size > 1;
         let config = client_config(&options)?;
         let tls = config.tls.is_some();
@@ -364,9 +377,18 @@ impl RedisCache {
             rotation_block_size = options.rotation_block_size,
             "connected to redis"
         );
+        let held_slots = Arc::new(HeldSlots::default());
+        let renewal = tokio::spawn(slot_renewal::renew_held_slots(Renewal {
+            pool: pool.clone(),
+            names: names.clone(),
+            held: held_slots.clone(),
+            lease: options.client_slot_lease,
+        }));
         Ok(RedisCache {
             inner: Arc::new(Inner {
                 slot_lease: options.client_slot_lease,
+                held_slots,
+                renewal,
                 pool,
                 subscriber,
                 names,
@@ -387,11 +409,14 @@ impl RedisCache {
             .collect()
     }
 
-    /// Closes every connection. Calls made afterwards fail.
+    /// Closes every connection. Calls made afterwards fail. The concurrency slots still held
+    /// are no longer renewed: they stop counting when their lease ends.
     ///
     /// # Errors
     /// `Unavailable { Cache }` when Redis could not be told.
     pub async fn quit(&self) -> Result<()> {
+        // Stopped first, so no renewal fails on the closed connections and logs an outage.
+        self.inner.renewal.abort();
         self.inner.pool.quit().await.map_err(redis)?;
         self.inner.subscriber.quit().await.map_err(redis)
     }
@@ -413,6 +438,11 @@ impl RedisCache {
     /// The lease of a client key's concurrency slot.
     pub(crate) fn slot_lease(&self) -> Duration {
         self.inner.slot_lease
+    }
+
+    /// The client-key concurrency slots this cache handed out and has not been given back.
+    pub(crate) fn held_slots(&self) -> &HeldSlots {
+        &self.inner.held_slots
     }
 
     /// The health of `keys` as of `now`, in one round trip.

@@ -5,6 +5,12 @@
 //! `…:slots`, a sorted set of the concurrency slots in flight scored by their lease's end, so a
 //! slot an instance never gives back (it crashed) stops counting when its lease ends.
 //!
+//! A live instance renews the lease of every slot it holds, every third of a lease, for as long
+//! as it holds it (`crate::slot_renewal`): an exchange longer than the lease (a long stream) keeps
+//! its slot, and the fleet never admits past `max_concurrency` because of it. `admit` records the
+//! slot it hands out before answering, `release` forgets it before its `ZREM`, so only slots a
+//! caller holds are renewed; when the cache is dropped or quits, its slots end with their lease.
+//!
 //! Times travel as Unix microseconds (exact in Lua's doubles until the year 2255).
 
 use std::{
@@ -115,7 +121,8 @@ fn next_slot() -> SlotId {
     SlotId(NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-fn member(slot: SlotId) -> String {
+/// A slot's member in its client key's sorted set.
+pub(crate) fn member(slot: SlotId) -> String {
     format!("{:x}:{}", instance(), slot.0)
 }
 
@@ -126,8 +133,8 @@ fn number<T: std::fmt::Display>(value: Option<T>) -> String {
 
 impl RedisCache {
     fn client_key_names(&self, key: ClientKeyId) -> Vec<String> {
-        let tag = self.names().client_key_tag(key);
-        vec![format!("{tag}:state"), format!("{tag}:slots")]
+        let names = self.names();
+        vec![names.client_key_state(key), names.client_key_slots(key)]
     }
 }
 
@@ -184,6 +191,11 @@ impl ClientLimiter for RedisCache {
             }
         };
         if code == 0 {
+            // Recorded only now, with no await left before the caller gets it: a cancelled
+            // admission leaves no slot renewed forever, only one that ends with its lease.
+            if let Some(slot) = slot {
+                self.held_slots().hold(key, slot);
+            }
             return Ok(Admission::Admitted(slot));
         }
         let kind = LimitKind::from_number(code).ok_or_else(|| {
@@ -202,7 +214,10 @@ impl ClientLimiter for RedisCache {
 
     #[tracing::instrument(level = "debug", skip(self))]
     async fn release(&self, key: ClientKeyId, slot: SlotId) -> Result<()> {
-        let slots = self.client_key_names(key).swap_remove(1);
+        // Forgotten first, so a slot whose `ZREM` fails is no longer renewed and ends with its
+        // lease rather than counting for as long as this process lives.
+        self.held_slots().give_back(key, slot);
+        let slots = self.names().client_key_slots(key);
         let _: i64 = self
             .command_client()
             .zrem(slots, member(slot))
@@ -234,8 +249,7 @@ impl ClientLimiter for RedisCache {
                 .unwrap_or_default(),
             seed.to_string(),
         ];
-        let mut keys = self.client_key_names(key);
-        keys.truncate(1);
+        let keys = vec![self.names().client_key_state(key)];
         let _: i64 = self
             .command_client()
             .eval(RECORD, keys, args)

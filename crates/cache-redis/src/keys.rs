@@ -64,6 +64,16 @@ impl KeyNames {
         format!("{{{}:ck:{key}}}", self.namespace)
     }
 
+    /// A client key's limiter state: a hash of its GCRA arrival times and budget count.
+    pub(crate) fn client_key_state(&self, key: domain::ClientKeyId) -> String {
+        format!("{}:state", self.client_key_tag(key))
+    }
+
+    /// A client key's concurrency slots in flight: a sorted set scored by each lease's end.
+    pub(crate) fn client_key_slots(&self, key: domain::ClientKeyId) -> String {
+        format!("{}:slots", self.client_key_tag(key))
+    }
+
     /// The pub/sub channel of config changes.
     pub(crate) fn changes(&self) -> String {
         format!("{}:config-changes", self.namespace)
@@ -93,6 +103,9 @@ mod tests {
         assert_eq!(names.health_version(), "{akr}:health-version");
         assert_eq!(names.changes(), "akr:config-changes");
         assert_eq!(names.health_changes(), "akr:health-changes");
+        let client_key = domain::ClientKeyId(4);
+        assert_eq!(names.client_key_state(client_key), "{akr:ck:4}:state");
+        assert_eq!(names.client_key_slots(client_key), "{akr:ck:4}:slots");
     }
 
     #[test]
@@ -115,6 +128,12 @@ mod tests {
             redis_keyslot(KeyNames::new("other").health().as_bytes()),
             slot,
             "another namespace may live on another node"
+        );
+        let client_key = domain::ClientKeyId(31);
+        assert_eq!(
+            redis_keyslot(names.client_key_state(client_key).as_bytes()),
+            redis_keyslot(names.client_key_slots(client_key).as_bytes()),
+            "the admission and renewal scripts touch one client key's keys together"
         );
     }
 }

@@ -1,6 +1,6 @@
 //! [`RedisOptions`]: where Redis is (standalone, Sentinel or Cluster, with or without TLS), the
-//! key prefix, the pool size, the timeouts and the size of the counter blocks an instance
-//! reserves.
+//! key prefix, the pool size, the timeouts, the size of the counter blocks an instance reserves
+//! and the lease of client-key concurrency slots.
 
 use std::{fmt, path::PathBuf, time::Duration};
 
@@ -48,9 +48,12 @@ pub struct RedisOptions {
     /// instances with block size 1 do not announce their health changes, so instances in block
     /// mode only see those on their next reservation.
     pub rotation_block_size: u32,
-    /// How long a client key's concurrency slot counts at most when its instance never gives
-    /// it back (it crashed): the slot's lease in `{<namespace>:ck:<id>}:slots`. Default 10 min;
-    /// keep it above the longest exchange a client key makes.
+    /// How long a client key's concurrency slot goes on counting once its instance stops
+    /// renewing it (it crashed, or the cache was dropped or quit): the slot's lease in
+    /// `{<namespace>:ck:<id>}:slots`. A live instance renews the slots it holds every third of
+    /// the lease, so an exchange may last longer than the lease and keep its slot. Default
+    /// 10 min; at least 100 ms. Shorter frees a crashed instance's slots sooner, for one more
+    /// script per client key holding slots per renewal.
     pub client_slot_lease: Duration,
 }
 

@@ -563,6 +563,10 @@ async fn invalid_options_are_refused_before_connecting() {
             rotation_block_size: 0,
             ..RedisOptions::default()
         },
+        RedisOptions {
+            client_slot_lease: Duration::from_millis(99),
+            ..RedisOptions::default()
+        },
     ] {
         let result = RedisCache::connect(options).await;
         assert!(
@@ -1067,6 +1071,8 @@ on_every_topology!(
     without_counter_blocks_a_selection_sees_the_others_health_changes_at_once,
     redis_cache_meets_the_client_limiter_contract,
     two_instances_share_client_limits_and_a_lost_slot_expires_with_its_lease,
+    a_slot_held_past_its_lease_still_counts_until_released,
+    the_slots_of_a_cache_dropped_or_quit_end_with_their_lease,
 );
 
 /// `url` with its password replaced.
@@ -1278,6 +1284,109 @@ async fn two_instances_share_client_limits_and_a_lost_slot_expires_with_its_leas
             Admission::Admitted(Some(_))
         ),
         "the lost slots expired with their lease"
+    );
+    purge(&url, &ns).await;
+}
+
+/// The lease of the slot renewal tests: short, so a slot is held for several leases in a few
+/// seconds; renewals come every 200 ms, so a slot is lost only if one is 400 ms late.
+const SHORT_LEASE: Duration = Duration::from_millis(600);
+
+/// An instance whose slots have `SHORT_LEASE`.
+async fn short_leased(url: &str, namespace: &str) -> RedisCache {
+    RedisCache::connect(RedisOptions {
+        client_slot_lease: SHORT_LEASE,
+        ..options(url, namespace)
+    })
+    .await
+    .unwrap()
+}
+
+/// One concurrency slot at a time.
+fn one_at_a_time() -> domain::ClientLimits {
+    domain::ClientLimits {
+        max_concurrency: Some(1),
+        ..domain::ClientLimits::default()
+    }
+}
+
+/// Admits one exchange of `key` on `cache`, as of now: the slot, or `None` when refused.
+async fn admit_one(cache: &RedisCache, key: domain::ClientKeyId) -> Option<domain::SlotId> {
+    use domain::{Admission, ClientLimiter};
+    match cache
+        .admit(key, &one_at_a_time(), 0, Utc::now())
+        .await
+        .unwrap()
+    {
+        Admission::Admitted(slot) => Some(slot.expect("max_concurrency takes a slot")),
+        Admission::Refused(_) => None,
+    }
+}
+
+/// A live instance renews the slots it holds: one held for three leases (a long stream) still
+/// counts on another instance the whole time, and is free there as soon as it is given back.
+async fn a_slot_held_past_its_lease_still_counts_until_released(topology: Topology) {
+    use domain::{ClientKeyId, ClientLimiter};
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
+    let _turn = RUN_ALONE.read().await;
+    let ns = namespace();
+    let (holder, other) = (short_leased(&url, &ns).await, short_leased(&url, &ns).await);
+    let key = ClientKeyId(21);
+    let slot = admit_one(&holder, key)
+        .await
+        .expect("the first slot is free");
+
+    let held_until = Instant::now() + SHORT_LEASE * 3;
+    while Instant::now() < held_until {
+        tokio::time::sleep(SHORT_LEASE / 4).await;
+        assert_eq!(
+            admit_one(&other, key).await,
+            None,
+            "the held slot still counts {:?} before the end of the hold",
+            held_until.saturating_duration_since(Instant::now())
+        );
+    }
+
+    holder.release(key, slot).await.unwrap();
+    let freed = admit_one(&other, key).await;
+    assert!(freed.is_some(), "a released slot is free at once");
+    other.release(key, freed.unwrap()).await.unwrap();
+    purge(&url, &ns).await;
+}
+
+/// The slots of a cache that is gone (dropped, as by a crash, or quit) are no longer renewed:
+/// they stop counting when their lease ends.
+async fn the_slots_of_a_cache_dropped_or_quit_end_with_their_lease(topology: Topology) {
+    use domain::ClientKeyId;
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
+    let _turn = RUN_ALONE.read().await;
+    let ns = namespace();
+    let dropped = short_leased(&url, &ns).await;
+    let quitting = short_leased(&url, &ns).await;
+    let other = short_leased(&url, &ns).await;
+    let (by_drop, by_quit) = (ClientKeyId(22), ClientKeyId(23));
+    assert!(admit_one(&dropped, by_drop).await.is_some());
+    assert!(admit_one(&quitting, by_quit).await.is_some());
+    // Held for more than a lease first, so each has been renewed before it stops.
+    tokio::time::sleep(SHORT_LEASE * 3 / 2).await;
+    drop(dropped);
+    quitting.quit().await.unwrap();
+    assert_eq!(admit_one(&other, by_drop).await, None, "leased still");
+    assert_eq!(admit_one(&other, by_quit).await, None, "leased still");
+
+    // A renewal just before the end leaves at most one lease.
+    tokio::time::sleep(SHORT_LEASE * 3 / 2).await;
+    assert!(
+        admit_one(&other, by_drop).await.is_some(),
+        "the dropped cache's slot ended with its lease"
+    );
+    assert!(
+        admit_one(&other, by_quit).await.is_some(),
+        "the quit cache's slot ended with its lease"
     );
     purge(&url, &ns).await;
 }
