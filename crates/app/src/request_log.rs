@@ -26,7 +26,14 @@ use tokio::sync::mpsc;
 use crate::completion::{ExchangeFacts, ExchangeObserver};
 
 /// Records one write takes from the queue at most.
-pub const WRITE_BATCH: usize = 500;
+pub const WRITE_BATCH: usize = 2_000;
+/// How long the writer lets records gather after the first one of a batch before it writes.
+/// Fewer, larger batches cost the store far less per record (one transaction, one statement
+/// parse and one write of the index pages they share, instead of one per handful of records),
+/// and a writer that is not parked on the queue is not woken by every push: profiled at ~20 000
+/// requests/s, the log's writes took a quarter of the server's CPU when each batch was whatever
+/// one wake-up found.
+pub const WRITE_LINGER: Duration = Duration::from_millis(100);
 /// Records one prune step deletes at most: a few milliseconds of write lock on SQLite.
 pub const PRUNE_BATCH: usize = 2_000;
 /// Pause between two prune steps, so writers (the log's own, admin writes, usage flushes) get
@@ -186,6 +193,17 @@ impl RequestLogWriter {
                     if received == 0 {
                         return;
                     }
+                    if batch.len() < WRITE_BATCH {
+                        tokio::select! {
+                            () = tokio::time::sleep(WRITE_LINGER) => {}
+                            _ = &mut stop => {
+                                self.write(&batch).await;
+                                batch.clear();
+                                break;
+                            }
+                        }
+                        self.take_queued(&mut batch);
+                    }
                     self.write(&batch).await;
                     batch.clear();
                 }
@@ -194,12 +212,7 @@ impl RequestLogWriter {
         }
         // Shutdown: what is queued now, once, without waiting for more.
         loop {
-            while batch.len() < WRITE_BATCH {
-                match self.receiver.try_recv() {
-                    Ok(record) => batch.push(record),
-                    Err(_) => break,
-                }
-            }
+            self.take_queued(&mut batch);
             if batch.is_empty() {
                 return;
             }
@@ -209,6 +222,16 @@ impl RequestLogWriter {
                     .dropped(batch.len() as u64, "the store refused the last records");
             }
             batch.clear();
+        }
+    }
+
+    /// Moves what is queued now into `batch`, up to [`WRITE_BATCH`], without waiting.
+    fn take_queued(&mut self, batch: &mut Vec<RequestRecord>) {
+        while batch.len() < WRITE_BATCH {
+            match self.receiver.try_recv() {
+                Ok(record) => batch.push(record),
+                Err(_) => break,
+            }
         }
     }
 
