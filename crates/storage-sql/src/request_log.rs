@@ -289,17 +289,18 @@ impl RequestLog for SqlStore {
     async fn stats(&self, query: &StatsQuery) -> Result<UsageStats> {
         let plan = StatsPlan::of(query);
         // Every statement of the answer, run side by side.
-        let statements = self.stats_statements(query, &plan);
-        let results = futures_util::future::try_join_all(
-            statements
-                .iter()
-                .map(|(_, _, statement)| self.rows(statement.clone())),
-        )
-        .await?;
+        let (sources, statements): (Vec<(Part, Origin)>, Vec<Statement>) = self
+            .stats_statements(query, &plan)
+            .into_iter()
+            .map(|(part, origin, statement)| ((part, origin), statement))
+            .unzip();
+        let results =
+            futures_util::future::try_join_all(statements.into_iter().map(|s| self.rows(s)))
+                .await?;
         let mut series = SeriesBuilder::new(query);
         let mut tops: [BTreeMap<Option<i64>, [u64; 3]>; 3] = Default::default();
-        for ((part, origin, _), rows) in statements.iter().zip(&results) {
-            let rollup = *origin == Origin::Rollup;
+        for ((part, origin), rows) in sources.into_iter().zip(&results) {
+            let rollup = origin == Origin::Rollup;
             match part {
                 Part::Series if rollup => self.add_rollup_series(&mut series, rows)?,
                 Part::Series => self.add_raw_series(&mut series, rows)?,

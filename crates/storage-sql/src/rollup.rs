@@ -74,7 +74,9 @@ impl Ids {
 }
 
 impl Dim {
-    /// Every dimension, smallest first (the order [`Dim::covering`] prefers).
+    /// Every dimension, in the order [`Dim::covering`] tries them: each before the larger ones
+    /// keyed by more ids (config before upstream key and client key per config, client key over
+    /// every config before client key per config).
     pub const ALL: [Dim; 4] = [
         Dim::Config,
         Dim::ApiKey,
@@ -101,7 +103,7 @@ impl Dim {
         }
     }
 
-    /// The smallest dimension keyed by every id in `needed`, if any.
+    /// The smallest dimension keyed by every id in `needed`, if any: the fewest rows to read.
     pub fn covering(needed: Ids) -> Option<Dim> {
         Dim::ALL.into_iter().find(|dim| needed.within(dim.ids()))
     }
