@@ -167,6 +167,7 @@ async fn memory_request_log_meets_the_contract() {
     let log = cache_memory::MemoryRequestLog::default();
     domain::contract::request_log(&log).await;
     domain::contract::request_log_retention(&cache_memory::MemoryRequestLog::default()).await;
+    domain::contract::request_log_stats_by_hour(&cache_memory::MemoryRequestLog::default()).await;
 }
 
 #[tokio::test]

@@ -136,6 +136,18 @@ async fn postgres_prunes_by_age_and_row_count_in_bounded_steps() {
     drop_database(&url, &scratch_url).await;
 }
 
+/// Hour and day stats (answered from the rollup where they can be) equal the records; the
+/// suite reads every config's records, so it runs on a scratch database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stats_by_hour_equal_the_records() {
+    let Some(url) = test_url() else { return };
+    let scratch_url = scratch_database(&url, "by_hour").await;
+    let store = connect(&scratch_url).await;
+    contract::request_log_stats_by_hour(&store).await;
+    store.close().await.unwrap();
+    drop_database(&url, &scratch_url).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_thousand_keys_import_and_a_reimport_skips_every_one() {
     let Some(url) = test_url() else { return };

@@ -6,11 +6,17 @@
 //! bound-parameter limit, in a few fixed sizes so their prepared statements are reused, plus the upserts of the batch's hour sums into the rollup, in one
 //! transaction. Pages read newest first along an index that ends in the time. Stats are
 //! grouped queries run side by side (the series by time bucket and latency bucket, and the
-//! three top lists). Hour and day stats without an id filter read the rollup for the whole
-//! hours of their window and raw rows only for the partial hours at its edges; the rest read
-//! raw rows through the covering stats index. Percentiles come from the domain's latency
-//! histogram. Prune steps delete at most one batch of ids each, oldest first, so no delete
-//! holds the write lock long; rollup hours go when they are wholly past the retention age.
+//! three top lists). Hour and day stats read each of those four parts from the rollup for the
+//! whole hours of their window, and raw rows only for the partial hours at its edges, whenever
+//! one rollup dimension is keyed by the part's ids (`StatsPlan`): every part unfiltered or
+//! filtered to a config, an upstream key or a client key (with or without a config), but for
+//! the client keys under an upstream-key filter and the upstream keys under a client-key filter,
+//! which, like minute stats and every part under both key filters, read raw rows of the whole
+//! window through the filtered id's index (the id, then the time), so their cost follows that
+//! id's records in the window.
+//! Percentiles come from the domain's latency histogram. Prune steps delete at most one batch
+//! of ids each, oldest first, so no delete holds the write lock long; rollup hours go when they
+//! are wholly past the retention age.
 
 use std::collections::BTreeMap;
 
@@ -23,13 +29,15 @@ use domain::{
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, Order, QueryFilter, QueryOrder,
     QueryResult, QuerySelect, Statement,
-    sea_query::{Alias, CaseStatement, Condition, Expr, ExprTrait, Query, SelectStatement},
+    sea_query::{
+        Alias, CaseStatement, Condition, Expr, ExprTrait, NullOrdering, Query, SelectStatement,
+    },
 };
 
 use crate::{
     SqlStore, convert,
     entity::request_log::{Column, Entity},
-    rollup::{self, Dim, HOUR_MS},
+    rollup::{self, Dim, HOUR_MS, Ids},
 };
 
 /// Rows per insert statement at most: 18 parameters each, far under SQLite's 32 766 and
@@ -169,9 +177,11 @@ impl SqlStore {
             .cond_where(condition)
             .group_by_col(column);
         if limit {
+            // `rank_top`'s order, nulls (global proxy keys) first on every backend, so the
+            // rows cut off are the ones ranking would drop.
             select
                 .order_by(Alias::new("requests"), Order::Desc)
-                .order_by(column, Order::Asc)
+                .order_by_with_nulls(column, Order::Asc, NullOrdering::First)
                 .limit(domain::request_log::TOP_ENTRIES as u64);
         }
         self.backend.build(&select)
@@ -282,34 +292,25 @@ impl RequestLog for SqlStore {
 
     async fn stats(&self, query: &StatsQuery) -> Result<UsageStats> {
         let plan = StatsPlan::of(query);
-        let limit = plan.raw.len() == 1 && plan.rollup.is_none();
-        // Every statement of the answer, run side by side: per raw window the series and the
-        // three top lists, and the same four over the rollup's whole hours.
-        let mut statements = Vec::new();
-        for raw in &plan.raw {
-            statements.push(self.series_statement(raw));
-            statements.push(self.top_statement(raw, Column::ProxyConfigId, true, limit));
-            statements.push(self.top_statement(raw, Column::ApiKeyId, true, limit));
-            statements.push(self.top_statement(raw, Column::ClientKeyId, false, limit));
-        }
-        if let Some(hours) = plan.rollup {
-            statements.push(self.rollup_series_statement(query, hours));
-            for dim in Dim::ALL {
-                statements.push(self.rollup_top_statement(query, hours, dim));
-            }
-        }
-        let results = futures_util::future::try_join_all(
-            statements.into_iter().map(|statement| self.rows(statement)),
-        )
-        .await?;
+        // Every statement of the answer, run side by side.
+        let (sources, statements): (Vec<(Part, Origin)>, Vec<Statement>) = self
+            .stats_statements(query, &plan)
+            .into_iter()
+            .map(|(part, origin, statement)| ((part, origin), statement))
+            .unzip();
+        let results =
+            futures_util::future::try_join_all(statements.into_iter().map(|s| self.rows(s)))
+                .await?;
         let mut series = SeriesBuilder::new(query);
         let mut tops: [BTreeMap<Option<i64>, [u64; 3]>; 3] = Default::default();
-        for (index, rows) in results.iter().enumerate() {
-            let rollup = index >= plan.raw.len() * 4;
-            match index % 4 {
-                0 if rollup => self.add_rollup_series(&mut series, rows)?,
-                0 => self.add_raw_series(&mut series, rows)?,
-                part => self.add_top_rows(&mut tops[part - 1], rows, rollup)?,
+        for ((part, origin), rows) in sources.into_iter().zip(&results) {
+            let rollup = origin == Origin::Rollup;
+            match part {
+                Part::Series if rollup => self.add_rollup_series(&mut series, rows)?,
+                Part::Series => self.add_raw_series(&mut series, rows)?,
+                Part::Configs => self.add_top_rows(&mut tops[0], rows, rollup)?,
+                Part::ApiKeys => self.add_top_rows(&mut tops[1], rows, rollup)?,
+                Part::ClientKeys => self.add_top_rows(&mut tops[2], rows, rollup)?,
             }
         }
         let [configs, api_keys, client_keys] = tops;
@@ -358,9 +359,14 @@ impl RequestLog for SqlStore {
         // stats keep counting requests whose rows the cap removed).
         let cutoff = retention.older_than.timestamp_millis() - HOUR_MS;
         let mut doomed_hours = Query::delete();
+        // Every dimension named, so the delete reads one range of the key per dimension.
         doomed_hours
             .from_table(Alias::new(rollup::TABLE))
-            .cond_where(Expr::col(Alias::new("hour")).lte(cutoff));
+            .cond_where(
+                Condition::all()
+                    .add(Expr::col(Alias::new("dim")).is_in(Dim::ALL.map(Dim::code)))
+                    .add(Expr::col(Alias::new("hour")).lte(cutoff)),
+            );
         self.db
             .execute_raw(self.backend.build(&doomed_hours))
             .await
@@ -391,37 +397,68 @@ fn insert_chunks<T>(records: &[T]) -> impl Iterator<Item = &[T]> {
     })
 }
 
-/// Where a stats query's answer comes from: raw rows for the windows in `raw`, and the rollup
-/// for the whole hours in `rollup`.
+/// One part of a stats answer: the series or a top list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Series,
+    Configs,
+    ApiKeys,
+    ClientKeys,
+}
+
+impl Part {
+    const ALL: [Part; 4] = [Part::Series, Part::Configs, Part::ApiKeys, Part::ClientKeys];
+
+    /// The id the part groups its rows by.
+    fn groups_by(self) -> Ids {
+        Ids {
+            config: self == Part::Configs,
+            api_key: self == Part::ApiKeys,
+            client_key: self == Part::ClientKeys,
+        }
+    }
+}
+
+/// Where a statement's rows come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Raw,
+    Rollup,
+}
+
+/// Where a stats query's answer comes from: per part, the rollup dimension that answers it
+/// over the whole hours `hours` (with raw rows for the partial hours in `edges`), or raw rows
+/// over the whole window when no dimension does (`None`).
 struct StatsPlan {
-    raw: Vec<StatsQuery>,
-    rollup: Option<(i64, i64)>,
+    hours: (i64, i64),
+    edges: Vec<StatsQuery>,
+    dims: [Option<Dim>; 4],
 }
 
 impl StatsPlan {
-    /// Hour and day stats without an id filter read the rollup for the whole hours of the
-    /// window and raw rows for the partial hours at its edges; anything else reads raw rows.
+    /// Hour and day stats read a part from the rollup when one dimension is keyed by the part's
+    /// grouping id and every filtered id; minute stats, and windows without a whole hour, read
+    /// raw rows.
     fn of(query: &StatsQuery) -> Self {
         let filter = &query.filter;
-        let whole_hours = match (filter.from, filter.to) {
-            (Some(from), Some(to))
-                if query.interval != StatsInterval::Minute
-                    && filter.proxy_config_id.is_none()
-                    && filter.api_key_id.is_none()
-                    && filter.client_key_id.is_none() =>
-            {
-                let (from, to) = (from.timestamp_millis(), to.timestamp_millis());
-                let start = from + (HOUR_MS - from.rem_euclid(HOUR_MS)) % HOUR_MS;
-                let end = to - to.rem_euclid(HOUR_MS);
-                (start < end).then_some((from, start, end, to))
-            }
-            _ => None,
+        let raw = StatsPlan {
+            hours: (0, 0),
+            edges: Vec::new(),
+            dims: [None; 4],
         };
-        let Some((from, start, end, to)) = whole_hours else {
-            return StatsPlan {
-                raw: vec![query.clone()],
-                rollup: None,
-            };
+        let (Some(from), Some(to)) = (filter.from, filter.to) else {
+            return raw;
+        };
+        let (from, to) = (from.timestamp_millis(), to.timestamp_millis());
+        let start = from + (HOUR_MS - from.rem_euclid(HOUR_MS)) % HOUR_MS;
+        let end = to - to.rem_euclid(HOUR_MS);
+        if query.interval == StatsInterval::Minute || start >= end {
+            return raw;
+        }
+        let filtered = Ids {
+            config: filter.proxy_config_id.is_some(),
+            api_key: filter.api_key_id.is_some(),
+            client_key: filter.client_key_id.is_some(),
         };
         let edge = |low: i64, high: i64| {
             let mut edge = query.clone();
@@ -429,38 +466,106 @@ impl StatsPlan {
             edge.filter.to = chrono::DateTime::from_timestamp_millis(high);
             edge
         };
-        let mut raw = Vec::new();
-        if from < start {
-            raw.push(edge(from, start));
-        }
-        if end < to {
-            raw.push(edge(end, to));
-        }
         StatsPlan {
-            raw,
-            rollup: Some((start, end)),
+            hours: (start, end),
+            edges: [(from, start), (end, to)]
+                .into_iter()
+                .filter(|(low, high)| low < high)
+                .map(|(low, high)| edge(low, high))
+                .collect(),
+            dims: Part::ALL.map(|part| Dim::covering(filtered.with(part.groups_by()))),
         }
+    }
+
+    /// The dimension answering `part`, if any.
+    fn dim(&self, part: Part) -> Option<Dim> {
+        self.dims[part as usize]
     }
 }
 
-/// The rollup rows of dimension `dim` matching the filter's status class and outcome over the
-/// hours `[start, end)`.
+/// The rollup rows of dimension `dim` matching the filter over the hours `[start, end)`: its
+/// status class and outcome, and its ids (each a column of `dim`, as [`Dim::covering`] chose).
 fn rollup_condition(query: &StatsQuery, (start, end): (i64, i64), dim: Dim) -> Condition {
     let col = |name: &str| Expr::col(Alias::new(name));
+    let filter = &query.filter;
     let mut condition = Condition::all()
         .add(col("dim").eq(dim.code()))
         .add(col("hour").gte(start))
         .add(col("hour").lt(end));
-    if let Some(class) = query.filter.status_class {
+    if let Some(id) = filter.proxy_config_id {
+        condition = condition.add(col("config_id").eq(id.0));
+    }
+    if let Some(id) = filter.api_key_id {
+        condition = condition.add(col("dim_id").eq(id.0));
+    }
+    if let Some(id) = filter.client_key_id {
+        condition = condition.add(col("dim_id").eq(id.0));
+    }
+    if let Some(class) = filter.status_class {
         let range = class.range();
         condition = condition
             .add(col("status").gte(i32::from(range.start)))
             .add(col("status").lt(i32::from(range.end)));
     }
-    if let Some(outcome) = &query.filter.outcome {
+    if let Some(outcome) = &filter.outcome {
         condition = condition.add(col("outcome").eq(outcome.as_str()));
     }
     condition
+}
+
+impl SqlStore {
+    /// Every statement of a stats answer, with the part and origin of its rows: per part the
+    /// rollup statement and one raw statement per edge, or one raw statement over the window
+    /// (then cut to the top entries in SQL).
+    fn stats_statements(
+        &self,
+        query: &StatsQuery,
+        plan: &StatsPlan,
+    ) -> Vec<(Part, Origin, Statement)> {
+        let mut statements = Vec::new();
+        for part in Part::ALL {
+            let Some(dim) = plan.dim(part) else {
+                statements.push((part, Origin::Raw, self.raw_statement(query, part, true)));
+                continue;
+            };
+            statements.push((
+                part,
+                Origin::Rollup,
+                self.rollup_statement(query, plan.hours, part, dim),
+            ));
+            for edge in &plan.edges {
+                statements.push((part, Origin::Raw, self.raw_statement(edge, part, false)));
+            }
+        }
+        statements
+    }
+
+    /// `part` over raw rows; `limit` cuts a top list to its top entries.
+    fn raw_statement(&self, query: &StatsQuery, part: Part, limit: bool) -> Statement {
+        match part {
+            Part::Series => self.series_statement(query),
+            Part::Configs => self.top_statement(query, Column::ProxyConfigId, true, limit),
+            Part::ApiKeys => self.top_statement(query, Column::ApiKeyId, true, limit),
+            Part::ClientKeys => self.top_statement(query, Column::ClientKeyId, false, limit),
+        }
+    }
+
+    /// `part` over the rollup rows of `dim`.
+    fn rollup_statement(
+        &self,
+        query: &StatsQuery,
+        hours: (i64, i64),
+        part: Part,
+        dim: Dim,
+    ) -> Statement {
+        match part {
+            Part::Series => self.rollup_series_statement(query, hours, dim),
+            Part::Configs => self.rollup_top_statement(query, hours, dim, "config_id"),
+            Part::ApiKeys | Part::ClientKeys => {
+                self.rollup_top_statement(query, hours, dim, "dim_id")
+            }
+        }
+    }
 }
 
 impl SqlStore {
@@ -480,8 +585,13 @@ impl SqlStore {
     }
 
     /// The series over the rollup: sums and histogram counts per time bucket (every record
-    /// counted once, through its config's rows).
-    fn rollup_series_statement(&self, query: &StatsQuery, hours: (i64, i64)) -> Statement {
+    /// counted once, through its row of `dim`).
+    fn rollup_series_statement(
+        &self,
+        query: &StatsQuery,
+        hours: (i64, i64),
+        dim: Dim,
+    ) -> Statement {
         let width = query.interval.millis();
         let hour = || Expr::col(Alias::new("hour"));
         let sum = |name: &str| self.int(Expr::col(Alias::new(name)).sum());
@@ -507,22 +617,29 @@ impl SqlStore {
             select.expr_as(sum(&column), Alias::new(column.as_str()));
         }
         select
-            .cond_where(rollup_condition(query, hours, Dim::Config))
+            .cond_where(rollup_condition(query, hours, dim))
             .group_by_col(Alias::new("bucket"));
         self.backend.build(&select)
     }
 
-    /// A top list over the rollup: sums per id of `dim`, every id (the raw edges are merged in
-    /// before ranking).
-    fn rollup_top_statement(&self, query: &StatsQuery, hours: (i64, i64), dim: Dim) -> Statement {
+    /// A top list over the rollup rows of `dim`: sums per value of `group` (`config_id` or
+    /// `dim_id`), every value (the raw edges are merged in before ranking).
+    fn rollup_top_statement(
+        &self,
+        query: &StatsQuery,
+        hours: (i64, i64),
+        dim: Dim,
+        group: &str,
+    ) -> Statement {
         let mut condition = rollup_condition(query, hours, dim);
-        if dim == Dim::ApiKey {
+        if dim == Dim::ApiKey && group == "dim_id" {
+            // Requests that reached no upstream key are no upstream key's.
             condition = condition.add(Expr::col(Alias::new("dim_id")).ne(0_i64));
         }
         let mut select = Query::select();
         select
             .from(Alias::new(rollup::TABLE))
-            .expr_as(Expr::col(Alias::new("dim_id")), "id")
+            .expr_as(Expr::col(Alias::new(group)), "id")
             .expr_as(
                 self.int(Expr::col(Alias::new("requests")).sum()),
                 "requests",
@@ -537,7 +654,7 @@ impl SqlStore {
                 "tokens",
             )
             .cond_where(condition)
-            .group_by_col(Alias::new("dim_id"));
+            .group_by_col(Alias::new(group));
         self.backend.build(&select)
     }
 
@@ -659,7 +776,96 @@ impl SqlStore {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use chrono::{DateTime, Utc};
+
     use super::*;
+
+    const DAY: i64 = 24 * HOUR_MS;
+
+    fn at(ms: i64) -> Option<DateTime<Utc>> {
+        DateTime::from_timestamp_millis(ms)
+    }
+
+    /// A query over `[from, to)` filtered to the given config, upstream key and client key.
+    fn query(
+        ids: (bool, bool, bool),
+        (from, to): (i64, i64),
+        interval: StatsInterval,
+    ) -> StatsQuery {
+        let (config, api_key, client_key) = ids;
+        StatsQuery {
+            filter: LogFilter {
+                proxy_config_id: config.then_some(ProxyConfigId(3)),
+                api_key_id: api_key.then_some(ApiKeyId(31)),
+                client_key_id: client_key.then_some(ClientKeyId(7)),
+                from: at(from),
+                to: at(to),
+                ..LogFilter::default()
+            },
+            interval,
+        }
+    }
+
+    fn dims(ids: (bool, bool, bool)) -> [Option<Dim>; 4] {
+        let week = (1_000 * DAY + 1_234, 1_007 * DAY + 5_678);
+        StatsPlan::of(&query(ids, week, StatsInterval::Day)).dims
+    }
+
+    #[test]
+    fn each_part_reads_the_smallest_dimension_keyed_by_its_ids() {
+        let config = Some(Dim::Config);
+        let key = Some(Dim::ApiKey);
+        let client = Some(Dim::ClientKey);
+        let client_config = Some(Dim::ClientKeyConfig);
+        // Filtered to (config, upstream key, client key): the series', the configs', the
+        // upstream keys' and the client keys' dimension, `None` for raw rows.
+        let expected = [
+            ((false, false, false), [config, config, key, client]),
+            ((true, false, false), [config, config, key, client_config]),
+            ((false, true, false), [key, key, key, None]),
+            ((false, false, true), [client, client_config, None, client]),
+            ((true, true, false), [key, key, key, None]),
+            (
+                (true, false, true),
+                [client_config, client_config, None, client_config],
+            ),
+            ((false, true, true), [None; 4]),
+            ((true, true, true), [None; 4]),
+        ];
+        for (ids, parts) in expected {
+            assert_eq!(dims(ids), parts, "filtered to {ids:?}");
+        }
+    }
+
+    #[test]
+    fn the_rollup_gets_the_whole_hours_and_raw_rows_the_partial_ones() {
+        let (from, to) = (10 * DAY + 1_234, 12 * DAY + 5_678);
+        let plan = StatsPlan::of(&query(
+            (true, false, false),
+            (from, to),
+            StatsInterval::Hour,
+        ));
+        assert_eq!(plan.hours, (10 * DAY + HOUR_MS, 12 * DAY));
+        let edges: Vec<(i64, i64)> = plan.edges.iter().map(StatsQuery::window_ms).collect();
+        assert_eq!(edges, [(from, 10 * DAY + HOUR_MS), (12 * DAY, to)]);
+        assert!(
+            plan.edges
+                .iter()
+                .all(|edge| edge.filter.proxy_config_id.is_some()),
+            "the edges keep the filter"
+        );
+    }
+
+    #[test]
+    fn minute_stats_and_windows_without_a_whole_hour_read_raw_rows() {
+        let none = (false, false, false);
+        let minutes = query(none, (0, DAY), StatsInterval::Minute);
+        assert_eq!(StatsPlan::of(&minutes).dims, [None; 4]);
+        let inside_an_hour = query(none, (HOUR_MS + 1, 2 * HOUR_MS - 1), StatsInterval::Hour);
+        assert_eq!(StatsPlan::of(&inside_an_hour).dims, [None; 4]);
+    }
 
     #[test]
     fn batches_are_cut_into_the_fixed_statement_sizes() {

@@ -1,11 +1,13 @@
 //! The request log's hour rollup, `request_log_rollup`: per hour, status and outcome, the
 //! sums the stats queries need (requests, tokens, the latency histogram, its minimum and
-//! maximum), once per config, once per upstream key and once per client key (the `dim`
-//! column), so a week's stats read a few thousand rows instead of every record.
+//! maximum), once per dimension ([`Dim`]: per config, per upstream key within its config, per
+//! client key, per client key within a config), so a week's stats read a few thousand rows
+//! instead of every record, unfiltered or filtered to one config, upstream key or client key.
 //!
 //! `append` adds each batch to it in the raw insert's transaction, with one upsert per chunk of
 //! keys (an atomic row update on every backend, so instances writing together add up). A null
-//! key is stored as id 0 (ids start at 1), since unique keys never match NULLs on MySQL.
+//! key is stored as id 0 (ids start at 1), since unique keys never match NULLs on MySQL; so is
+//! the config of a row that sums every config (`config_id` of [`Dim::ClientKey`]).
 
 use std::collections::BTreeMap;
 
@@ -19,25 +21,101 @@ use sea_orm::{
 pub const TABLE: &str = "request_log_rollup";
 /// Width of a rollup row, milliseconds.
 pub const HOUR_MS: i64 = 3_600_000;
-/// Keys per upsert statement: 39 parameters each, under SQLite's 32 766.
+/// Keys per upsert statement: 40 parameters each, under SQLite's 32 766.
 const KEYS_PER_UPSERT: usize = 500;
 
-/// Which id a rollup row is keyed by.
+/// Which ids a rollup row is keyed by: `dim_id` and, but for [`Dim::ClientKey`], `config_id`.
+///
+/// Every record is counted once in each dimension, so any one dimension's rows sum to the
+/// records, and a dimension keyed by the ids a stats query filters on and groups by answers that
+/// part of the query alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Dim {
-    /// `proxy_config_id`.
+    /// `dim_id` and `config_id` are both the `proxy_config_id`.
     Config = 1,
-    /// `api_key_id` (0: no key tried).
+    /// `dim_id` is the `api_key_id` (0: no key tried); a key serves one config, so splitting by
+    /// `config_id` adds no rows in practice (the split keeps a moved key exact).
     ApiKey = 2,
-    /// `client_key_id` (0: the global proxy key).
+    /// `dim_id` is the `client_key_id` (0: the global proxy key) over every config
+    /// (`config_id` 0): the unfiltered and client-key-filtered client lists read these few rows.
     ClientKey = 3,
+    /// `dim_id` is the `client_key_id` within `config_id`: a client key may call any config, so
+    /// this is the largest dimension, read only when a config filter meets the client keys.
+    ClientKeyConfig = 4,
+}
+
+/// The id filters and groupings of a stats query, as a set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ids {
+    /// `proxy_config_id`.
+    pub config: bool,
+    /// `api_key_id`.
+    pub api_key: bool,
+    /// `client_key_id`.
+    pub client_key: bool,
+}
+
+impl Ids {
+    /// The ids of `self` and of `other`.
+    pub fn with(self, other: Ids) -> Ids {
+        Ids {
+            config: self.config || other.config,
+            api_key: self.api_key || other.api_key,
+            client_key: self.client_key || other.client_key,
+        }
+    }
+
+    /// Whether every id of `self` is in `other`.
+    fn within(self, other: Ids) -> bool {
+        (!self.config || other.config)
+            && (!self.api_key || other.api_key)
+            && (!self.client_key || other.client_key)
+    }
 }
 
 impl Dim {
-    pub const ALL: [Dim; 3] = [Dim::Config, Dim::ApiKey, Dim::ClientKey];
+    /// Every dimension, in the order [`Dim::covering`] tries them: each before the larger ones
+    /// keyed by more ids (config before upstream key and client key per config, client key over
+    /// every config before client key per config).
+    pub const ALL: [Dim; 4] = [
+        Dim::Config,
+        Dim::ApiKey,
+        Dim::ClientKey,
+        Dim::ClientKeyConfig,
+    ];
 
     pub fn code(self) -> i32 {
         self as i32
+    }
+
+    /// The ids a row of this dimension is keyed by.
+    pub fn ids(self) -> Ids {
+        let (config, api_key, client_key) = match self {
+            Dim::Config => (true, false, false),
+            Dim::ApiKey => (true, true, false),
+            Dim::ClientKey => (false, false, true),
+            Dim::ClientKeyConfig => (true, false, true),
+        };
+        Ids {
+            config,
+            api_key,
+            client_key,
+        }
+    }
+
+    /// The smallest dimension keyed by every id in `needed`, if any: the fewest rows to read.
+    pub fn covering(needed: Ids) -> Option<Dim> {
+        Dim::ALL.into_iter().find(|dim| needed.within(dim.ids()))
+    }
+
+    /// A record's `(config_id, dim_id)` in this dimension.
+    fn key_of(self, row: &crate::entity::request_log::Model) -> (i64, i64) {
+        match self {
+            Dim::Config => (row.proxy_config_id, row.proxy_config_id),
+            Dim::ApiKey => (row.proxy_config_id, row.api_key_id.unwrap_or(0)),
+            Dim::ClientKey => (0, row.client_key_id.unwrap_or(0)),
+            Dim::ClientKeyConfig => (row.proxy_config_id, row.client_key_id.unwrap_or(0)),
+        }
     }
 }
 
@@ -57,10 +135,11 @@ pub fn sum_columns() -> Vec<String> {
     columns
 }
 
-/// The key columns.
-pub const KEY_COLUMNS: [&str; 5] = ["hour", "dim", "dim_id", "status", "outcome"];
+/// The key columns, in the primary key's order: the dimension and hour lead, so the unfiltered
+/// stats and the prune read one range per dimension.
+pub const KEY_COLUMNS: [&str; 6] = ["dim", "hour", "config_id", "dim_id", "status", "outcome"];
 
-type Key = (i64, i32, i64, i32, String);
+type Key = (i32, i64, i64, i64, i32, String);
 
 #[derive(Debug, Clone)]
 struct Sums {
@@ -91,13 +170,16 @@ fn aggregate(records: &[RequestRecord]) -> BTreeMap<Key, Sums> {
             .unwrap_or(0)
             .min(LATENCY_BUCKETS - 1);
         for dim in Dim::ALL {
-            let id = match dim {
-                Dim::Config => row.proxy_config_id,
-                Dim::ApiKey => row.api_key_id.unwrap_or(0),
-                Dim::ClientKey => row.client_key_id.unwrap_or(0),
-            };
+            let (config, id) = dim.key_of(&row);
             let entry = sums
-                .entry((hour, dim.code(), id, row.status, row.outcome.clone()))
+                .entry((
+                    dim.code(),
+                    hour,
+                    config,
+                    id,
+                    row.status,
+                    row.outcome.clone(),
+                ))
                 .or_insert_with(|| Sums {
                     requests: 0,
                     tokens_in: 0,
@@ -164,10 +246,11 @@ pub fn upsert_statements(
                 .chain(sum_columns.iter().map(|c| Alias::new(c.as_str())))
                 .chain([Alias::new("min_latency"), Alias::new("max_latency")]),
         );
-        for ((hour, dim, id, status, outcome), sums) in chunk {
+        for ((dim, hour, config, id, status, outcome), sums) in chunk {
             let mut values: Vec<Expr> = vec![
-                Expr::val(*hour),
                 Expr::val(*dim),
+                Expr::val(*hour),
+                Expr::val(*config),
                 Expr::val(*id),
                 Expr::val(*status),
                 Expr::val(outcome.clone()),

@@ -1,9 +1,10 @@
 //! The request log over 1 000 000 records in a SQLite file (WAL), spread over seven days, 20
 //! configs, 200 upstream keys and 50 client keys: how long `GET /admin/stats` takes for the
-//! whole week by hour (every row), the last hour by minute, one config's week by day, and how
-//! long the first page of the log takes, unfiltered and filtered to 5xx answers (rare: 1 in
-//! 50). Seeding happens once, outside the measurements (`REQUEST_LOG_BENCH_ROWS` overrides the
-//! count for a quick run).
+//! whole week by hour (every row), the last hour by minute, one config's, one upstream key's
+//! and one client key's week by day, and how long the first page of the log takes, unfiltered
+//! and filtered to 5xx answers (rare: 1 in 50). Seeding happens once, outside the measurements
+//! (`REQUEST_LOG_BENCH_ROWS` overrides the count for a quick run; `REQUEST_LOG_BENCH_DB` names
+//! a directory to seed in and keep, for reading query plans with `sqlite3` afterwards).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 use std::time::{Duration, Instant};
@@ -73,10 +74,10 @@ fn request_log(c: &mut Criterion) {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let kept = std::env::var_os("REQUEST_LOG_BENCH_DB").map(std::path::PathBuf::from);
+    let path = kept.as_deref().unwrap_or(dir.path()).join("bench.db");
     let store = runtime
-        .block_on(SqliteStore::connect(SqliteOptions::file(
-            dir.path().join("bench.db"),
-        )))
+        .block_on(SqliteStore::connect(SqliteOptions::file(path)))
         .unwrap();
     let now = Utc::now();
     let week = TimeDelta::days(7);
@@ -97,12 +98,11 @@ fn request_log(c: &mut Criterion) {
     });
     eprintln!("seeded {rows} records in {:?}", seeding.elapsed());
 
-    let stats = |interval, from: DateTime<Utc>, config: Option<i64>| StatsQuery {
+    let stats = |interval, from: DateTime<Utc>, only: LogFilter| StatsQuery {
         filter: LogFilter {
-            proxy_config_id: config.map(ProxyConfigId),
             from: Some(from),
             to: Some(now + TimeDelta::seconds(1)),
-            ..LogFilter::default()
+            ..only
         },
         interval,
     };
@@ -112,15 +112,48 @@ fn request_log(c: &mut Criterion) {
     for (name, query) in [
         (
             "stats_week_by_hour_all_rows",
-            stats(StatsInterval::Hour, now - week, None),
+            stats(StatsInterval::Hour, now - week, LogFilter::default()),
         ),
         (
             "stats_last_hour_by_minute",
-            stats(StatsInterval::Minute, now - TimeDelta::hours(1), None),
+            stats(
+                StatsInterval::Minute,
+                now - TimeDelta::hours(1),
+                LogFilter::default(),
+            ),
         ),
         (
             "stats_one_config_week_by_day",
-            stats(StatsInterval::Day, now - week, Some(3)),
+            stats(
+                StatsInterval::Day,
+                now - week,
+                LogFilter {
+                    proxy_config_id: Some(ProxyConfigId(3)),
+                    ..LogFilter::default()
+                },
+            ),
+        ),
+        (
+            "stats_one_upstream_key_week_by_day",
+            stats(
+                StatsInterval::Day,
+                now - week,
+                LogFilter {
+                    api_key_id: Some(ApiKeyId(35)),
+                    ..LogFilter::default()
+                },
+            ),
+        ),
+        (
+            "stats_one_client_key_week_by_day",
+            stats(
+                StatsInterval::Day,
+                now - week,
+                LogFilter {
+                    client_key_id: Some(ClientKeyId(7)),
+                    ..LogFilter::default()
+                },
+            ),
         ),
     ] {
         group.bench_function(name, |b| {

@@ -40,8 +40,9 @@ async fn sqlite_in_memory_meets_the_request_log_contract() {
 async fn rollup_rows(store: &SqliteStore) -> Vec<String> {
     use sea_orm::{ConnectionTrait, Statement};
     let mut columns: Vec<String> = [
-        "hour",
         "dim",
+        "hour",
+        "config_id",
         "dim_id",
         "status",
         "outcome",
@@ -55,7 +56,7 @@ async fn rollup_rows(store: &SqliteStore) -> Vec<String> {
     .to_vec();
     columns.extend((0..29).map(|i| format!("lat_{i:02}")));
     let sql = format!(
-        "SELECT {} AS line FROM request_log_rollup ORDER BY hour, dim, dim_id, status, outcome",
+        "SELECT {} AS line FROM request_log_rollup ORDER BY dim, hour, config_id, dim_id, status, outcome",
         columns.join(" || '|' || ")
     );
     let rows = store

@@ -445,10 +445,12 @@ fn reference_stats(records: &[RequestRecord], query: &StatsQuery) -> crate::Usag
     }
 }
 
-/// Hour and day stats without an id filter, over windows whose edges fall inside an hour, equal
-/// what the records give record by record, whatever batches they were appended in (an
-/// adapter may answer them from sums it keeps per hour). Reads every config's records, so it
-/// needs a log no one else writes to.
+/// Hour and day stats, unfiltered and filtered to a config, an upstream key, a client key and
+/// each combination of them, over windows whose edges fall inside an hour, equal what the
+/// records give record by record, whatever batches they were appended in (an adapter may
+/// answer them from sums it keeps per hour). Upstream keys and client keys here serve several
+/// configs each, so sums kept per key are checked against keys shared across configs. Reads
+/// every config's records, so it needs a log no one else writes to.
 pub async fn request_log_stats_by_hour(log: &dyn RequestLog) {
     let now = Utc::now().timestamp_millis();
     let day = 86_400_000_i64;
@@ -507,6 +509,7 @@ pub async fn request_log_stats_by_hour(log: &dyn RequestLog) {
     let mut by_outcome = window(start + 99, start + 2 * day - 99, StatsInterval::Day);
     by_outcome.filter.outcome = Some("upstream_error".into());
     queries.push(by_outcome);
+    queries.extend(filtered_queries(&records[501], start, day));
     for query in &queries {
         let answer = log.stats(query).await.expect("stats");
         assert!(
@@ -515,4 +518,59 @@ pub async fn request_log_stats_by_hour(log: &dyn RequestLog) {
         );
         assert_eq!(answer, reference_stats(&records, query), "{query:?}");
     }
+}
+
+/// Stats filtered by the ids of `sample` (a record with a config, an upstream key and a client
+/// key), alone and combined, by hour and by day, over a window with partial hours at both edges
+/// and one of whole hours; one with a status class and one with an outcome besides.
+fn filtered_queries(sample: &RequestRecord, start: i64, day: i64) -> Vec<StatsQuery> {
+    let (config, api_key, client_key) = (
+        Some(sample.proxy_config_id),
+        sample.api_key_id,
+        sample.client_key_id,
+    );
+    assert!(
+        api_key.is_some() && client_key.is_some(),
+        "a sample with every id"
+    );
+    let ids = [
+        (config, None, None),
+        (None, api_key, None),
+        (None, None, client_key),
+        (config, api_key, None),
+        (config, None, client_key),
+        (None, api_key, client_key),
+        (config, api_key, client_key),
+    ];
+    let at = |ms: i64| Some(DateTime::from_timestamp_millis(ms).unwrap());
+    let mut queries = Vec::new();
+    for (proxy_config_id, api_key_id, client_key_id) in ids {
+        for (from, to, interval) in [
+            (
+                start + 1_234_567,
+                start + 2 * day + 777,
+                StatsInterval::Hour,
+            ),
+            (start + 1_234_567, start + 2 * day + 777, StatsInterval::Day),
+            (start, start + 3 * day, StatsInterval::Day),
+        ] {
+            queries.push(StatsQuery {
+                filter: LogFilter {
+                    proxy_config_id,
+                    api_key_id,
+                    client_key_id,
+                    from: at(from),
+                    to: at(to),
+                    ..LogFilter::default()
+                },
+                interval,
+            });
+        }
+    }
+    let mut by_class = queries[0].clone();
+    by_class.filter.status_class = Some(StatusClass::ClientError);
+    let mut by_outcome = queries[7].clone();
+    by_outcome.filter.outcome = Some("success".into());
+    queries.extend([by_class, by_outcome]);
+    queries
 }
