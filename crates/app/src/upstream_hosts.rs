@@ -178,10 +178,7 @@ mod tests {
     #[tokio::test]
     async fn idle_hosts_are_forgotten() {
         let slots = HostSlots::new(1);
-        let held = slots
-            .acquire("http://busy/", Duration::ZERO)
-            .await
-            .unwrap();
+        let held = slots.acquire("http://busy/", Duration::ZERO).await.unwrap();
         drop(slots.acquire("http://idle/", Duration::ZERO).await);
         assert_eq!(slots.hosts(), 2);
         slots.forget_idle();

@@ -388,9 +388,7 @@ impl RequestLog for SqlStore {
 fn insert_chunks<T>(records: &[T]) -> impl Iterator<Item = &[T]> {
     let mut rest = records;
     std::iter::from_fn(move || {
-        let size = INSERT_SIZES
-            .into_iter()
-            .find(|&size| size <= rest.len())?;
+        let size = INSERT_SIZES.into_iter().find(|&size| size <= rest.len())?;
         let (chunk, tail) = rest.split_at(size);
         rest = tail;
         Some(chunk)
