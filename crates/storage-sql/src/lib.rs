@@ -18,6 +18,7 @@
 //! Rows that the domain would reject (corrupt data) become `Error::Internal`, never a panic;
 //! database errors never leak driver text into a domain error's message.
 
+mod chunks;
 pub mod cipher;
 mod client_keys;
 mod convert;

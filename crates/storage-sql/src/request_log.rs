@@ -43,10 +43,7 @@ use crate::{
 /// Rows per insert statement at most: 18 parameters each, far under SQLite's 32 766 and
 /// MySQL's and PostgreSQL's 65 535.
 pub const RECORDS_PER_INSERT: usize = 256;
-/// The row counts an insert statement has, largest first: a batch is cut into chunks of these
-/// sizes only, so the same few statement texts come back and the driver's prepared-statement
-/// cache answers them. Profiled on SQLite, parsing a fresh multi-row statement per batch cost
-/// more instructions than executing it.
+/// The row counts an insert statement has, largest first (see [`crate::chunks`]).
 const INSERT_SIZES: [usize; 5] = [RECORDS_PER_INSERT, 64, 16, 4, 1];
 /// Most ids one prune step deletes, whatever the caller asks.
 const MAX_PRUNE_BATCH: usize = 10_000;
@@ -248,7 +245,7 @@ impl RequestLog for SqlStore {
         if records.is_empty() {
             return Ok(());
         }
-        let mut statements: Vec<Statement> = insert_chunks(records)
+        let mut statements: Vec<Statement> = crate::chunks::fixed_chunks(records, &INSERT_SIZES)
             .map(|chunk| self.insert_records_statement(chunk))
             .collect::<Result<_>>()?;
         statements.extend(rollup::upsert_statements(self.backend, records)?);
@@ -381,18 +378,6 @@ impl RequestLog for SqlStore {
             .map_err(|err| self.error(err))?;
         Ok(deleted.rows_affected)
     }
-}
-
-/// `records` cut into consecutive chunks whose lengths are all in [`INSERT_SIZES`], largest
-/// first.
-fn insert_chunks<T>(records: &[T]) -> impl Iterator<Item = &[T]> {
-    let mut rest = records;
-    std::iter::from_fn(move || {
-        let size = INSERT_SIZES.into_iter().find(|&size| size <= rest.len())?;
-        let (chunk, tail) = rest.split_at(size);
-        rest = tail;
-        Some(chunk)
-    })
 }
 
 /// One part of a stats answer: the series or a top list.
@@ -863,23 +848,5 @@ mod tests {
         assert_eq!(StatsPlan::of(&minutes).dims, [None; 4]);
         let inside_an_hour = query(none, (HOUR_MS + 1, 2 * HOUR_MS - 1), StatsInterval::Hour);
         assert_eq!(StatsPlan::of(&inside_an_hour).dims, [None; 4]);
-    }
-
-    #[test]
-    fn batches_are_cut_into_the_fixed_statement_sizes() {
-        let lengths = |n: usize| {
-            let records: Vec<usize> = (0..n).collect();
-            let chunks: Vec<&[usize]> = insert_chunks(&records).collect();
-            assert_eq!(chunks.concat(), records, "every record once, in order");
-            chunks.iter().map(|c| c.len()).collect::<Vec<_>>()
-        };
-        assert_eq!(lengths(0), Vec::<usize>::new());
-        assert_eq!(lengths(1), [1]);
-        assert_eq!(lengths(23), [16, 4, 1, 1, 1]);
-        assert_eq!(lengths(600), [256, 256, 64, 16, 4, 4]);
-        assert!(
-            (0..3_000).all(|n| lengths(n).iter().all(|len| INSERT_SIZES.contains(len))),
-            "no other statement size"
-        );
     }
 }

@@ -22,7 +22,10 @@ pub const TABLE: &str = "request_log_rollup";
 /// Width of a rollup row, milliseconds.
 pub const HOUR_MS: i64 = 3_600_000;
 /// Keys per upsert statement: 40 parameters each, under SQLite's 32 766.
-const KEYS_PER_UPSERT: usize = 500;
+const KEYS_PER_UPSERT: usize = 128;
+/// The row counts an upsert statement has, largest first (see [`crate::chunks`]): a batch over
+/// many keys (a pool of 100 000) made a new, long statement text per batch before.
+const UPSERT_SIZES: [usize; 5] = [KEYS_PER_UPSERT, 32, 8, 2, 1];
 
 /// Which ids a rollup row is keyed by: `dim_id` and, but for [`Dim::ClientKey`], `config_id`.
 ///
@@ -237,7 +240,7 @@ pub fn upsert_statements(
         combine(backend, "max_latency", Some("MAX")),
     ));
     let mut statements = Vec::new();
-    for chunk in sums.chunks(KEYS_PER_UPSERT) {
+    for chunk in crate::chunks::fixed_chunks(&sums, &UPSERT_SIZES) {
         let mut insert = Query::insert();
         insert.into_table(Alias::new(TABLE)).columns(
             KEY_COLUMNS
