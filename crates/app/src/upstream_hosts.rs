@@ -60,8 +60,8 @@ impl HostSlots {
             .retain(|_, semaphore| semaphore.available_permits() < per_host);
     }
 
-    /// Hosts with an entry (for tests).
-    pub fn hosts(&self) -> usize {
+    #[cfg(test)]
+    fn hosts(&self) -> usize {
         self.hosts.borrow().len()
     }
 
