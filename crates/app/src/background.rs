@@ -3,12 +3,13 @@
 //! key changes (on any instance), and seeding the live key
 //! health from the store at start-up.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use cache_memory::SnapshotCache;
 use chrono::Utc;
 use domain::{
-    ConfigEvents, ConfigNotice, KeyHealth, ProxyStore, RotationState, UsageCounters, UsageDelta,
+    ApiKeyId, ConfigEvents, ConfigNotice, KeyHealth, ProxyStore, RotationState, UsageCounters,
+    UsageDelta,
 };
 use futures_util::StreamExt;
 
@@ -59,11 +60,22 @@ impl UsageFlusher {
     }
 }
 
+/// Adds `fresh` to what a failed write left in `pending`, one delta per key. Linear in both:
+/// a flush of a pool whose 100 000 keys were all used carries 100 000 deltas, and a search per
+/// delta took a fifth of the server's CPU on the thread that also writes the request log.
 fn merge(pending: &mut Vec<UsageDelta>, fresh: Vec<UsageDelta>) {
+    let mut position: HashMap<ApiKeyId, usize> = pending
+        .iter()
+        .enumerate()
+        .map(|(at, delta)| (delta.key_id, at))
+        .collect();
     for delta in fresh {
-        match pending.iter_mut().find(|p| p.key_id == delta.key_id) {
-            Some(existing) => existing.merge(&delta),
-            None => pending.push(delta),
+        match position.get(&delta.key_id) {
+            Some(&at) => pending[at].merge(&delta),
+            None => {
+                position.insert(delta.key_id, pending.len());
+                pending.push(delta);
+            }
         }
     }
 }
@@ -134,4 +146,33 @@ pub async fn seed_health(
         }
     }
     Ok(seeded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delta(key: i64, requests: u64) -> UsageDelta {
+        UsageDelta {
+            requests,
+            ..UsageDelta::new(ApiKeyId(key))
+        }
+    }
+
+    #[test]
+    fn fresh_usage_adds_to_what_a_failed_write_left_one_delta_per_key() {
+        let mut pending = vec![delta(1, 2), delta(2, 5)];
+        merge(&mut pending, vec![delta(2, 1), delta(3, 4), delta(3, 1)]);
+        let requests: Vec<(i64, u64)> = pending.iter().map(|d| (d.key_id.0, d.requests)).collect();
+        assert_eq!(requests, [(1, 2), (2, 6), (3, 5)]);
+    }
+
+    #[test]
+    fn a_flush_of_every_key_of_a_large_pool_keeps_each_key_once() {
+        let mut pending = Vec::new();
+        merge(&mut pending, (1..=100_000).map(|key| delta(key, 1)).collect());
+        merge(&mut pending, (1..=100_000).rev().map(|key| delta(key, 2)).collect());
+        assert_eq!(pending.len(), 100_000);
+        assert!(pending.iter().all(|d| d.requests == 3));
+    }
 }

@@ -54,6 +54,9 @@ const POSTGRES_USAGE_PARAMETERS_PER_KEY: usize = 5;
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     pub(crate) db: DatabaseConnection,
+    /// Where the request log's batches and prune steps are written: the pool itself, or a
+    /// connection of their own ([`SqlStore::with_log_writer`]).
+    pub(crate) log_writer: DatabaseConnection,
     pub(crate) backend: DbBackend,
     cipher: Option<KeyCipher>,
 }
@@ -101,10 +104,21 @@ impl SqlStore {
     pub(crate) fn wrap(db: DatabaseConnection) -> Self {
         let backend = db.get_database_backend();
         SqlStore {
+            log_writer: db.clone(),
             db,
             backend,
             cipher: None,
         }
+    }
+
+    /// Writes the request log through `writer` from now on (SQLite's adapter gives it one
+    /// connection of its own). Its page cache then stays warm between batches: a pooled
+    /// connection that another one wrote behind drops its whole cache at its next
+    /// transaction, so batches spread over the pool re-read the log's index pages each time.
+    #[must_use]
+    pub fn with_log_writer(mut self, writer: DatabaseConnection) -> Self {
+        self.log_writer = writer;
+        self
     }
 
     /// Encrypts key values with `cipher` from now on (`None`: stores them as they are).
@@ -132,9 +146,12 @@ impl SqlStore {
     /// [`Error::Unavailable`] when closing fails.
     pub async fn close(self) -> Result<()> {
         let backend = self.backend;
+        // Closing a pool twice (the log writer is the pool itself by default) is harmless.
+        let writer = self.log_writer.close().await;
         self.db
             .close()
             .await
+            .and(writer)
             .map_err(|err| convert::db_error(backend, &err))
     }
 
@@ -148,12 +165,16 @@ impl SqlStore {
 
     /// Starts a transaction that will write.
     pub(crate) async fn begin_write(&self) -> Result<DatabaseTransaction> {
+        self.begin_write_on(&self.db).await
+    }
+
+    /// A write transaction on `db` (the pool or the log writer).
+    pub(crate) async fn begin_write_on(&self, db: &DatabaseConnection) -> Result<DatabaseTransaction> {
         let options = TransactionOptions {
             sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
             ..TransactionOptions::default()
         };
-        self.db
-            .begin_with_options(options)
+        db.begin_with_options(options)
             .await
             .map_err(|err| self.error(err))
     }
@@ -491,6 +512,43 @@ fn insert_chunks(keys: &[KeySecret]) -> Vec<&[KeySecret]> {
 }
 
 /// One delta per key, merged in the order given.
+/// The key counts of SQLite's usage statements (see [`crate::chunks`]).
+const SQLITE_USAGE_SIZES: [usize; 5] = [256, 64, 16, 4, 1];
+
+/// SQLite's usage update: the deltas as a `VALUES` table joined on the key id, as PostgreSQL's.
+/// The portable form, a `CASE` branch per key in four columns, made SQLite compare every branch
+/// with every other when preparing and walk them for every row: with a 100 000-key pool a
+/// flush held the write lock for seconds, and the request log's writer waited behind it.
+fn sqlite_usage_statement(deltas: &[UsageDelta], at: DateTime<Utc>) -> Statement {
+    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(1 + deltas.len() * 5);
+    for delta in deltas {
+        values.push(delta.key_id.0.into());
+        values.push(convert::counter(delta.requests).into());
+        values.push(convert::counter(delta.failures).into());
+        values.push(delta.last_status.map(i32::from).into());
+        values.push(delta.last_used_at.map(convert::stored_time).into());
+    }
+    // Last, as its placeholder comes last in the text.
+    values.push(at.into());
+    let rows = vec!["(?, ?, ?, ?, ?)"; deltas.len()].join(", ");
+    // As `KeyUsage::apply`: the latest use wins, keeping the old status when the latest
+    // attempt had none; every right-hand side reads the row's old values.
+    let newer = "d.last_used_at IS NOT NULL \
+                 AND (k.last_used_at IS NULL OR k.last_used_at <= d.last_used_at)";
+    let sql = format!(
+        "WITH d(id, requests, failures, last_status, last_used_at) AS (VALUES {rows}) \
+         UPDATE api_keys AS k SET \
+         request_count = k.request_count + d.requests, \
+         failure_count = k.failure_count + d.failures, \
+         last_status = CASE WHEN {newer} THEN COALESCE(d.last_status, k.last_status) \
+         ELSE k.last_status END, \
+         last_used_at = CASE WHEN {newer} THEN d.last_used_at ELSE k.last_used_at END, \
+         updated_at = ? \
+         FROM d WHERE k.id = d.id"
+    );
+    Statement::from_sql_and_values(DbBackend::Sqlite, sql, values)
+}
+
 fn merge_deltas(deltas: &[UsageDelta]) -> Vec<UsageDelta> {
     let mut merged: BTreeMap<ApiKeyId, UsageDelta> = BTreeMap::new();
     for delta in deltas {
@@ -750,13 +808,22 @@ impl ProxyStore for SqlStore {
         } else {
             USAGE_PARAMETERS_PER_KEY
         };
-        let mut statements = deltas.chunks(MAX_PARAMETERS / per_key).map(|chunk| {
-            if postgres {
-                self.postgres_usage_statement(chunk, at)
-            } else {
-                self.usage_statement(chunk, at)
-            }
-        });
+        let statements: Vec<Statement> = match self.backend {
+            DbBackend::Sqlite => crate::chunks::fixed_chunks(&deltas, &SQLITE_USAGE_SIZES)
+                .map(|chunk| sqlite_usage_statement(chunk, at))
+                .collect(),
+            _ => deltas
+                .chunks(MAX_PARAMETERS / per_key)
+                .map(|chunk| {
+                    if postgres {
+                        self.postgres_usage_statement(chunk, at)
+                    } else {
+                        self.usage_statement(chunk, at)
+                    }
+                })
+                .collect(),
+        };
+        let mut statements = statements.into_iter();
         match (statements.next(), statements.next()) {
             (None, _) => Ok(()),
             (Some(only), None) => {

@@ -251,7 +251,7 @@ impl RequestLog for SqlStore {
         statements.extend(rollup::upsert_statements(self.backend, records)?);
         // The rows and their rollup sums commit together, so the stats never count a record
         // twice or miss one.
-        let txn = self.begin_write().await?;
+        let txn = self.begin_write_on(&self.log_writer).await?;
         for statement in statements {
             txn.execute_raw(statement)
                 .await
@@ -364,7 +364,7 @@ impl RequestLog for SqlStore {
                     .add(Expr::col(Alias::new("dim")).is_in(Dim::ALL.map(Dim::code)))
                     .add(Expr::col(Alias::new("hour")).lte(cutoff)),
             );
-        self.db
+        self.log_writer
             .execute_raw(self.backend.build(&doomed_hours))
             .await
             .map_err(|err| self.error(err))?;
@@ -373,7 +373,7 @@ impl RequestLog for SqlStore {
         }
         let deleted = Entity::delete_many()
             .filter(Column::Id.is_in(ids))
-            .exec(&self.db)
+            .exec(&self.log_writer)
             .await
             .map_err(|err| self.error(err))?;
         Ok(deleted.rows_affected)

@@ -100,3 +100,54 @@ async fn the_rollup_migration_backfills_what_appends_build() {
         .unwrap();
     assert_eq!(rollup_rows(&reopened).await, appended);
 }
+
+/// The log's batches go through a connection of their own: with every pooled connection in
+/// use (here the only one, inside a transaction), an append still lands at once, and a read
+/// through the pool then sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_is_written_through_its_own_connection() {
+    use chrono::Utc;
+    use domain::{LogFilter, LogQuery, ProxyConfigId, RequestRecord};
+    use sea_orm::TransactionTrait as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = SqliteOptions::file(dir.path().join("writer.db"));
+    options.max_connections = 1;
+    let store = SqliteStore::connect(options).await.unwrap();
+    let record = RequestRecord {
+        created_at: Utc::now(),
+        proxy_config_id: ProxyConfigId(1),
+        client_key_id: None,
+        api_key_id: None,
+        method: "POST".into(),
+        path: "/llm/writer/v1/chat/completions".into(),
+        status: 200,
+        outcome: "success".into(),
+        attempts: 1,
+        head_latency_ms: 1,
+        total_latency_ms: 2,
+        streamed: false,
+        bytes_in: 10,
+        bytes_out: 20,
+        tokens_in: None,
+        tokens_out: None,
+        error_code: None,
+    };
+    let held = store.sql_store().connection().begin().await.unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        store.append(std::slice::from_ref(&record)),
+    )
+    .await
+    .expect("the append does not wait for a pooled connection")
+    .unwrap();
+    held.rollback().await.unwrap();
+    let page = store
+        .query(&LogQuery {
+            filter: LogFilter::default(),
+            limit: 10,
+            before: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+}
