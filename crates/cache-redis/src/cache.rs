@@ -41,6 +41,10 @@
 //! - A consequence: while Redis is unreachable but the pub/sub connection has not noticed yet
 //!   (a silent network partition), selections go on from the blocks already reserved until they
 //!   run out and the refill fails; health changes fail at once, as without blocks.
+//!
+//! The client-key limiter (`crate::client_limits`) keeps its per-cache state here too: the
+//! concurrency slots held (renewed by `crate::slot_renewal`) and the request leases held
+//! (`crate::request_leases`); both die with the cache.
 
 use std::{fmt, sync::Arc, time::Duration};
 
@@ -71,6 +75,7 @@ use crate::{
     keys::KeyNames,
     mirror::{HealthChange, HealthMirror, HealthNotice, KeyMark},
     options::RedisOptions,
+    request_leases::HeldLeases,
     slot_renewal::{self, HeldSlots, Renewal},
     subscription::{self, Routes},
     tls,
@@ -156,6 +161,8 @@ struct Inner {
     held_slots: Arc<HeldSlots>,
     /// The task renewing `held_slots`' leases; aborted on drop and on `quit`.
     renewal: JoinHandle<()>,
+    /// Requests of client keys' `rpm` granted ahead of time (request leases).
+    request_leases: HeldLeases,
     pool: Pool,
     subscriber: SubscriberClient,
     names: KeyNames,
@@ -389,6 +396,7 @@ impl RedisCache {
                 slot_lease: options.client_slot_lease,
                 held_slots,
                 renewal,
+                request_leases: HeldLeases::default(),
                 pool,
                 subscriber,
                 names,
@@ -443,6 +451,11 @@ impl RedisCache {
     /// The client-key concurrency slots this cache handed out and has not been given back.
     pub(crate) fn held_slots(&self) -> &HeldSlots {
         &self.inner.held_slots
+    }
+
+    /// The request leases this cache holds.
+    pub(crate) fn request_leases(&self) -> &HeldLeases {
+        &self.inner.request_leases
     }
 
     /// The health of `keys` as of `now`, in one round trip.

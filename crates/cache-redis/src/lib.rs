@@ -4,8 +4,10 @@
 //! its very next read; it also carries config-change notices between instances over pub/sub.
 //!
 //! It also implements `ClientLimiter`: client-key limits shared by the fleet, one Lua script per
-//! admission (see the `client_limits` module); the concurrency slots an instance holds are
-//! renewed in the background for as long as it holds them (see the `slot_renewal` module).
+//! admission (see the `client_limits` module), or per lease of requests for a key whose only
+//! limit is a large `rpm` (see the `request_leases` module); the concurrency slots an instance
+//! holds are renewed in the background for as long as it holds them (see the `slot_renewal`
+//! module).
 //!
 //! Built from [`RedisOptions`] (URL, trusted TLS authorities, key namespace, pool size, timeouts,
 //! rotation block size). The URL's scheme picks standalone, Sentinel or Cluster, with or without
@@ -26,6 +28,7 @@ mod convert;
 mod keys;
 mod mirror;
 mod options;
+mod request_leases;
 mod slot_renewal;
 mod subscription;
 mod tls;

@@ -9,7 +9,8 @@
 //! given back in between (its `ZREM` may overtake the renewal). A slot is forgotten before its
 //! `ZREM` is sent, so a slot whose `ZREM` failed (Redis down) is no longer renewed and ends with
 //! its lease. When the cache is dropped or quits, the task ends and every slot it held ends with
-//! its lease, as a crashed instance's would.
+//! its lease, as a crashed instance's would. The renewal script goes by digest (`EVALSHA`), as
+//! the admission scripts do.
 //!
 //! While Redis is unreachable renewals fail: the first failure of an outage is logged, and the
 //! next tick tries again. A slot whose lease ran out during a long outage (two thirds of a lease
@@ -18,13 +19,13 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError},
     time::Duration,
 };
 
 use chrono::Utc;
 use domain::{ClientKeyId, Result, SlotId};
-use fred::prelude::{LuaInterface, Pool};
+use fred::{prelude::Pool, types::scripts::Script};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::{client_limits::member, convert::cache_error, keys::KeyNames};
@@ -41,6 +42,9 @@ end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return renewed
 ";
+
+/// [`RENEW`] with its digest, sent with `EVALSHA` (loaded again on `NOSCRIPT`).
+static RENEW_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::from_lua(RENEW));
 
 /// The slots this cache handed out and has not been given back, per client key.
 #[derive(Debug, Default)]
@@ -109,10 +113,12 @@ impl Renewal {
             let mut args = Vec::with_capacity(slots.len() + 2);
             args.extend([ends.to_string(), ttl.to_string()]);
             args.extend(slots.into_iter().map(member));
-            let _renewed: i64 = self
-                .pool
-                .next_connected()
-                .eval(RENEW, vec![self.names.client_key_slots(key)], args)
+            let _renewed: i64 = RENEW_SCRIPT
+                .evalsha_with_reload(
+                    self.pool.next_connected(),
+                    vec![self.names.client_key_slots(key)],
+                    args,
+                )
                 .await
                 .map_err(|e| cache_error(&e))?;
         }

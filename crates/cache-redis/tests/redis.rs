@@ -1,6 +1,7 @@
 //! `RedisCache` against the domain contract suites and as two app instances use it: one shared
 //! counter, each other's cooldowns, config changes across instances, and connections killed
-//! under it; with and without counter blocks (a rotation block size above 1).
+//! under it; with and without counter blocks (a rotation block size above 1); client-key limits
+//! shared by two instances, exactly or from request leases, and scripts Redis forgot.
 //!
 //! The tests that hold for any topology run once per topology, each in a module named after it,
 //! against the URL of its variable: `standalone` (`TEST_REDIS_URL`), `cluster`
@@ -1073,6 +1074,10 @@ on_every_topology!(
     two_instances_share_client_limits_and_a_lost_slot_expires_with_its_lease,
     a_slot_held_past_its_lease_still_counts_until_released,
     the_slots_of_a_cache_dropped_or_quit_end_with_their_lease,
+    two_instances_leasing_a_large_rpm_admit_the_burst_less_at_most_their_leases,
+    a_small_rpm_is_never_leased_and_stays_exact_across_instances,
+    a_lease_unused_for_its_ttl_is_dropped_and_the_instance_asks_redis_again,
+    scripts_flushed_from_redis_are_loaded_again,
 );
 
 /// `url` with its password replaced.
@@ -1388,5 +1393,184 @@ async fn the_slots_of_a_cache_dropped_or_quit_end_with_their_lease(topology: Top
         admit_one(&other, by_quit).await.is_some(),
         "the quit cache's slot ended with its lease"
     );
+    purge(&url, &ns).await;
+}
+
+/// Only an `rpm`, as a request lease needs.
+fn rpm_only(rpm: u32) -> domain::ClientLimits {
+    domain::ClientLimits {
+        rpm: Some(rpm),
+        ..domain::ClientLimits::default()
+    }
+}
+
+/// Whether `cache` admits one request of `key` under `limits` at `now`.
+async fn admits(
+    cache: &RedisCache,
+    key: domain::ClientKeyId,
+    limits: &domain::ClientLimits,
+    now: chrono::DateTime<Utc>,
+) -> bool {
+    use domain::{Admission, ClientLimiter};
+    match cache.admit(key, limits, 0, now).await.unwrap() {
+        Admission::Admitted(slot) => {
+            assert_eq!(slot, None, "an rpm-only key takes no slot");
+            true
+        }
+        Admission::Refused(refusal) => {
+            assert_eq!(refusal.kind, domain::LimitKind::Requests);
+            false
+        }
+    }
+}
+
+/// Admits requests of `key` at `now` on `cache` until one is refused; answers how many were.
+async fn admit_until_refused(
+    cache: &RedisCache,
+    key: domain::ClientKeyId,
+    limits: &domain::ClientLimits,
+    now: chrono::DateTime<Utc>,
+) -> u32 {
+    let mut admitted = 0;
+    while admits(cache, key, limits, now).await {
+        admitted += 1;
+    }
+    admitted
+}
+
+/// Two instances taking requests of one key in leases (60 000 rpm: leases of 10) at one instant,
+/// turn by turn until each has been refused: together they admit the GCRA's burst (the rpm)
+/// less at most what both leases left unused, never more.
+async fn two_instances_leasing_a_large_rpm_admit_the_burst_less_at_most_their_leases(
+    topology: Topology,
+) {
+    use domain::{ClientKeyId, client_limits::request_lease_size};
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
+    let _turn = RUN_ALONE.read().await;
+    let ns = namespace();
+    let (a, b) = (connect(&url, &ns).await, connect(&url, &ns).await);
+    let limits = rpm_only(60_000);
+    let lease = request_lease_size(&limits);
+    assert_eq!(lease, 10);
+    let key = ClientKeyId(31);
+    let now = Utc::now();
+    let (mut admitted, mut refused) = (0, [false, false]);
+    while refused != [true, true] {
+        for (at, cache) in [&a, &b].into_iter().enumerate() {
+            if refused[at] {
+                continue;
+            }
+            if admits(cache, key, &limits, now).await {
+                admitted += 1;
+            } else {
+                refused[at] = true;
+            }
+        }
+    }
+    assert!(admitted <= 60_000, "{admitted} admitted: over the burst");
+    assert!(
+        admitted >= 60_000 - 2 * lease,
+        "{admitted} admitted: more than two leases short of the burst"
+    );
+    purge(&url, &ns).await;
+}
+
+/// Under 12 000 rpm every request asks Redis: a burst over two instances admits exactly rpm.
+async fn a_small_rpm_is_never_leased_and_stays_exact_across_instances(topology: Topology) {
+    use domain::{ClientKeyId, client_limits::request_lease_size};
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
+    let _turn = RUN_ALONE.read().await;
+    let ns = namespace();
+    let (a, b) = (connect(&url, &ns).await, connect(&url, &ns).await);
+    let now = Utc::now();
+    for (key, rpm) in [(ClientKeyId(32), 3), (ClientKeyId(33), 10_000)] {
+        let limits = rpm_only(rpm);
+        assert_eq!(request_lease_size(&limits), 1);
+        let mut admitted = 0;
+        for i in 0..rpm + 4 {
+            let cache = if i % 2 == 0 { &a } else { &b };
+            if admits(cache, key, &limits, now).await {
+                admitted += 1;
+            }
+        }
+        assert_eq!(admitted, rpm, "exactly rpm over both instances");
+        assert!(!admits(&a, key, &limits, now).await);
+        assert!(!admits(&b, key, &limits, now).await);
+    }
+    purge(&url, &ns).await;
+}
+
+/// A lease is used without Redis for its TTL, then dropped: the instance's next request takes a
+/// new lease from Redis, which the other instance sees as requests it can no longer admit.
+/// At 60 000 rpm a request's interval is 1 ms and a lease holds 10.
+async fn a_lease_unused_for_its_ttl_is_dropped_and_the_instance_asks_redis_again(
+    topology: Topology,
+) {
+    use domain::{ClientKeyId, client_limits::REQUEST_LEASE_TTL};
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
+    let _turn = RUN_ALONE.read().await;
+    let ns = namespace();
+    let (a, b) = (connect(&url, &ns).await, connect(&url, &ns).await);
+    let limits = rpm_only(60_000);
+    let key = ClientKeyId(34);
+    let t0 = Utc::now();
+
+    // `a` takes a lease of 10 and uses one; `b` takes all the rest of the burst.
+    assert!(admits(&a, key, &limits, t0).await);
+    assert_eq!(admit_until_refused(&b, key, &limits, t0).await, 60_000 - 10);
+
+    // Just before the TTL ends `a` admits from its lease: Redis is not asked, so `b` finds
+    // every one of the 999 requests the 999 ms gave back.
+    let almost = t0 + REQUEST_LEASE_TTL - TimeDelta::milliseconds(1);
+    assert!(admits(&a, key, &limits, almost).await);
+    assert_eq!(admit_until_refused(&b, key, &limits, almost).await, 999);
+
+    // Past the TTL `a`'s 8 leftover requests are gone: its next request takes a new lease of
+    // 10 from the 1 001 requests given back since, and `b` finds 991.
+    let past = t0 + REQUEST_LEASE_TTL * 2;
+    assert!(admits(&a, key, &limits, past).await);
+    assert_eq!(admit_until_refused(&b, key, &limits, past).await, 991);
+    purge(&url, &ns).await;
+}
+
+/// The limiter's scripts run by digest (`EVALSHA`); after Redis forgot them (a restart, a
+/// failover to a node that never loaded them, here `SCRIPT FLUSH` on every node) the next call
+/// loads them again and succeeds.
+async fn scripts_flushed_from_redis_are_loaded_again(topology: Topology) {
+    use domain::{ClientKeyId, ClientLimiter};
+    use fred::prelude::LuaInterface;
+    let Some(url) = redis_url(topology) else {
+        return;
+    };
+    let _turn = RUN_ALONE.read().await;
+    let ns = namespace();
+    let cache = connect(&url, &ns).await;
+    let admin = admin(&url).await;
+    let key = ClientKeyId(35);
+    let limits = domain::ClientLimits {
+        rpm: Some(2),
+        tpm: Some(1_000),
+        ..domain::ClientLimits::default()
+    };
+    let now = Utc::now();
+    assert!(admits(&cache, key, &limits, now).await);
+    admin.script_flush_cluster(false).await.unwrap();
+    assert!(
+        admits(&cache, key, &limits, now).await,
+        "ADMIT loaded again"
+    );
+    admin.script_flush_cluster(false).await.unwrap();
+    cache.record_tokens(key, &limits, 10, 0, now).await.unwrap();
+    assert!(
+        !admits(&cache, key, &limits, now).await,
+        "the state went on"
+    );
+    admin.quit().await.ok();
     purge(&url, &ns).await;
 }

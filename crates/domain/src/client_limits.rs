@@ -14,8 +14,19 @@
 //!   the exchange ends.
 //!
 //! A refused request changes nothing: it uses no rate, no slot and no budget.
+//!
+//! **Request leases.** A shared limiter (one Redis script per admission) costs a round trip and
+//! the script's run per request. For a key whose only limit is a large `rpm`, an instance may
+//! take a small batch of requests from the shared GCRA at once ([`LiveLimits::grant_requests`],
+//! which the Redis script mirrors) and admit the following ones from that batch without asking
+//! again ([`RequestLease`]), for at most [`REQUEST_LEASE_TTL`]. [`request_lease_size`] says how
+//! many: 1 (no lease, every request asks the shared state) unless `rpm` is the only limit, then
+//! `rpm / 6 000` within `[1, 64]`, so a key under 12 000 rpm is always exact. Every leased
+//! request was counted by the shared GCRA before it is admitted (at most a TTL before), and
+//! unused ones are discarded, never given back: the fleet never admits more than the GCRA grants,
+//! and an instance may refuse at most one lease's worth of requests early.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::model::{BudgetPeriod, ClientLimits};
 
@@ -68,6 +79,98 @@ pub struct Refusal {
 /// Seconds a client refused for its whole-lifetime (`total`) budget is told to wait: the
 /// budget does not come back by itself, so this only paces retries.
 pub const TOTAL_BUDGET_RETRY_SECONDS: u64 = 86_400;
+
+/// `rpm` per leased request: a lease holds `rpm / 6 000` requests, 1 % of what one second of the
+/// rate allows (`rpm / 60`), so an instance takes at most 10 ms of the rate ahead of time, and a
+/// key under 12 000 rpm (a lease of 1) is never leased: its admissions stay exact fleet-wide.
+pub const RPM_PER_LEASED_REQUEST: u32 = 6_000;
+
+/// The most requests one lease holds (reached at 384 000 rpm): one shared admission per 64
+/// requests already removes 98 % of the round trips, and a larger lease would only let an
+/// instance refuse more requests early (a lease's leftovers are discarded, never given back).
+pub const MAX_REQUEST_LEASE: u32 = 64;
+
+/// How long a lease stays usable after it was taken. Leased requests are admitted at most this
+/// long after the shared GCRA counted them; one second keeps that shift small next to the rate's
+/// minute while a lease is used up long before it ends at the rates that lease (≥ 200 per
+/// second). What is left then is discarded.
+pub const REQUEST_LEASE_TTL: TimeDelta = TimeDelta::seconds(1);
+
+/// The requests an instance takes from the shared `rpm` at once under `limits`: 1 (no lease:
+/// every request is admitted by the shared state, exactly) unless `rpm` is the only limit set,
+/// then `rpm / RPM_PER_LEASED_REQUEST` within `[1, MAX_REQUEST_LEASE]`. Keys with `tpm`, a budget
+/// or `max_concurrency` are never leased: those limits need the shared state per request.
+pub fn request_lease_size(limits: &ClientLimits) -> u32 {
+    match *limits {
+        ClientLimits {
+            rpm: Some(rpm),
+            tpm: None,
+            max_concurrency: None,
+            budget: None,
+        } => (rpm / RPM_PER_LEASED_REQUEST).clamp(1, MAX_REQUEST_LEASE),
+        _ => 1,
+    }
+}
+
+/// Requests an instance holds of a client key's `rpm`, granted by the shared GCRA ahead of time
+/// ([`LiveLimits::grant_requests`]) and admitted one by one with [`RequestLease::take`] until
+/// none is left, the lease expires ([`REQUEST_LEASE_TTL`]) or the key's `rpm` changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLease {
+    left: u32,
+    rpm: u32,
+    expires_at: DateTime<Utc>,
+}
+
+impl RequestLease {
+    /// A lease of `requests` taken at `taken_at` under `rpm`, usable for [`REQUEST_LEASE_TTL`].
+    pub fn new(requests: u32, rpm: u32, taken_at: DateTime<Utc>) -> Self {
+        RequestLease {
+            left: requests,
+            rpm,
+            expires_at: taken_at + REQUEST_LEASE_TTL,
+        }
+    }
+
+    /// Requests left.
+    pub fn left(&self) -> u32 {
+        self.left
+    }
+
+    /// When the lease stops being usable.
+    pub fn expires_at(&self) -> DateTime<Utc> {
+        self.expires_at
+    }
+
+    /// Whether a request can still be taken at `now` (under the `rpm` it was taken under).
+    pub fn is_usable(&self, now: DateTime<Utc>) -> bool {
+        self.left > 0 && now < self.expires_at
+    }
+
+    /// Takes one request at `now` for a key whose `rpm` is now `rpm`: `false` when the lease is
+    /// used up, expired, or was taken under another `rpm` (the admin changed the limit), and the
+    /// caller should then drop it and ask the shared state.
+    pub fn take(&mut self, rpm: u32, now: DateTime<Utc>) -> bool {
+        if self.rpm != rpm || !self.is_usable(now) {
+            return false;
+        }
+        self.left -= 1;
+        true
+    }
+
+    /// Adds a lease taken later (another admission that found this one empty while it was
+    /// being refilled): a lease under another `rpm`, or one that is no longer usable at `now`,
+    /// is replaced by `later`; otherwise the requests add up and the joint lease expires when
+    /// the earlier one does, so no request is admitted later than a TTL after it was counted.
+    pub fn add(&mut self, later: RequestLease, now: DateTime<Utc>) {
+        if self.rpm != later.rpm || !self.is_usable(now) {
+            *self = later;
+            return;
+        }
+        self.left = self.left.saturating_add(later.left);
+        self.expires_at = self.expires_at.min(later.expires_at);
+    }
+}
 
 /// The live counters of one client key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -139,21 +242,48 @@ impl LiveLimits {
             });
         }
         if let Some(rpm) = limits.rpm {
-            let interval = MINUTE_MICROS / i64::from(rpm.max(1));
-            let tolerance = MINUTE_MICROS - interval;
-            let tat = self.request_tat.max(now_micros);
-            if tat - now_micros > tolerance {
-                return Err(Refusal {
-                    kind: LimitKind::Requests,
-                    retry_after_seconds: retry_seconds(tat - tolerance - now_micros),
-                });
-            }
-            self.request_tat = tat + interval;
+            self.grant_requests(rpm, 1, now)?;
         }
         if limits.max_concurrency.is_some() {
             self.in_flight += 1;
         }
         Ok(())
+    }
+
+    /// Grants up to `wanted` requests (0 counts as 1) of the `rpm` GCRA at `now`: as many as fit
+    /// under its tolerance, each moving the theoretical arrival time by one interval, as that
+    /// many admissions at `now` would. The Redis admission script is the mirror of this method;
+    /// `admit` is its `wanted = 1` case.
+    ///
+    /// # Errors
+    /// The `rpm` [`Refusal`] when not one request fits (the `Retry-After` of a single
+    /// admission); nothing is changed then.
+    pub fn grant_requests(
+        &mut self,
+        rpm: u32,
+        wanted: u32,
+        now: DateTime<Utc>,
+    ) -> Result<u32, Refusal> {
+        let now_micros = now.timestamp_micros();
+        let interval = MINUTE_MICROS / i64::from(rpm.max(1));
+        let tolerance = MINUTE_MICROS - interval;
+        let tat = self.request_tat.max(now_micros);
+        if tat - now_micros > tolerance {
+            return Err(Refusal {
+                kind: LimitKind::Requests,
+                retry_after_seconds: retry_seconds(tat - tolerance - now_micros),
+            });
+        }
+        let wanted = wanted.max(1);
+        let granted = if interval == 0 {
+            // Over 60 million rpm an interval rounds to nothing: every request fits.
+            wanted
+        } else {
+            let fit = (tolerance - (tat - now_micros)) / interval + 1;
+            u32::try_from(fit).map_or(wanted, |fit| fit.min(wanted))
+        };
+        self.request_tat = tat + i64::from(granted) * interval;
+        Ok(granted)
     }
 
     /// Gives back a concurrency slot.
@@ -333,6 +463,132 @@ mod tests {
         let later = t0() + TimeDelta::days(400);
         let refusal = live.admit(&limits, 0, later).unwrap_err();
         assert_eq!(refusal.retry_after_seconds, TOTAL_BUDGET_RETRY_SECONDS);
+    }
+
+    #[test]
+    fn only_a_large_rpm_alone_is_leased() {
+        assert_eq!(request_lease_size(&ClientLimits::default()), 1);
+        assert_eq!(request_lease_size(&rpm(3)), 1);
+        assert_eq!(request_lease_size(&rpm(11_999)), 1, "exact under 12 000");
+        assert_eq!(request_lease_size(&rpm(12_000)), 2);
+        assert_eq!(request_lease_size(&rpm(60_000)), 10);
+        assert_eq!(request_lease_size(&rpm(384_000)), 64);
+        assert_eq!(request_lease_size(&rpm(1_000_000)), 64, "at most 64");
+        for other in [
+            ClientLimits {
+                tpm: Some(1_000),
+                ..rpm(1_000_000)
+            },
+            ClientLimits {
+                max_concurrency: Some(10),
+                ..rpm(1_000_000)
+            },
+            ClientLimits {
+                budget: Some(TokenBudget {
+                    tokens: 100,
+                    period: BudgetPeriod::Day,
+                }),
+                ..rpm(1_000_000)
+            },
+        ] {
+            assert_eq!(request_lease_size(&other), 1, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn a_grant_of_many_when_all_fit_moves_the_tat_as_that_many_admissions() {
+        let mut granted = LiveLimits::default();
+        assert_eq!(granted.grant_requests(60_000, 10, t0()), Ok(10));
+        let mut one_by_one = LiveLimits::default();
+        for _ in 0..10 {
+            one_by_one.admit(&rpm(60_000), 0, t0()).unwrap();
+        }
+        assert_eq!(granted, one_by_one);
+    }
+
+    #[test]
+    fn a_grant_gives_only_what_fits_under_the_tolerance() {
+        let mut live = LiveLimits::default();
+        for _ in 0..57 {
+            live.admit(&rpm(60), 0, t0()).unwrap();
+        }
+        assert_eq!(live.grant_requests(60, 10, t0()), Ok(3), "60 - 57 fit");
+        let refusal = live.admit(&rpm(60), 0, t0()).unwrap_err();
+        assert_eq!(refusal.kind, LimitKind::Requests);
+        assert_eq!(
+            live.grant_requests(60, 0, t0() + TimeDelta::seconds(1)),
+            Ok(1)
+        );
+    }
+
+    #[test]
+    fn a_grant_when_none_fits_is_the_refusal_of_one_admission_and_changes_nothing() {
+        let mut live = LiveLimits::default();
+        for _ in 0..3 {
+            live.admit(&rpm(3), 0, t0()).unwrap();
+        }
+        let before = live.clone();
+        let refusal = live.grant_requests(3, 10, t0()).unwrap_err();
+        assert_eq!(live, before);
+        assert_eq!(Err(refusal), live.clone().admit(&rpm(3), 0, t0()));
+        assert_eq!(refusal.retry_after_seconds, 20);
+    }
+
+    #[test]
+    fn a_burst_of_grants_admits_exactly_rpm() {
+        let mut live = LiveLimits::default();
+        let mut admitted = 0;
+        while let Ok(granted) = live.grant_requests(60_000, 64, t0()) {
+            admitted += granted;
+        }
+        assert_eq!(admitted, 60_000);
+    }
+
+    #[test]
+    fn a_lease_is_taken_until_used_up() {
+        let mut lease = RequestLease::new(2, 60_000, t0());
+        assert!(lease.take(60_000, t0()));
+        assert!(lease.take(60_000, t0() + TimeDelta::milliseconds(10)));
+        assert_eq!(lease.left(), 0);
+        assert!(!lease.take(60_000, t0() + TimeDelta::milliseconds(20)));
+    }
+
+    #[test]
+    fn a_lease_expires_after_its_ttl() {
+        let mut lease = RequestLease::new(5, 60_000, t0());
+        let almost = t0() + REQUEST_LEASE_TTL - TimeDelta::microseconds(1);
+        assert!(lease.take(60_000, almost));
+        assert!(!lease.take(60_000, t0() + REQUEST_LEASE_TTL));
+        assert!(!lease.is_usable(t0() + REQUEST_LEASE_TTL));
+        assert_eq!(
+            lease.left(),
+            4,
+            "what is left is discarded, never given back"
+        );
+    }
+
+    #[test]
+    fn a_lease_taken_under_another_rpm_is_not_taken() {
+        let mut lease = RequestLease::new(5, 60_000, t0());
+        assert!(!lease.take(30_000, t0()), "the admin changed the limit");
+        assert_eq!(lease.left(), 5);
+    }
+
+    #[test]
+    fn a_later_lease_adds_up_and_ends_with_the_earlier_one() {
+        let mut lease = RequestLease::new(3, 60_000, t0());
+        let later = t0() + TimeDelta::milliseconds(500);
+        lease.add(RequestLease::new(9, 60_000, later), later);
+        assert_eq!(lease.left(), 12);
+        assert_eq!(lease.expires_at(), t0() + REQUEST_LEASE_TTL);
+
+        let mut spent = RequestLease::new(0, 60_000, t0());
+        spent.add(RequestLease::new(9, 60_000, later), later);
+        assert_eq!(spent, RequestLease::new(9, 60_000, later), "replaced");
+
+        let mut other_rpm = RequestLease::new(3, 30_000, t0());
+        other_rpm.add(RequestLease::new(9, 60_000, later), later);
+        assert_eq!(other_rpm, RequestLease::new(9, 60_000, later), "replaced");
     }
 
     #[test]

@@ -288,7 +288,10 @@ pub enum Admission {
 
 /// The live limits of client keys (the rules of [`crate::client_limits`]): in process, or shared
 /// by every instance. Times are passed in, so tests drive them. A slot an instance never gives
-/// back (it crashed) is released by the adapter after at most its lease.
+/// back (it crashed) is released by the adapter after at most its lease. A shared adapter may
+/// admit a key whose only limit is a large `rpm` from request leases
+/// ([`crate::client_limits::request_lease_size`], [`crate::client_limits::RequestLease`]);
+/// every other key is admitted exactly, request by request.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait ClientLimiter: Send + Sync {
