@@ -38,7 +38,7 @@ pub const VARIABLES: &[(&str, Option<&str>)] = &[
     ("USAGE_FLUSH_SECONDS", Some("5")),
     ("REQUEST_LOG_RETENTION_DAYS", Some("7")),
     ("REQUEST_LOG_MAX_ROWS", Some("1000000")),
-    ("REQUEST_LOG_QUEUE_SIZE", Some("10000")),
+    ("REQUEST_LOG_QUEUE_SIZE", Some("50000")),
     ("MAX_BODY_BYTES", Some("20971520")),
     ("CLIENT_BODY_TIMEOUT", Some("30")),
     ("UPSTREAM_IDLE_SECONDS", Some("15")),
