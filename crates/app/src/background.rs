@@ -170,8 +170,14 @@ mod tests {
     #[test]
     fn a_flush_of_every_key_of_a_large_pool_keeps_each_key_once() {
         let mut pending = Vec::new();
-        merge(&mut pending, (1..=100_000).map(|key| delta(key, 1)).collect());
-        merge(&mut pending, (1..=100_000).rev().map(|key| delta(key, 2)).collect());
+        merge(
+            &mut pending,
+            (1..=100_000).map(|key| delta(key, 1)).collect(),
+        );
+        merge(
+            &mut pending,
+            (1..=100_000).rev().map(|key| delta(key, 2)).collect(),
+        );
         assert_eq!(pending.len(), 100_000);
         assert!(pending.iter().all(|d| d.requests == 3));
     }

@@ -169,7 +169,10 @@ impl SqlStore {
     }
 
     /// A write transaction on `db` (the pool or the log writer).
-    pub(crate) async fn begin_write_on(&self, db: &DatabaseConnection) -> Result<DatabaseTransaction> {
+    pub(crate) async fn begin_write_on(
+        &self,
+        db: &DatabaseConnection,
+    ) -> Result<DatabaseTransaction> {
         let options = TransactionOptions {
             sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
             ..TransactionOptions::default()
