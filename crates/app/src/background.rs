@@ -3,13 +3,12 @@
 //! key changes (on any instance), and seeding the live key
 //! health from the store at start-up.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use cache_memory::SnapshotCache;
 use chrono::Utc;
 use domain::{
-    ApiKeyId, ConfigEvents, ConfigNotice, KeyHealth, ProxyStore, RotationState, UsageCounters,
-    UsageDelta,
+    ConfigEvents, ConfigNotice, KeyHealth, ProxyStore, RotationState, UsageCounters, UsageDelta,
 };
 use futures_util::StreamExt;
 
@@ -60,24 +59,10 @@ impl UsageFlusher {
     }
 }
 
-/// Adds `fresh` to what a failed write left in `pending`, one delta per key. Linear in both:
-/// a flush of a pool whose 100 000 keys were all used carries 100 000 deltas, and a search per
-/// delta took a fifth of the server's CPU on the thread that also writes the request log.
+/// Adds `fresh` to what a failed write left in `pending`, one delta per key.
 fn merge(pending: &mut Vec<UsageDelta>, fresh: Vec<UsageDelta>) {
-    let mut position: HashMap<ApiKeyId, usize> = pending
-        .iter()
-        .enumerate()
-        .map(|(at, delta)| (delta.key_id, at))
-        .collect();
-    for delta in fresh {
-        match position.get(&delta.key_id) {
-            Some(&at) => pending[at].merge(&delta),
-            None => {
-                position.insert(delta.key_id, pending.len());
-                pending.push(delta);
-            }
-        }
-    }
+    let merged = UsageDelta::merged_by_key(pending.drain(..).chain(fresh));
+    *pending = merged;
 }
 
 /// Drops cached snapshots and rebuilds the client-key directory on every change notice, until
@@ -150,6 +135,8 @@ pub async fn seed_health(
 
 #[cfg(test)]
 mod tests {
+    use domain::ApiKeyId;
+
     use super::*;
 
     fn delta(key: i64, requests: u64) -> UsageDelta {

@@ -9,7 +9,7 @@
 //! bound-parameter limit (SQLite 32 766, MySQL and PostgreSQL 65 535) and well below MySQL's
 //! packet limit.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -552,17 +552,6 @@ fn sqlite_usage_statement(deltas: &[UsageDelta], at: DateTime<Utc>) -> Statement
     Statement::from_sql_and_values(DbBackend::Sqlite, sql, values)
 }
 
-fn merge_deltas(deltas: &[UsageDelta]) -> Vec<UsageDelta> {
-    let mut merged: BTreeMap<ApiKeyId, UsageDelta> = BTreeMap::new();
-    for delta in deltas {
-        merged
-            .entry(delta.key_id)
-            .and_modify(|total| total.merge(delta))
-            .or_insert(*delta);
-    }
-    merged.into_values().collect()
-}
-
 #[async_trait]
 impl ProxyStore for SqlStore {
     async fn create_config(&self, spec: ProxyConfigSpec) -> Result<ProxyConfig> {
@@ -803,7 +792,7 @@ impl ProxyStore for SqlStore {
     }
 
     async fn apply_usage(&self, deltas: &[UsageDelta]) -> Result<()> {
-        let deltas = merge_deltas(deltas);
+        let deltas = UsageDelta::merged_by_key(deltas.iter().copied());
         let at = convert::now();
         let postgres = self.backend == DbBackend::Postgres;
         let per_key = if postgres {
@@ -921,7 +910,7 @@ mod tests {
             last_status: Some(status),
             last_used_at: Some(at + TimeDelta::seconds(seconds)),
         };
-        let merged = merge_deltas(&[delta(2, 5, 429), delta(3, 1, 200)]);
+        let merged = UsageDelta::merged_by_key([delta(2, 5, 429), delta(3, 1, 200)]);
         assert_eq!(merged.len(), 1);
         assert_eq!(merged[0].requests, 5);
         assert_eq!(merged[0].last_status, Some(429), "the latest use wins");
