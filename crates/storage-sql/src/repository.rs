@@ -44,8 +44,9 @@ const MAX_INSERT_BYTES: usize = 2 * 1024 * 1024;
 const INSERT_PARAMETERS_PER_KEY: usize = 6;
 /// Bound parameters per key of the usage update (four `CASE` branches and the `IN` list).
 const USAGE_PARAMETERS_PER_KEY: usize = 11;
-/// Bound parameters per key of PostgreSQL's usage update (one `VALUES` row of five).
-const POSTGRES_USAGE_PARAMETERS_PER_KEY: usize = 5;
+/// Bound parameters per key of PostgreSQL's and SQLite's usage update (one `VALUES` row of
+/// five).
+const VALUES_USAGE_PARAMETERS_PER_KEY: usize = 5;
 
 /// The `ProxyStore` over a sea-orm connection whose schema [`SqlStore::open`] brought up to date.
 ///
@@ -350,8 +351,9 @@ impl SqlStore {
         }
     }
 
-    /// One `UPDATE` adding a chunk of usage deltas: counters add up, and `last_status` and
-    /// `last_used_at` move only when the delta is at least as recent as what is stored.
+    /// One `UPDATE` adding a chunk of usage deltas (MySQL's form): counters add up, and
+    /// `last_status` and `last_used_at` move only when the delta is at least as recent as what
+    /// is stored.
     fn usage_statement(&self, deltas: &[UsageDelta], at: DateTime<Utc>) -> Statement {
         use api_key::Column;
         let is_key = |id: ApiKeyId| Expr::col(Column::Id).eq(id.0);
@@ -418,52 +420,6 @@ impl SqlStore {
         self.backend.build(&update)
     }
 
-    /// PostgreSQL's form of [`Self::usage_statement`], with the same rules: one `UPDATE` joined
-    /// to a `VALUES` list of the deltas. PostgreSQL evaluates the `CASE` form branch by branch
-    /// for every row, so its cost grows with the square of the keys flushed: 10 000 keys took
-    /// 80 s that way and take well under a second this way (`docs/operations.md`).
-    fn postgres_usage_statement(&self, deltas: &[UsageDelta], at: DateTime<Utc>) -> Statement {
-        use std::fmt::Write as _;
-        let mut values: Vec<sea_orm::Value> =
-            Vec::with_capacity(1 + deltas.len() * POSTGRES_USAGE_PARAMETERS_PER_KEY);
-        values.push(at.into());
-        let mut rows = String::with_capacity(deltas.len() * 96);
-        for (i, delta) in deltas.iter().enumerate() {
-            let n = 2 + i * POSTGRES_USAGE_PARAMETERS_PER_KEY;
-            let separator = if i == 0 { "" } else { ", " };
-            // The casts type the derived table even when a column is NULL in every row.
-            let _ = write!(
-                rows,
-                "{separator}(${n}::bigint, ${}::bigint, ${}::bigint, ${}::integer, ${}::timestamptz)",
-                n + 1,
-                n + 2,
-                n + 3,
-                n + 4
-            );
-            values.push(delta.key_id.0.into());
-            values.push(convert::counter(delta.requests).into());
-            values.push(convert::counter(delta.failures).into());
-            values.push(delta.last_status.map(i32::from).into());
-            values.push(delta.last_used_at.map(convert::stored_time).into());
-        }
-        // As `KeyUsage::apply`: the latest use wins, keeping the old status when the latest
-        // attempt had none; every right-hand side reads the row's old values.
-        let newer = "d.last_used_at IS NOT NULL \
-                     AND (k.last_used_at IS NULL OR k.last_used_at <= d.last_used_at)";
-        let sql = format!(
-            "UPDATE api_keys AS k SET \
-             request_count = k.request_count + d.requests, \
-             failure_count = k.failure_count + d.failures, \
-             last_status = CASE WHEN {newer} THEN COALESCE(d.last_status, k.last_status) \
-             ELSE k.last_status END, \
-             last_used_at = CASE WHEN {newer} THEN d.last_used_at ELSE k.last_used_at END, \
-             updated_at = $1 \
-             FROM (VALUES {rows}) AS d(id, requests, failures, last_status, last_used_at) \
-             WHERE k.id = d.id"
-        );
-        Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
-    }
-
     /// The grouped count behind [`ProxyStore::count_keys`]: one row per config, switch and
     /// health, where a cooldown that has ended by `now` counts as ok. The health expression is
     /// grouped by its alias, which every supported database accepts; repeating the expression
@@ -514,17 +470,42 @@ fn insert_chunks(keys: &[KeySecret]) -> Vec<&[KeySecret]> {
     chunks
 }
 
-/// One delta per key, merged in the order given.
 /// The key counts of SQLite's usage statements (see [`crate::chunks`]).
 const SQLITE_USAGE_SIZES: [usize; 5] = [256, 64, 16, 4, 1];
 
-/// SQLite's usage update: the deltas as a `VALUES` table joined on the key id, as PostgreSQL's.
-/// The portable form, a `CASE` branch per key in four columns, made SQLite compare every branch
-/// with every other when preparing and walk them for every row: with a 100 000-key pool a
-/// flush held the write lock for seconds, and the request log's writer waited behind it.
-fn sqlite_usage_statement(deltas: &[UsageDelta], at: DateTime<Utc>) -> Statement {
-    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(1 + deltas.len() * 5);
-    for delta in deltas {
+/// PostgreSQL's and SQLite's form of [`SqlStore::usage_statement`], with the same rules: one
+/// `UPDATE` joined to a `VALUES` table of the deltas on the key id. Both evaluate the `CASE`
+/// form branch by branch for every row, so its cost grows with the square of the keys flushed
+/// (PostgreSQL: 10 000 keys took 80 s that way and take well under a second this way, see
+/// `docs/operations.md`), and SQLite also compares every branch with every other when preparing
+/// it: with a 100 000-key pool a flush held its write lock for seconds, and the request log's
+/// writer waited behind it.
+fn values_usage_statement(
+    backend: DbBackend,
+    deltas: &[UsageDelta],
+    at: DateTime<Utc>,
+) -> Statement {
+    use std::fmt::Write as _;
+    let postgres = backend == DbBackend::Postgres;
+    let mut values: Vec<sea_orm::Value> =
+        Vec::with_capacity(1 + deltas.len() * VALUES_USAGE_PARAMETERS_PER_KEY);
+    let mut rows = String::with_capacity(deltas.len() * 96);
+    for (i, delta) in deltas.iter().enumerate() {
+        let separator = if i == 0 { "" } else { ", " };
+        if postgres {
+            let n = 1 + i * VALUES_USAGE_PARAMETERS_PER_KEY;
+            // The casts type the derived table even when a column is NULL in every row.
+            let _ = write!(
+                rows,
+                "{separator}(${n}::bigint, ${}::bigint, ${}::bigint, ${}::integer, ${}::timestamptz)",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4
+            );
+        } else {
+            let _ = write!(rows, "{separator}(?, ?, ?, ?, ?)");
+        }
         values.push(delta.key_id.0.into());
         values.push(convert::counter(delta.requests).into());
         values.push(convert::counter(delta.failures).into());
@@ -533,7 +514,11 @@ fn sqlite_usage_statement(deltas: &[UsageDelta], at: DateTime<Utc>) -> Statement
     }
     // Last, as its placeholder comes last in the text.
     values.push(at.into());
-    let rows = vec!["(?, ?, ?, ?, ?)"; deltas.len()].join(", ");
+    let updated_at = if postgres {
+        format!("${}", values.len())
+    } else {
+        "?".to_owned()
+    };
     // As `KeyUsage::apply`: the latest use wins, keeping the old status when the latest
     // attempt had none; every right-hand side reads the row's old values.
     let newer = "d.last_used_at IS NOT NULL \
@@ -546,10 +531,10 @@ fn sqlite_usage_statement(deltas: &[UsageDelta], at: DateTime<Utc>) -> Statement
          last_status = CASE WHEN {newer} THEN COALESCE(d.last_status, k.last_status) \
          ELSE k.last_status END, \
          last_used_at = CASE WHEN {newer} THEN d.last_used_at ELSE k.last_used_at END, \
-         updated_at = ? \
+         updated_at = {updated_at} \
          FROM d WHERE k.id = d.id"
     );
-    Statement::from_sql_and_values(DbBackend::Sqlite, sql, values)
+    Statement::from_sql_and_values(backend, sql, values)
 }
 
 #[async_trait]
@@ -794,25 +779,18 @@ impl ProxyStore for SqlStore {
     async fn apply_usage(&self, deltas: &[UsageDelta]) -> Result<()> {
         let deltas = UsageDelta::merged_by_key(deltas.iter().copied());
         let at = convert::now();
-        let postgres = self.backend == DbBackend::Postgres;
-        let per_key = if postgres {
-            POSTGRES_USAGE_PARAMETERS_PER_KEY
-        } else {
-            USAGE_PARAMETERS_PER_KEY
-        };
         let statements: Vec<Statement> = match self.backend {
+            // Fixed chunk sizes, so SQLite prepares each statement once.
             DbBackend::Sqlite => crate::chunks::fixed_chunks(&deltas, &SQLITE_USAGE_SIZES)
-                .map(|chunk| sqlite_usage_statement(chunk, at))
+                .map(|chunk| values_usage_statement(DbBackend::Sqlite, chunk, at))
+                .collect(),
+            DbBackend::Postgres => deltas
+                .chunks(MAX_PARAMETERS / VALUES_USAGE_PARAMETERS_PER_KEY)
+                .map(|chunk| values_usage_statement(DbBackend::Postgres, chunk, at))
                 .collect(),
             _ => deltas
-                .chunks(MAX_PARAMETERS / per_key)
-                .map(|chunk| {
-                    if postgres {
-                        self.postgres_usage_statement(chunk, at)
-                    } else {
-                        self.usage_statement(chunk, at)
-                    }
-                })
+                .chunks(MAX_PARAMETERS / USAGE_PARAMETERS_PER_KEY)
+                .map(|chunk| self.usage_statement(chunk, at))
                 .collect(),
         };
         let mut statements = statements.into_iter();
