@@ -247,11 +247,14 @@ async fn connect_pool(
         .acquire_timeout(options.busy_timeout.saturating_add(Duration::from_secs(5)))
         .connect_with(connect)
         .await
-        .map_err(|err| {
-            let err = DbErr::Conn(RuntimeErr::SqlxError(err.into()));
-            storage_sql::db_error(DbBackend::Sqlite, &err)
-        })?;
+        .map_err(connect_error)?;
     Ok(SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
+}
+
+/// The store's error for a pool that could not connect.
+fn connect_error(err: sea_orm::sqlx::Error) -> Error {
+    let err = DbErr::Conn(RuntimeErr::SqlxError(err.into()));
+    storage_sql::db_error(DbBackend::Sqlite, &err)
 }
 
 /// Reads every config and key of a database file the original backend wrote (or one upgraded
@@ -276,10 +279,7 @@ pub async fn read_original(path: &Path) -> Result<(OriginalTables, OriginalData)
         .max_connections(1)
         .connect_with(connect)
         .await
-        .map_err(|err| {
-            let err = DbErr::Conn(RuntimeErr::SqlxError(err.into()));
-            storage_sql::db_error(DbBackend::Sqlite, &err)
-        })?;
+        .map_err(connect_error)?;
     let db = SqlxSqliteConnector::from_sqlx_sqlite_pool(pool);
     let tables = storage_sql::original::find_original_tables(&db)
         .await
