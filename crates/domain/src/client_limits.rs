@@ -132,16 +132,6 @@ impl RequestLease {
         }
     }
 
-    /// Requests left.
-    pub fn left(&self) -> u32 {
-        self.left
-    }
-
-    /// When the lease stops being usable.
-    pub fn expires_at(&self) -> DateTime<Utc> {
-        self.expires_at
-    }
-
     /// Whether a request can still be taken at `now` (under the `rpm` it was taken under).
     pub fn is_usable(&self, now: DateTime<Utc>) -> bool {
         self.left > 0 && now < self.expires_at
@@ -549,7 +539,7 @@ mod tests {
         let mut lease = RequestLease::new(2, 60_000, t0());
         assert!(lease.take(60_000, t0()));
         assert!(lease.take(60_000, t0() + TimeDelta::milliseconds(10)));
-        assert_eq!(lease.left(), 0);
+        assert_eq!(lease.left, 0);
         assert!(!lease.take(60_000, t0() + TimeDelta::milliseconds(20)));
     }
 
@@ -560,18 +550,14 @@ mod tests {
         assert!(lease.take(60_000, almost));
         assert!(!lease.take(60_000, t0() + REQUEST_LEASE_TTL));
         assert!(!lease.is_usable(t0() + REQUEST_LEASE_TTL));
-        assert_eq!(
-            lease.left(),
-            4,
-            "what is left is discarded, never given back"
-        );
+        assert_eq!(lease.left, 4, "what is left is discarded, never given back");
     }
 
     #[test]
     fn a_lease_taken_under_another_rpm_is_not_taken() {
         let mut lease = RequestLease::new(5, 60_000, t0());
         assert!(!lease.take(30_000, t0()), "the admin changed the limit");
-        assert_eq!(lease.left(), 5);
+        assert_eq!(lease.left, 5);
     }
 
     #[test]
@@ -579,8 +565,8 @@ mod tests {
         let mut lease = RequestLease::new(3, 60_000, t0());
         let later = t0() + TimeDelta::milliseconds(500);
         lease.add(RequestLease::new(9, 60_000, later), later);
-        assert_eq!(lease.left(), 12);
-        assert_eq!(lease.expires_at(), t0() + REQUEST_LEASE_TTL);
+        assert_eq!(lease.left, 12);
+        assert_eq!(lease.expires_at, t0() + REQUEST_LEASE_TTL);
 
         let mut spent = RequestLease::new(0, 60_000, t0());
         spent.add(RequestLease::new(9, 60_000, later), later);
