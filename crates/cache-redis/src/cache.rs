@@ -73,6 +73,7 @@ use crate::{
     blocks::{ConfigBlock, ConfigBlocks, Reservation, reserved_range},
     convert::{FAILED, cache_error, from_millis, key_health},
     keys::KeyNames,
+    local_clients::LocalClients,
     mirror::{HealthChange, HealthMirror, HealthNotice, KeyMark},
     options::RedisOptions,
     request_leases::HeldLeases,
@@ -164,6 +165,8 @@ struct Inner {
     /// Requests of client keys' `rpm` granted ahead of time (request leases).
     request_leases: HeldLeases,
     pool: Pool,
+    /// Each thread's own command client, used before the pool (see `crate::local_clients`).
+    local: Arc<LocalClients>,
     subscriber: SubscriberClient,
     names: KeyNames,
     usage: UsageAggregator,
@@ -196,9 +199,13 @@ impl Drop for Inner {
         // Close the connections politely when a runtime is still there to do it.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let (pool, subscriber) = (self.pool.clone(), self.subscriber.clone());
+            let local = self.local.close();
             runtime.spawn(async move {
                 let _ = pool.quit().await;
                 let _ = subscriber.quit().await;
+                for client in local {
+                    let _ = client.quit().await;
+                }
             });
         }
     }
@@ -398,6 +405,7 @@ impl RedisCache {
                 renewal,
                 request_leases: HeldLeases::default(),
                 pool,
+                local: LocalClients::new(builder),
                 subscriber,
                 names,
                 usage: UsageAggregator::new(),
@@ -412,7 +420,9 @@ impl RedisCache {
     /// last (re)connect, to find them in `CLIENT LIST`.
     pub fn connection_ids(&self) -> Vec<i64> {
         let pool = self.inner.pool.clients().iter().map(|c| c.connection_ids());
-        pool.chain(std::iter::once(self.inner.subscriber.connection_ids()))
+        let local = self.inner.local.live();
+        pool.chain(local.iter().map(|c| c.connection_ids()))
+            .chain(std::iter::once(self.inner.subscriber.connection_ids()))
             .flat_map(|ids| ids.into_values())
             .collect()
     }
@@ -425,16 +435,23 @@ impl RedisCache {
     pub async fn quit(&self) -> Result<()> {
         // Stopped first, so no renewal fails on the closed connections and logs an outage.
         self.inner.renewal.abort();
+        for client in self.inner.local.close() {
+            client.quit().await.map_err(redis)?;
+        }
         self.inner.pool.quit().await.map_err(redis)?;
         self.inner.subscriber.quit().await.map_err(redis)
     }
 
-    fn client(&self) -> &Client {
-        self.inner.pool.next_connected()
+    /// This thread's own client when it is connected, else a connected one of the pool.
+    fn client(&self) -> Client {
+        self.inner
+            .local
+            .current()
+            .unwrap_or_else(|| self.inner.pool.next_connected().clone())
     }
 
     /// A connected command client (the client-key limiter's scripts).
-    pub(crate) fn command_client(&self) -> &Client {
+    pub(crate) fn command_client(&self) -> Client {
         self.client()
     }
 

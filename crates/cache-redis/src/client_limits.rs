@@ -212,7 +212,7 @@ impl RedisCache {
             wanted.to_string(),
         ];
         let reply: Vec<i64> = ADMIT_SCRIPT
-            .evalsha_with_reload(self.command_client(), self.client_key_names(key), args)
+            .evalsha_with_reload(&self.command_client(), self.client_key_names(key), args)
             .await
             .map_err(|e| cache_error(&e))?;
         let (&code, &value) = match reply.as_slice() {
@@ -354,7 +354,7 @@ impl ClientLimiter for RedisCache {
         ];
         let keys = vec![self.names().client_key_state(key)];
         let _: i64 = RECORD_SCRIPT
-            .evalsha_with_reload(self.command_client(), keys, args)
+            .evalsha_with_reload(&self.command_client(), keys, args)
             .await
             .map_err(|e| cache_error(&e))?;
         Ok(())

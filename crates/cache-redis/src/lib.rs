@@ -9,6 +9,9 @@
 //! holds are renewed in the background for as long as it holds them (see the `slot_renewal`
 //! module).
 //!
+//! Commands go through a client opened on the calling thread, so they never cross threads (see
+//! the `local_clients` module); the shared pool serves until that client has connected.
+//!
 //! Built from [`RedisOptions`] (URL, trusted TLS authorities, key namespace, pool size, timeouts,
 //! rotation block size). The URL's scheme picks standalone, Sentinel or Cluster, with or without
 //! TLS, and the client library follows failovers and slot moves itself; every key of a namespace
@@ -26,6 +29,7 @@ mod cache;
 mod client_limits;
 mod convert;
 mod keys;
+mod local_clients;
 mod mirror;
 mod options;
 mod request_leases;
