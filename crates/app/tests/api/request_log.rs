@@ -387,11 +387,12 @@ async fn a_hanging_log_store_neither_slows_nor_fails_proxied_requests() {
             .await
             .unwrap()
     };
+    // Kept, at most: the batch the writer is stuck on (what the queue held when the writer woke,
+    // plus what it held again when the writer's linger ended) and a full queue behind it. How
+    // much of that is used depends on how many requests fit in the linger: on a slow machine,
+    // fewer (31 drops were seen where a fast one drops 35).
     let lost = dropped(&scrape().await);
-    assert!(
-        lost >= 40 - 4 - 1 - 1,
-        "a full queue drops and counts: {lost}"
-    );
+    assert!(lost >= 40 - 3 * 4, "a full queue drops and counts: {lost}");
 
     // Recovery: the held records are written, then new ones flow again.
     gate.open.store(true, Ordering::SeqCst);
