@@ -74,7 +74,7 @@ impl LocalClients {
     /// This thread's client when it is connected; `None` sends the command through the pool.
     /// Opens the thread's client when it has none (outside a Tokio runtime, never).
     pub(crate) fn current(&self) -> Option<Client> {
-        if self.closed.load(Ordering::Acquire) || tokio::runtime::Handle::try_current().is_err() {
+        if self.closed.load(Ordering::Acquire) {
             return None;
         }
         THREAD_CLIENTS.with(|clients| {
@@ -91,8 +91,10 @@ impl LocalClients {
         })
     }
 
-    /// Opens a client whose connection task runs on the current runtime.
+    /// Opens a client whose connection task runs on the current runtime, if there is one.
     fn open(&self) -> Option<Arc<Opened>> {
+        // Only here, not on every command: `try_current` clones the runtime's handle.
+        tokio::runtime::Handle::try_current().ok()?;
         let client = match self.builder.build() {
             Ok(client) => client,
             Err(error) => {
