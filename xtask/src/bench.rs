@@ -39,7 +39,7 @@ use std::{
     fs,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
@@ -49,8 +49,8 @@ use self::{
     http::Http,
     oha::{OhaRun, ensure_oha, parse_oha},
     processes::{
-        Child, NginxWorkers, ProcessTree, clock_ticks_per_second, start_mock, start_nginx,
-        start_server, which,
+        Child, MachineCpu, NginxWorkers, ProcessTree, clock_ticks_per_second, start_mock,
+        start_nginx, start_server, which,
     },
     report::{RunInfo, render},
 };
@@ -90,6 +90,13 @@ const REQUEST_LOG_MAX_ROWS: &str = "1000000";
 /// sends a few hundred thousand requests in a round of about 15 s and then idles while the other
 /// rows run, so the limit never refuses a request (a 429 would show as a failed request).
 const CLIENT_KEY_RPM: u32 = 1_000_000;
+/// Before each row the machine must have been at most this busy (a share of all its cores)
+/// over [`QUIET_WINDOW`], so that what the previous row left running (a request log still
+/// writing its batches, the database taking them) is not billed to the next row.
+const QUIET_BUSY_SHARE: f64 = 0.10;
+const QUIET_WINDOW: Duration = Duration::from_millis(250);
+/// Longest wait for a quiet machine; the row is then measured anyway, with a warning.
+const QUIET_WAIT_LIMIT: Duration = Duration::from_secs(20);
 /// Pause before the drop counters are read (a few request-log batch intervals).
 const LOG_SETTLE: Duration = Duration::from_secs(2);
 const UPSTREAM_KEYS: [&str; 3] = ["sk-bench-one", "sk-bench-two", "sk-bench-three"];
@@ -503,6 +510,8 @@ struct Measurement {
     cpu_us_per_request: Option<f64>,
     /// Requests per upstream key seen by the mock (proxied rows only).
     split: Option<BTreeMap<String, u64>>,
+    /// How long the row waited for a quiet machine before it started.
+    quiet_wait: Duration,
 }
 
 /// One row of the report: every round's figures, then what is read once at the end.
@@ -650,6 +659,7 @@ impl Bench<'_> {
 
     fn measure(&self, endpoint: &Endpoint) -> anyhow::Result<Measurement> {
         let name = endpoint.kind.name();
+        let quiet_wait = wait_until_quiet();
         let mock_reset = format!("{}/__reset", self.mock_base);
         if endpoint.kind.proxied() {
             self.http.post_json(&mock_reset, None, &json!({}))?;
@@ -689,6 +699,7 @@ impl Bench<'_> {
             stream_total_p50,
             cpu_us_per_request,
             split,
+            quiet_wait,
         };
         eprintln!("{name}: {measurement:?}");
         Ok(measurement)
@@ -746,6 +757,32 @@ impl Bench<'_> {
             bail!("no request to {url} succeeded: {run:?}");
         }
         Ok(run)
+    }
+}
+
+/// Waits until the machine has been quiet ([`QUIET_BUSY_SHARE`]) over a whole
+/// [`QUIET_WINDOW`], for at most [`QUIET_WAIT_LIMIT`], and returns how long it waited.
+fn wait_until_quiet() -> Duration {
+    let started = Instant::now();
+    loop {
+        let Some(before) = MachineCpu::now() else {
+            return Duration::ZERO;
+        };
+        std::thread::sleep(QUIET_WINDOW);
+        let Some(busy) = MachineCpu::now().and_then(|after| after.busy_since(before)) else {
+            return started.elapsed();
+        };
+        if busy <= QUIET_BUSY_SHARE {
+            return started.elapsed();
+        }
+        if started.elapsed() >= QUIET_WAIT_LIMIT {
+            eprintln!(
+                "warning: the machine is still {:.0} % busy after {} s; measuring anyway",
+                busy * 100.0,
+                QUIET_WAIT_LIMIT.as_secs()
+            );
+            return started.elapsed();
+        }
     }
 }
 

@@ -274,11 +274,19 @@ impl DropCounter {
     }
 }
 
-/// Prunes the log to its retention in bounded steps; returns how many records went.
+/// Prunes the log to its retention in bounded steps; returns how many records went. The row
+/// cap's edge is found once, at the start: records logged during the pass are newer than it.
 pub async fn prune(log: &dyn RequestLog, retention_days: u32, max_rows: u64) -> u64 {
+    let cap_edge = match log.cap_edge(max_rows).await {
+        Ok(edge) => edge,
+        Err(error) => {
+            tracing::warn!(%error, "the request log could not be pruned; retrying later");
+            return 0;
+        }
+    };
     let retention = Retention {
         older_than: Utc::now() - TimeDelta::days(i64::from(retention_days)),
-        max_rows,
+        cap_edge,
         batch: PRUNE_BATCH,
     };
     let mut total = 0;
@@ -415,6 +423,9 @@ mod tests {
         }
         async fn stats(&self, query: &domain::StatsQuery) -> domain::Result<domain::UsageStats> {
             self.inner.stats(query).await
+        }
+        async fn cap_edge(&self, max_rows: u64) -> domain::Result<Option<domain::LogCursor>> {
+            self.inner.cap_edge(max_rows).await
         }
         async fn prune(&self, retention: &Retention) -> domain::Result<u64> {
             self.inner.prune(retention).await

@@ -10,8 +10,8 @@ use std::{
 
 use async_trait::async_trait;
 use domain::{
-    LogPage, LogQuery, LoggedRequest, RequestLog, RequestRecord, RequestRecordId, Result,
-    Retention, StatsQuery, TopEntry, TopLists, UsageStats,
+    LogCursor, LogPage, LogQuery, LoggedRequest, RequestLog, RequestRecord, RequestRecordId,
+    Result, Retention, StatsQuery, TopEntry, TopLists, UsageStats,
     request_log::{SeriesBuilder, rank_top},
 };
 
@@ -125,20 +125,28 @@ impl RequestLog for MemoryRequestLog {
         })
     }
 
+    async fn cap_edge(&self, max_rows: u64) -> Result<Option<LogCursor>> {
+        let inner = self.lock();
+        let beyond = usize::try_from(max_rows).unwrap_or(usize::MAX);
+        Ok(inner
+            .records
+            .keys()
+            .rev()
+            .nth(beyond)
+            .map(|&(created_at_ms, id)| LogCursor {
+                created_at_ms,
+                id: RequestRecordId(id),
+            }))
+    }
+
     async fn prune(&self, retention: &Retention) -> Result<u64> {
         let mut inner = self.lock();
-        let cutoff = retention.older_than.timestamp_millis();
-        let excess = inner
-            .records
-            .len()
-            .saturating_sub(usize::try_from(retention.max_rows).unwrap_or(usize::MAX));
         let doomed: Vec<Position> = inner
             .records
             .keys()
-            .enumerate()
-            .take_while(|(index, (at, _))| *index < excess || *at < cutoff)
+            .take_while(|&&(at, id)| retention.dooms(at, RequestRecordId(id)))
             .take(retention.batch)
-            .map(|(_, position)| *position)
+            .copied()
             .collect();
         for position in &doomed {
             inner.records.remove(position);

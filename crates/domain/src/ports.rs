@@ -21,7 +21,7 @@ use crate::{
         ConfigChange, ConfigSnapshot, IssuedSecret, KeyHealth, KeySecret, ProxyConfig,
         ProxyConfigId, ProxyConfigSpec, Slug, UsageDelta, UsageEvent,
     },
-    request_log::{LogPage, LogQuery, RequestRecord, Retention, StatsQuery, UsageStats},
+    request_log::{LogCursor, LogPage, LogQuery, RequestRecord, Retention, StatsQuery, UsageStats},
 };
 
 /// What a batch insert did.
@@ -240,10 +240,14 @@ pub trait RequestLog: Send + Sync {
     /// upstream keys and client keys, over the records matching its filter. The cost must not
     /// grow with the rows' size beyond one scan of the matching records.
     async fn stats(&self, query: &StatsQuery) -> Result<UsageStats>;
-    /// One bounded prune step: deletes at most `retention.batch` of the records older than
-    /// `retention.older_than` or beyond the newest `retention.max_rows`, oldest first; returns
-    /// how many it deleted. Callers repeat it, pausing between steps, until it deletes fewer
-    /// than `batch`; no step holds the store for longer than one small delete.
+    /// The row cap's edge: the newest record beyond the newest `max_rows` (in the log's order),
+    /// or `None` when the log holds no more than `max_rows`. One read of the log's time index,
+    /// as far as the cap; a prune pass asks once (see [`Retention::cap_edge`]).
+    async fn cap_edge(&self, max_rows: u64) -> Result<Option<LogCursor>>;
+    /// One bounded prune step: deletes at most `retention.batch` of the records
+    /// [`Retention::dooms`], oldest first; returns how many it deleted. Callers repeat it,
+    /// pausing between steps, until it deletes fewer than `batch`; no step holds the store for
+    /// longer than one small delete, and none reads more than the records it deletes.
     async fn prune(&self, retention: &Retention) -> Result<u64>;
 }
 

@@ -628,15 +628,29 @@ pub fn rank_top<Id: Ord + Copy>(mut entries: Vec<TopEntry<Id>>) -> Vec<TopEntry<
     entries
 }
 
-/// How long and how much the log keeps.
+/// What one prune pass deletes, and how much one step of it may: records past the age limit,
+/// and records beyond the row cap as it stood when the pass began.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
     /// Records older than this are deleted.
     pub older_than: DateTime<Utc>,
-    /// At most this many records are kept (the newest).
-    pub max_rows: u64,
+    /// The row cap's edge as [`crate::RequestLog::cap_edge`] found it when the pass began: this
+    /// record and every older one are deleted. Found once per pass, since finding it reads as
+    /// many rows as the cap keeps; records logged since are newer, so they stay.
+    pub cap_edge: Option<LogCursor>,
     /// Most records one prune step deletes, so no delete holds the store for long.
     pub batch: usize,
+}
+
+impl Retention {
+    /// Whether a record at `created_at_ms` with `id` is past the retention.
+    pub fn dooms(&self, created_at_ms: i64, id: RequestRecordId) -> bool {
+        created_at_ms < self.older_than.timestamp_millis()
+            || self.cap_edge.is_some_and(|edge| {
+                edge.precedes(created_at_ms, id)
+                    || (edge.created_at_ms == created_at_ms && edge.id == id)
+            })
+    }
 }
 
 /// The log query as it arrives in the query string: every parameter optional text.
@@ -905,6 +919,34 @@ mod tests {
         assert!(cursor.precedes(1_000, RequestRecordId(4)));
         assert!(!cursor.precedes(1_000, RequestRecordId(5)));
         assert!(!cursor.precedes(1_001, RequestRecordId(1)));
+    }
+
+    #[test]
+    fn retention_dooms_records_past_the_age_limit_and_at_or_before_the_cap_edge() {
+        let by_age = Retention {
+            older_than: DateTime::from_timestamp_millis(500).unwrap(),
+            cap_edge: None,
+            batch: 10,
+        };
+        assert!(by_age.dooms(499, RequestRecordId(100)));
+        assert!(!by_age.dooms(500, RequestRecordId(1)));
+
+        let by_cap = Retention {
+            cap_edge: Some(LogCursor {
+                created_at_ms: 1_000,
+                id: RequestRecordId(5),
+            }),
+            ..by_age
+        };
+        assert!(by_cap.dooms(1_000, RequestRecordId(5)), "the edge itself");
+        assert!(by_cap.dooms(1_000, RequestRecordId(4)));
+        assert!(by_cap.dooms(999, RequestRecordId(9)));
+        assert!(by_cap.dooms(499, RequestRecordId(100)), "still by age");
+        assert!(!by_cap.dooms(1_000, RequestRecordId(6)));
+        assert!(
+            !by_cap.dooms(1_001, RequestRecordId(1)),
+            "logged after the edge"
+        );
     }
 
     #[test]

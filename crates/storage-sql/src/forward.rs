@@ -199,6 +199,15 @@ macro_rules! forward_request_log {
                 $crate::__private::domain::RequestLog::stats(&self.$field, query).await
             }
 
+            async fn cap_edge(
+                &self,
+                max_rows: u64,
+            ) -> $crate::__private::domain::Result<
+                ::std::option::Option<$crate::__private::domain::LogCursor>,
+            > {
+                $crate::__private::domain::RequestLog::cap_edge(&self.$field, max_rows).await
+            }
+
             async fn prune(
                 &self,
                 retention: &$crate::__private::domain::Retention,

@@ -22,8 +22,9 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use domain::{
-    ApiKeyId, ClientKeyId, LogFilter, LogPage, LogQuery, ProxyConfigId, RequestLog, RequestRecord,
-    Result, Retention, StatsInterval, StatsQuery, TopEntry, TopLists, UsageStats,
+    ApiKeyId, ClientKeyId, LogCursor, LogFilter, LogPage, LogQuery, ProxyConfigId, RequestLog,
+    RequestRecord, RequestRecordId, Result, Retention, StatsInterval, StatsQuery, TopEntry,
+    TopLists, UsageStats,
     request_log::{BucketSums, LATENCY_BUCKETS, SeriesBuilder, rank_top},
 };
 use sea_orm::{
@@ -321,25 +322,33 @@ impl RequestLog for SqlStore {
         })
     }
 
-    async fn prune(&self, retention: &Retention) -> Result<u64> {
-        let batch = retention.batch.clamp(1, MAX_PRUNE_BATCH);
-        // The newest row past the cap, if the log holds more than `max_rows`.
-        let boundary = Entity::find()
+    async fn cap_edge(&self, max_rows: u64) -> Result<Option<LogCursor>> {
+        // On the log's own connection, like the rest of the prune: the walk down the time index
+        // fills one page cache, the writer's, instead of one per pooled connection.
+        let edge = Entity::find()
             .select_only()
             .column(Column::CreatedAt)
             .column(Column::Id)
             .order_by_desc(Column::CreatedAt)
             .order_by_desc(Column::Id)
-            .offset(retention.max_rows)
+            .offset(max_rows)
             .limit(1)
             .into_tuple::<(i64, i64)>()
-            .one(&self.db)
+            .one(&self.log_writer)
             .await
             .map_err(|err| self.error(err))?;
+        Ok(edge.map(|(created_at_ms, id)| LogCursor {
+            created_at_ms,
+            id: RequestRecordId(id),
+        }))
+    }
+
+    async fn prune(&self, retention: &Retention) -> Result<u64> {
+        let batch = retention.batch.clamp(1, MAX_PRUNE_BATCH);
         let mut doomed =
             Condition::any().add(Column::CreatedAt.lt(retention.older_than.timestamp_millis()));
-        if let Some((created_at, id)) = boundary {
-            doomed = doomed.add(at_or_before(created_at, id));
+        if let Some(edge) = retention.cap_edge {
+            doomed = doomed.add(at_or_before(edge.created_at_ms, edge.id.0));
         }
         let ids: Vec<i64> = Entity::find()
             .select_only()
@@ -349,7 +358,7 @@ impl RequestLog for SqlStore {
             .order_by_asc(Column::Id)
             .limit(batch as u64)
             .into_tuple::<i64>()
-            .all(&self.db)
+            .all(&self.log_writer)
             .await
             .map_err(|err| self.error(err))?;
         // Rollup hours wholly older than the retention go too (a row cap leaves them: the

@@ -398,6 +398,47 @@ pub(super) fn parse_vm_hwm(status: &str) -> Option<u64> {
         .ok()
 }
 
+/// The whole machine's CPU time so far, from the first line of `/proc/stat`, in clock ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct MachineCpu {
+    /// Every state: user, nice, system, idle, iowait, irq, softirq, steal.
+    pub(super) total: u64,
+    /// Idle and iowait.
+    pub(super) idle: u64,
+}
+
+impl MachineCpu {
+    /// `/proc/stat` now; `None` when it cannot be read.
+    pub(super) fn now() -> Option<Self> {
+        parse_machine_cpu(&fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    /// The share (0 to 1) of the machine's CPU time that was busy between `earlier` and this
+    /// reading; `None` when no tick passed.
+    pub(super) fn busy_since(self, earlier: Self) -> Option<f64> {
+        let total = self.total.checked_sub(earlier.total)?;
+        let idle = self.idle.checked_sub(earlier.idle)?;
+        (total > 0).then(|| total.saturating_sub(idle) as f64 / total as f64)
+    }
+}
+
+pub(super) fn parse_machine_cpu(stat: &str) -> Option<MachineCpu> {
+    let mut fields = stat.lines().next()?.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    // Guest time is already inside user time, so only the first eight states are summed.
+    let states: Vec<u64> = fields
+        .take(8)
+        .map(|field| field.parse().ok())
+        .collect::<Option<_>>()?;
+    let (idle, iowait) = (*states.get(3)?, *states.get(4)?);
+    Some(MachineCpu {
+        total: states.iter().sum(),
+        idle: idle + iowait,
+    })
+}
+
 pub(super) fn clock_ticks_per_second() -> f64 {
     command_line_output(Path::new("getconf"), &["CLK_TCK"])
         .parse()
@@ -457,6 +498,30 @@ mod tests {
             .cpu_ticks(),
             None
         );
+    }
+
+    #[test]
+    fn reads_the_machine_cpu_and_its_busy_share() {
+        let earlier = parse_machine_cpu(
+            "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 50 0 25 400 25 0 0 0 0 0\nintr 1\n",
+        )
+        .unwrap();
+        let later =
+            parse_machine_cpu("cpu  130 0 60 850 60 0 0 0 0 0\ncpu0 65 0 30 425 30 0 0 0 0 0\n")
+                .unwrap();
+
+        assert_eq!(
+            earlier,
+            MachineCpu {
+                total: 1000,
+                idle: 850
+            }
+        );
+        assert_eq!(later.busy_since(earlier), Some(40.0 / 100.0));
+        assert_eq!(earlier.busy_since(earlier), None);
+        assert_eq!(earlier.busy_since(later), None);
+        assert_eq!(parse_machine_cpu("intr 1\n"), None);
+        assert_eq!(parse_machine_cpu("cpu 1 2 x 4 5\n"), None);
     }
 
     #[test]

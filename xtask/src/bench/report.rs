@@ -5,9 +5,9 @@
 use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 
 use super::{
-    CLIENT_KEY_RPM, CONNECTIONS, Kind, LARGE_POOL, Measurement, REQUEST_LOG_MAX_ROWS, RUN, Row,
-    SINGLE_RUN, STREAM_CHUNKS, TTFB_EVENT_DELAY_MS, TTFB_SAMPLES, UPSTREAM_KEYS, WORKERS,
-    processes::NginxWorkers,
+    CLIENT_KEY_RPM, CONNECTIONS, Kind, LARGE_POOL, Measurement, QUIET_BUSY_SHARE, QUIET_WINDOW,
+    REQUEST_LOG_MAX_ROWS, RUN, Row, SINGLE_RUN, STREAM_CHUNKS, TTFB_EVENT_DELAY_MS, TTFB_SAMPLES,
+    UPSTREAM_KEYS, WORKERS, processes::NginxWorkers,
 };
 /// What the report says about the run.
 pub(super) struct RunInfo<'a> {
@@ -159,7 +159,9 @@ fn header(rows: &[Row], info: &RunInfo<'_>) -> String {
          streams: {STREAM_CHUNKS} chunks + `[DONE]` (back to back for req/s, {TTFB_EVENT_DELAY_MS} ms \
          apart for TTFB, median of {TTFB_SAMPLES}).\n\
          {rounds} rounds, each measuring every row in the order of the table; the first table shows \
-         medians over the rounds.\n\
+         medians over the rounds. Each row starts once the machine has been under {quiet:.0} % busy \
+         for {window} ms (the longest wait was {waited:.1} s), so that what the row before left \
+         running is not billed to it.\n\
          Servers: `WORKERS={WORKERS}`, `LOG_LEVEL=warn`, request log on \
          (`REQUEST_LOG_MAX_ROWS={REQUEST_LOG_MAX_ROWS}`), requests sent with a client key (`rpm` {rpm}), \
          one OpenAI-compatible LLM config with {keys} keys ({large} keys on the row that says so, a \
@@ -172,6 +174,13 @@ fn header(rows: &[Row], info: &RunInfo<'_>) -> String {
          {load_after}.\n\n",
         commit = info.commit,
         oha = info.oha_version,
+        quiet = QUIET_BUSY_SHARE * 100.0,
+        window = QUIET_WINDOW.as_millis(),
+        waited = rows
+            .iter()
+            .flat_map(|row| &row.rounds)
+            .map(|m| m.quiet_wait.as_secs_f64())
+            .fold(0.0, f64::max),
         run = RUN.as_secs(),
         single = SINGLE_RUN.as_secs(),
         rpm = thousands(f64::from(CLIENT_KEY_RPM)),
@@ -538,6 +547,7 @@ mod tests {
                     .map(|(k, n)| ((*k).to_owned(), n))
                     .collect()
             }),
+            quiet_wait: Duration::from_millis(300),
         }
     }
 
@@ -664,6 +674,10 @@ mod tests {
         );
         assert!(
             report.contains("3 rounds, each measuring every row"),
+            "{report}"
+        );
+        assert!(
+            report.contains("under 10 % busy for 250 ms (the longest wait was 0.3 s)"),
             "{report}"
         );
     }

@@ -328,6 +328,9 @@ impl RequestLog for Hanging {
     async fn stats(&self, query: &StatsQuery) -> domain::Result<UsageStats> {
         self.inner.stats(query).await
     }
+    async fn cap_edge(&self, max_rows: u64) -> domain::Result<Option<domain::LogCursor>> {
+        self.inner.cap_edge(max_rows).await
+    }
     async fn prune(&self, retention: &Retention) -> domain::Result<u64> {
         self.inner.prune(retention).await
     }

@@ -370,9 +370,14 @@ pub async fn request_log_retention(log: &dyn RequestLog) {
         .collect();
     log.append(&old).await.unwrap();
     log.append(&recent).await.unwrap();
+    assert_eq!(
+        log.cap_edge(30).await.unwrap(),
+        None,
+        "no edge while the log holds no more than the cap"
+    );
     let by_age = Retention {
         older_than: now - TimeDelta::days(7),
-        max_rows: 1_000_000,
+        cap_edge: None,
         batch: 4,
     };
     let mut steps = Vec::new();
@@ -386,10 +391,26 @@ pub async fn request_log_retention(log: &dyn RequestLog) {
     assert_eq!(steps, [4, 4, 2], "at most one batch per step");
     let left = all_pages(log, config_filter(config), 100).await;
     assert_eq!(left.len(), 20, "recent records stay");
+
+    let edge = log
+        .cap_edge(5)
+        .await
+        .unwrap()
+        .expect("20 records, a cap of 5");
+    assert_eq!(
+        edge,
+        left[5].cursor(),
+        "the newest record beyond the newest 5"
+    );
+    // Logged after the edge was found: newer than it, so the pass leaves them.
+    let later: Vec<RequestRecord> = (0..3)
+        .map(|i| record(config, now + TimeDelta::seconds(i), 200))
+        .collect();
+    log.append(&later).await.unwrap();
     let by_count = Retention {
-        older_than: now - TimeDelta::days(7),
-        max_rows: 5,
+        cap_edge: Some(edge),
         batch: 100,
+        ..by_age
     };
     assert_eq!(log.prune(&by_count).await.unwrap(), 15);
     assert_eq!(log.prune(&by_count).await.unwrap(), 0, "nothing more to do");
@@ -397,11 +418,22 @@ pub async fn request_log_retention(log: &dyn RequestLog) {
     let kept_times: Vec<DateTime<Utc>> = kept.iter().map(|r| r.record.created_at).collect();
     let newest: Vec<DateTime<Utc>> = recent
         .iter()
+        .chain(&later)
         .rev()
-        .take(5)
+        .take(8)
         .map(|r| r.clone().normalized().created_at)
         .collect();
     assert_eq!(kept_times, newest, "the newest rows are kept");
+    assert_eq!(
+        log.cap_edge(8).await.unwrap(),
+        None,
+        "the log is within the cap again"
+    );
+    assert_eq!(
+        log.cap_edge(7).await.unwrap(),
+        Some(kept[7].cursor()),
+        "one record over"
+    );
 }
 
 /// The answer the contract expects for `query` over `records`: the domain's series builder fed
