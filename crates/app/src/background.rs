@@ -8,7 +8,8 @@ use std::{sync::Arc, time::Duration};
 use cache_memory::SnapshotCache;
 use chrono::Utc;
 use domain::{
-    ConfigEvents, ConfigNotice, KeyHealth, ProxyStore, RotationState, UsageCounters, UsageDelta,
+    ConfigEvents, ConfigNotice, KeyHealth, KeyRange, ProxyStore, RotationState, UsageCounters,
+    UsageDelta,
 };
 use futures_util::StreamExt;
 
@@ -110,8 +111,12 @@ fn refresh_client_keys(client_keys: &Arc<crate::client_keys::ClientKeys>) {
     });
 }
 
+/// Keys read per store call when every key is visited: memory stays bounded by a page, whatever
+/// the pools hold.
+const SEED_PAGE: usize = domain::key_page::MAX_PAGE_LIMIT;
+
 /// Copies the stored health of every key into the live rotation state, so failed keys stay out
-/// of rotation and cooldowns stay in force across restarts.
+/// of rotation and cooldowns stay in force across restarts. Pools are read a page at a time.
 pub async fn seed_health(
     store: &dyn ProxyStore,
     rotation: &dyn RotationState,
@@ -119,15 +124,27 @@ pub async fn seed_health(
     let now = Utc::now();
     let mut seeded = 0;
     for config in store.list_configs().await? {
-        for key in store.list_keys(config.id).await? {
-            match key.health.at(now) {
-                KeyHealth::Failed => rotation.mark_failed(key.id).await?,
-                KeyHealth::Cooling { until } => {
-                    rotation.cool_down(key.id, until).await?;
+        let mut range = KeyRange {
+            after: None,
+            limit: SEED_PAGE,
+            is_active: None,
+        };
+        loop {
+            let keys = store.list_key_range(config.id, range).await?;
+            for key in &keys {
+                match key.health.at(now) {
+                    KeyHealth::Failed => rotation.mark_failed(key.id).await?,
+                    KeyHealth::Cooling { until } => {
+                        rotation.cool_down(key.id, until).await?;
+                    }
+                    KeyHealth::Ok => continue,
                 }
-                KeyHealth::Ok => continue,
+                seeded += 1;
             }
-            seeded += 1;
+            match keys.last() {
+                Some(last) if keys.len() == SEED_PAGE => range.after = Some(last.id),
+                _ => break,
+            }
         }
     }
     Ok(seeded)
@@ -135,6 +152,7 @@ pub async fn seed_health(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use domain::ApiKeyId;
 
     use super::*;
@@ -144,6 +162,75 @@ mod tests {
             requests,
             ..UsageDelta::new(ApiKeyId(key))
         }
+    }
+
+    fn stored_key(id: i64, health: KeyHealth) -> domain::ApiKey {
+        domain::ApiKey {
+            id: ApiKeyId(id),
+            proxy_config_id: domain::ProxyConfigId(1),
+            key_value: domain::KeySecret::parse("sk-seed-key-000").unwrap(),
+            is_active: true,
+            health,
+            usage: domain::KeyUsage::default(),
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn seeding_reads_a_large_pool_a_page_at_a_time() {
+        let config = domain::ProxyConfigInput {
+            name: Some("Pool".into()),
+            slug: Some("pool".into()),
+            config_type: Some("LLM".into()),
+            target_base_url: Some("https://api.example.com/v1".into()),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        let until = Utc::now() + chrono::TimeDelta::minutes(5);
+        let mut store = domain::ports::MockProxyStore::new();
+        store.expect_list_configs().returning(move || {
+            Ok(vec![domain::ProxyConfig::from_spec(
+                domain::ProxyConfigId(1),
+                config.clone(),
+                Utc::now(),
+                Utc::now(),
+            )])
+        });
+        // 1 000 keys, then 500: a failed key on the first page, a cooling one on the second.
+        store
+            .expect_list_key_range()
+            .times(2)
+            .returning(move |_, range| {
+                assert_eq!(range.limit, SEED_PAGE, "never more than a page");
+                let ids = match range.after {
+                    None => 1..=1_000,
+                    Some(ApiKeyId(1_000)) => 1_001..=1_500,
+                    Some(other) => panic!("no page after {other:?}"),
+                };
+                Ok(ids
+                    .map(|id| match id {
+                        3 => stored_key(id, KeyHealth::Failed),
+                        1_200 => stored_key(id, KeyHealth::Cooling { until }),
+                        _ => stored_key(id, KeyHealth::Ok),
+                    })
+                    .collect())
+            });
+        store.expect_list_keys().never();
+        let mut rotation = domain::ports::MockRotationState::new();
+        rotation
+            .expect_mark_failed()
+            .withf(|id| *id == ApiKeyId(3))
+            .times(1)
+            .returning(|_| Ok(()));
+        rotation
+            .expect_cool_down()
+            .withf(move |id, end| *id == ApiKeyId(1_200) && *end == until)
+            .times(1)
+            .returning(|_, end| Ok(end));
+
+        assert_eq!(seed_health(&store, &rotation).await.unwrap(), 2);
     }
 
     #[test]

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use actix_web::http::header::HeaderMap;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use domain::{ApiKey, ConfigKind, KeyHealth, Outcome, ProxyConfig, UpstreamResponse};
+use domain::{
+    ApiKey, ConfigKind, HealthState, KeyHealth, KeyPageQuery, Outcome, PageLimit, ProxyConfig,
+    UpstreamResponse,
+};
 use serde::Serialize;
 
 use crate::{
@@ -241,7 +244,8 @@ pub fn spawn_recovery(
         })
 }
 
-/// One pass over the failed keys.
+/// One pass over the failed keys, a page at a time: a pool of 100 000 keys is never loaded
+/// whole just to find its few failed ones.
 pub async fn recover_failed_keys(state: &AppState, client: &UpstreamClient) -> usize {
     let Ok(configs) = state.admin.list_configs().await else {
         return 0;
@@ -251,17 +255,26 @@ pub async fn recover_failed_keys(state: &AppState, client: &UpstreamClient) -> u
         .iter()
         .filter(|c| c.is_active && matches!(c.kind, ConfigKind::Llm(_)))
     {
-        let Ok(keys) = state.admin.list_keys(config.id).await else {
-            continue;
+        let mut query = KeyPageQuery {
+            limit: PageLimit::MAX,
+            after: None,
+            health: Some(HealthState::Failed),
+            is_active: Some(true),
         };
-        for key in keys
-            .iter()
-            .filter(|k| k.is_active && k.health == KeyHealth::Failed)
-        {
-            let report = probe_key(state, client, config, key).await;
-            if report.health == openapi::KeyHealth::Ok {
-                recovered += 1;
-                tracing::info!(key_id = %key.id, key = %key.key_value, config = %config.slug, "failed key recovered");
+        loop {
+            let Ok(page) = state.admin.list_key_page(config.id, &query).await else {
+                break;
+            };
+            for key in &page.items {
+                let report = probe_key(state, client, config, key).await;
+                if report.health == openapi::KeyHealth::Ok {
+                    recovered += 1;
+                    tracing::info!(key_id = %key.id, key = %key.key_value, config = %config.slug, "failed key recovered");
+                }
+            }
+            match page.next_cursor {
+                Some(cursor) => query.after = Some(cursor.last_seen()),
+                None => break,
             }
         }
     }

@@ -112,3 +112,66 @@ async fn failed_keys_are_re_probed_in_the_background_and_come_back() {
         .count();
     assert!(probes >= 1);
 }
+
+/// The background pass reads the pool a page at a time: failed keys on both sides of a page
+/// boundary (1 000 keys) come back, and keys that were not failed are not probed.
+#[tokio::test]
+async fn failed_keys_past_the_first_page_are_re_probed_too() {
+    let app = spawn_app_with(&[("KEY_RECOVERY_INTERVAL_SECONDS", "1")]).await;
+    let mock = MockUpstream::start().await;
+    let names: Vec<String> = (0..1_200).map(|i| format!("pool-{i:04}")).collect();
+    let failing = ["pool-0003", "pool-1150"];
+    for name in failing {
+        mock.on(name, Behavior::Status(401, "{}", vec![]));
+    }
+    let response = app
+        .create_config(
+            &json!({"name": "p", "slug": "p", "config_type": "LLM", "target_base_url": mock.base}),
+        )
+        .await;
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    app.add_keys(id, &names.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    let keys = app.list_keys(id).await;
+    assert_eq!(keys.len(), 1_200);
+    // Keys are listed by id, in the order they were added; values are masked.
+    for (name, index) in failing.into_iter().zip([3, 1_150]) {
+        let key = &keys[index];
+        let tested: Value = app
+            .admin(Method::POST, &format!("/keys/{}/test", key["id"]))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(tested["health"], "failed", "{name}");
+    }
+
+    for name in failing {
+        mock.on(name, Behavior::Ok);
+    }
+    let mut failed = usize::MAX;
+    for _ in 0..80 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (status, page) = app.list_keys_page(id, "health=failed").await;
+        assert_eq!(status, 200, "{page}");
+        failed = page["items"].as_array().unwrap().len();
+        if failed == 0 {
+            break;
+        }
+    }
+    assert_eq!(failed, 0, "both failed keys came back");
+    let probed: Vec<String> = mock
+        .received()
+        .iter()
+        .filter(|r| r.path == "/models")
+        .map(|r| r.key.clone())
+        .collect();
+    assert!(
+        probed.iter().all(|key| failing.contains(&key.as_str())),
+        "only failed keys are probed: {probed:?}"
+    );
+}
