@@ -5,9 +5,9 @@
 use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 
 use super::{
-    CLIENT_KEY_RPM, CONNECTIONS, Kind, LARGE_POOL, Measurement, QUIET_BUSY_SHARE, QUIET_WINDOW,
-    REQUEST_LOG_MAX_ROWS, RUN, Row, SINGLE_RUN, STREAM_CHUNKS, TTFB_EVENT_DELAY_MS, TTFB_SAMPLES,
-    UPSTREAM_KEYS, WORKERS, processes::NginxWorkers,
+    CLIENT_KEY_RPM, CONNECTIONS, DISTURBANCE_LIMIT, Kind, LARGE_POOL, Measurement,
+    QUIET_BUSY_SHARE, QUIET_WINDOW, REQUEST_LOG_MAX_ROWS, RUN, Row, SINGLE_RUN, STREAM_CHUNKS,
+    TTFB_EVENT_DELAY_MS, TTFB_SAMPLES, UPSTREAM_KEYS, WORKERS, processes::NginxWorkers,
 };
 /// What the report says about the run.
 pub(super) struct RunInfo<'a> {
@@ -161,7 +161,8 @@ fn header(rows: &[Row], info: &RunInfo<'_>) -> String {
          {rounds} rounds, each measuring every row in the order of the table; the first table shows \
          medians over the rounds. Each row starts once the machine has been under {quiet:.0} % busy \
          for {window} ms (the longest wait was {waited:.1} s), so that what the row before left \
-         running is not billed to it.\n\
+         running is not billed to it; a row during which the other servers' background work \
+         used more than {disturbance} ms of CPU is measured again ({remeasured} times in this run).\n\
          Servers: `WORKERS={WORKERS}`, `LOG_LEVEL=warn`, request log on \
          (`REQUEST_LOG_MAX_ROWS={REQUEST_LOG_MAX_ROWS}`), requests sent with a client key (`rpm` {rpm}), \
          one OpenAI-compatible LLM config with {keys} keys ({large} keys on the row that says so, a \
@@ -181,6 +182,12 @@ fn header(rows: &[Row], info: &RunInfo<'_>) -> String {
             .flat_map(|row| &row.rounds)
             .map(|m| m.quiet_wait.as_secs_f64())
             .fold(0.0, f64::max),
+        disturbance = DISTURBANCE_LIMIT.as_millis(),
+        remeasured = rows
+            .iter()
+            .flat_map(|row| &row.rounds)
+            .map(|m| m.remeasured)
+            .sum::<u32>(),
         run = RUN.as_secs(),
         single = SINGLE_RUN.as_secs(),
         rpm = thousands(f64::from(CLIENT_KEY_RPM)),
@@ -548,6 +555,7 @@ mod tests {
                     .collect()
             }),
             quiet_wait: Duration::from_millis(300),
+            remeasured: 1,
         }
     }
 
@@ -678,6 +686,10 @@ mod tests {
         );
         assert!(
             report.contains("under 10 % busy for 250 ms (the longest wait was 0.3 s)"),
+            "{report}"
+        );
+        assert!(
+            report.contains("more than 500 ms of CPU is measured again (21 times in this run)"),
             "{report}"
         );
     }
