@@ -469,6 +469,18 @@ pub async fn store_batch_import(store: &dyn ProxyStore) {
         stored.iter().all(|k| k.is_active),
         "skipped keys keep their state"
     );
+    assert!(
+        stored.windows(2).all(|pair| pair[0].id < pair[1].id),
+        "ordered by id, each key once"
+    );
+    let snapshot = store
+        .active_config_by_slug(&config.slug)
+        .await
+        .unwrap()
+        .expect("a new config is active");
+    let ids: Vec<ApiKeyId> = snapshot.keys().iter().map(|k| k.id).collect();
+    let listed: Vec<ApiKeyId> = stored.iter().map(|k| k.id).collect();
+    assert_eq!(ids, listed, "the snapshot holds the whole pool, in order");
     assert_not_found(
         store
             .add_keys(ProxyConfigId(i64::MAX - 7), vec![secret("sk-y")], true)
