@@ -36,9 +36,9 @@ use crate::{
 
 /// Most bound parameters one statement may carry: under SQLite's 32 766 and the 65 535 of
 /// MySQL and PostgreSQL (whose wire protocol counts parameters in 16 bits).
-/// Keys read per statement when a whole pool is read ([`SqlStore::keys_of`]).
-const KEYS_PAGE: u64 = 1_000;
 const MAX_PARAMETERS: usize = 30_000;
+/// Keys read per statement when a whole pool is read ([`SqlStore::keys_of`]).
+const KEYS_PAGE: usize = 1_000;
 /// Most bytes of key data one insert statement may carry: well under MySQL's smallest default
 /// `max_allowed_packet` (4 MiB on MySQL 5.7, 16 MiB on MariaDB, 64 MiB on MySQL 8).
 const MAX_INSERT_BYTES: usize = 2 * 1024 * 1024;
@@ -263,25 +263,45 @@ impl SqlStore {
     ) -> Result<Vec<ApiKey>> {
         let mut keys: Vec<ApiKey> = Vec::new();
         loop {
-            let mut select =
-                api_key::Entity::find().filter(api_key::Column::ProxyConfigId.eq(config.0));
-            if let Some(last) = keys.last() {
-                select = select.filter(api_key::Column::Id.gt(last.id.0));
-            }
-            let rows = select
-                .order_by_asc(api_key::Column::Id)
-                .limit(KEYS_PAGE)
-                .all(db)
-                .await
-                .map_err(|err| self.error(err))?;
-            let full = rows.len() as u64 == KEYS_PAGE;
-            for row in rows {
-                keys.push(self.key_from_row(row)?);
-            }
+            let range = KeyRange {
+                after: keys.last().map(|key| key.id),
+                limit: KEYS_PAGE,
+                is_active: None,
+            };
+            let page = self.key_range_on(db, config, range).await?;
+            let full = page.len() == KEYS_PAGE;
+            keys.extend(page);
             if !full {
                 return Ok(keys);
             }
         }
+    }
+
+    /// At most `range.limit` keys of a config with an id above `range.after` (and the switch
+    /// `range.is_active` when given), ordered by id, read on `db`.
+    async fn key_range_on<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        config: ProxyConfigId,
+        range: KeyRange,
+    ) -> Result<Vec<ApiKey>> {
+        let mut select =
+            api_key::Entity::find().filter(api_key::Column::ProxyConfigId.eq(config.0));
+        if let Some(after) = range.after {
+            select = select.filter(api_key::Column::Id.gt(after.0));
+        }
+        if let Some(is_active) = range.is_active {
+            select = select.filter(api_key::Column::IsActive.eq(is_active));
+        }
+        select
+            .order_by_asc(api_key::Column::Id)
+            .limit(u64::try_from(range.limit).unwrap_or(u64::MAX))
+            .all(db)
+            .await
+            .map_err(|err| self.error(err))?
+            .into_iter()
+            .map(|row| self.key_from_row(row))
+            .collect()
     }
 
     /// Turns a failed config write into the error to report: a unique violation becomes a
@@ -633,23 +653,7 @@ impl ProxyStore for SqlStore {
     }
 
     async fn list_key_range(&self, config: ProxyConfigId, range: KeyRange) -> Result<Vec<ApiKey>> {
-        let mut select =
-            api_key::Entity::find().filter(api_key::Column::ProxyConfigId.eq(config.0));
-        if let Some(after) = range.after {
-            select = select.filter(api_key::Column::Id.gt(after.0));
-        }
-        if let Some(is_active) = range.is_active {
-            select = select.filter(api_key::Column::IsActive.eq(is_active));
-        }
-        let keys = select
-            .order_by_asc(api_key::Column::Id)
-            .limit(u64::try_from(range.limit).unwrap_or(u64::MAX))
-            .all(&self.db)
-            .await
-            .map_err(|err| self.error(err))?
-            .into_iter()
-            .map(|row| self.key_from_row(row))
-            .collect::<Result<Vec<_>>>()?;
+        let keys = self.key_range_on(&self.db, config, range).await?;
         if keys.is_empty() {
             // No keys: tell an empty page from an unknown config.
             self.find_config(&self.db, config).await?;
