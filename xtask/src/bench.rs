@@ -1,11 +1,13 @@
 //! `cargo xtask bench`: the load benchmark of issue 23 (after issues 10 and 15), in one run on
 //! this machine.
 //!
-//! It builds the release binaries (`mock-upstream`, and `app` in the lightweight edition, plus
-//! the enterprise edition when `TEST_MYSQL_URL` and `TEST_REDIS_URL` are set), then starts every
-//! target once: the mock upstream; two nginx pass-throughs in front of it when `nginx` is
-//! installed, one worker without a master (`master_process off`) and a master with two workers
-//! (one per core, as the server has); the lightweight server with one OpenAI-compatible LLM
+//! It builds the release binaries (`mock-upstream` and `bench-passthrough`, and `app` in the
+//! lightweight edition, plus the enterprise edition when `TEST_MYSQL_URL` and `TEST_REDIS_URL`
+//! are set), then starts every target once: the mock upstream; two nginx pass-throughs in front
+//! of it when `nginx` is installed, one worker without a master (`master_process off`) and a
+//! master with two workers (one per core, as the server has); the bare hyper pass-through (a
+//! thread per core, nothing but the HTTP stack: what the stack alone allows, for information);
+//! the lightweight server with one OpenAI-compatible LLM
 //! config of three keys, a second lightweight server whose config has 100 000 keys (a request's
 //! cost must not grow with the pool), and one enterprise server per `ROTATION_BLOCK_SIZE`. Each
 //! server is configured through its admin API, and its rows send a client key (an `rpm` limit
@@ -53,7 +55,7 @@ use self::{
     oha::{OhaRun, ensure_oha, parse_oha},
     processes::{
         Child, MachineCpu, NginxWorkers, ProcessTree, clock_ticks_per_second, start_mock,
-        start_nginx, start_server, which,
+        start_nginx, start_passthrough, start_server, which,
     },
     report::{RunInfo, render},
 };
@@ -227,6 +229,7 @@ fn enterprise_services() -> Option<(String, String)> {
 /// `app` can sit side by side.
 struct Binaries {
     mock: PathBuf,
+    passthrough: PathBuf,
     lightweight: PathBuf,
     enterprise: Option<PathBuf>,
 }
@@ -242,6 +245,7 @@ fn build(target: &Path, out: &Path, enterprise: bool) -> anyhow::Result<Binaries
         &env,
     )?;
     let mock = copy_binary(target, "mock-upstream", &bin.join("mock-upstream"))?;
+    let passthrough = copy_binary(target, "bench-passthrough", &bin.join("bench-passthrough"))?;
     let build_app = |edition: Edition| -> anyhow::Result<PathBuf> {
         let mut args = vec!["build", "--release", "-p", "app"];
         args.extend_from_slice(edition.cargo_features());
@@ -256,6 +260,7 @@ fn build(target: &Path, out: &Path, enterprise: bool) -> anyhow::Result<Binaries
     };
     Ok(Binaries {
         mock,
+        passthrough,
         lightweight,
         enterprise,
     })
@@ -280,6 +285,8 @@ enum Kind {
     Direct,
     /// nginx passing requests through to the mock.
     Nginx(NginxWorkers),
+    /// `bench-passthrough`: hyper passing requests through, a thread per core, nothing else.
+    PassThrough,
     /// The lightweight edition with [`UPSTREAM_KEYS`].
     Lightweight,
     /// The lightweight edition with [`LARGE_POOL`] keys.
@@ -294,6 +301,7 @@ impl Kind {
             Kind::Direct => "direct to mock".into(),
             Kind::Nginx(NginxWorkers::One) => "nginx (1 worker)".into(),
             Kind::Nginx(NginxWorkers::Two) => "nginx (2 workers)".into(),
+            Kind::PassThrough => "hyper pass-through (thread per core)".into(),
             Kind::Lightweight => "proxy (lightweight)".into(),
             Kind::LargePool => "proxy (lightweight, 100 000 keys)".into(),
             Kind::Enterprise { block } => format!("proxy (enterprise, block {block})"),
@@ -379,6 +387,7 @@ impl Lab {
             server: None,
         });
         self.start_nginx(bench, mock)?;
+        self.start_passthrough(bench, &binaries.passthrough, mock)?;
         let three = UPSTREAM_KEYS.map(str::to_owned).to_vec();
         self.start_proxy(
             bench,
@@ -442,6 +451,26 @@ impl Lab {
             });
             self.servers.push(server);
         }
+        Ok(())
+    }
+
+    /// The bare HTTP stack's row: what hyper alone costs, laid out like nginx's workers.
+    fn start_passthrough(
+        &mut self,
+        bench: &Bench<'_>,
+        binary: &Path,
+        mock: &Child,
+    ) -> anyhow::Result<()> {
+        eprintln!("== starting {}", Kind::PassThrough.name());
+        let server = start_passthrough(binary, bench.out, mock.port)?;
+        self.endpoints.push(Endpoint {
+            kind: Kind::PassThrough,
+            chat_url: format!("{}/v1/chat/completions", server.base()),
+            bearer: DIRECT_KEY.into(),
+            pid: server.child.id(),
+            server: None,
+        });
+        self.servers.push(server);
         Ok(())
     }
 

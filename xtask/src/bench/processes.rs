@@ -1,7 +1,7 @@
 //! The processes under test and what `/proc` says about them: a [`Child`] guard that stops its
 //! process when dropped, the mock upstream, the server (clean environment, data directory as
 //! working directory), the nginx baselines (one worker without a master, or a master and its
-//! workers) with their generated configuration, and a [`ProcessTree`] (a process and its
+//! workers) with their generated configuration, the bare hyper pass-through, and a [`ProcessTree`] (a process and its
 //! children, as `/proc/*/stat` links them) whose CPU time (utime + stime) and peak resident set
 //! (`VmHWM`) are summed.
 
@@ -105,17 +105,34 @@ fn signal(signal: &str, pids: &[String]) -> std::io::Result<std::process::ExitSt
 
 /// Starts the mock upstream on a free port; its first stdout line is that port.
 pub(super) fn start_mock(binary: &Path, out: &Path) -> anyhow::Result<Child> {
-    let log = fs::File::create(out.join("mock-upstream.log"))?;
-    let mut child = Command::new(binary)
+    let mut command = Command::new(binary);
+    command
         .args(["--host", "127.0.0.1", "--port", "0"])
-        .args(["--chunks", &STREAM_CHUNKS.to_string()])
+        .args(["--chunks", &STREAM_CHUNKS.to_string()]);
+    start_printing_port(command, "mock-upstream", out)
+}
+
+/// Starts `bench-passthrough` in front of the mock on a free port, a thread per core.
+pub(super) fn start_passthrough(binary: &Path, out: &Path, upstream: u16) -> anyhow::Result<Child> {
+    let mut command = Command::new(binary);
+    command
+        .args(["--host", "127.0.0.1", "--port", "0"])
+        .args(["--upstream", &format!("127.0.0.1:{upstream}")]);
+    start_printing_port(command, "bench-passthrough", out)
+}
+
+/// Starts a process that prints its bound port as its first stdout line; its stderr goes to
+/// `<name>.log` in `out`.
+fn start_printing_port(mut command: Command, name: &str, out: &Path) -> anyhow::Result<Child> {
+    let log = fs::File::create(out.join(format!("{name}.log")))?;
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(log)
         .spawn()
-        .with_context(|| format!("cannot start {}", binary.display()))?;
-    let stdout = child.stdout.take().context("mock stdout")?;
+        .with_context(|| format!("cannot start {name}"))?;
+    let stdout = child.stdout.take().context("no stdout")?;
     let mut guard = Child {
-        name: "mock-upstream".into(),
+        name: name.into(),
         child,
         port: 0,
         master: false,
@@ -125,7 +142,7 @@ pub(super) fn start_mock(binary: &Path, out: &Path) -> anyhow::Result<Child> {
     guard.port = line
         .trim()
         .parse()
-        .with_context(|| format!("mock-upstream printed {line:?} instead of its port"))?;
+        .with_context(|| format!("{name} printed {line:?} instead of its port"))?;
     Ok(guard)
 }
 

@@ -383,6 +383,50 @@ fn goals(rows: &[Row]) -> Vec<Check> {
     if let Some(nginx) = find(Kind::Nginx(NginxWorkers::One)) {
         checks.extend(versus_nginx(proxy, nginx, Bound::Info, Bound::Info));
     }
+    if let Some(bare) = find(Kind::PassThrough) {
+        checks.extend(bare_stack(
+            proxy,
+            bare,
+            find(Kind::Nginx(NginxWorkers::Two)),
+        ));
+    }
+    checks
+}
+
+/// For information: how the bare hyper pass-through compares with nginx (two workers), and how
+/// much of it the lightweight proxy keeps, so a report shows what the HTTP stack alone allows.
+fn bare_stack(proxy: &Row, bare: &Row, nginx: Option<&Row>) -> Vec<Check> {
+    let info = |goal: &str, row, base, metric| {
+        RatioGoal {
+            goal: goal.into(),
+            row,
+            base,
+            metric,
+            bound: Bound::Info,
+        }
+        .check()
+    };
+    let mut checks = Vec::new();
+    if let Some(nginx) = nginx {
+        checks.push(info(
+            "hyper pass-through req/s vs nginx (2 workers)",
+            bare,
+            nginx,
+            rps,
+        ));
+        checks.push(info(
+            "hyper pass-through CPU per request vs nginx (2 workers)",
+            bare,
+            nginx,
+            cpu,
+        ));
+    }
+    checks.push(info(
+        "lightweight non-streaming req/s vs hyper pass-through",
+        proxy,
+        bare,
+        rps,
+    ));
     checks
 }
 
@@ -767,6 +811,35 @@ mod tests {
         assert!(report.contains(" | 0 | 5 |\n"), "{report}");
         assert!(
             report.contains(" | 0 | — |\n| proxy (enterprise, block 32)"),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn the_bare_pass_through_is_compared_for_information() {
+        let mut rows = rows();
+        rows.push(row(
+            Kind::PassThrough,
+            [
+                (50_000.0, 40, 10.0),
+                (40_000.0, 40, 12.0),
+                (45_000.0, 40, 11.0),
+            ],
+            None,
+        ));
+        let report = render(&rows, &info());
+        assert!(
+            report.contains("| hyper pass-through req/s vs nginx (2 workers) | (information) |"),
+            "{report}"
+        );
+        assert!(
+            report.contains(
+                "| lightweight non-streaming req/s vs hyper pass-through | (information) |"
+            ),
+            "{report}"
+        );
+        assert!(
+            report.contains("| hyper pass-through (thread per core) |"),
             "{report}"
         );
     }

@@ -555,6 +555,38 @@ async fn a_client_disconnect_cancels_the_upstream_attempt_and_its_retries() {
     );
 }
 
+/// A client that stays is never taken for gone, though its connection turns readable while
+/// the exchange runs: the body arrives in chunks, some of them after the upstream was called.
+#[tokio::test]
+async fn a_client_sending_its_body_during_the_exchange_is_not_taken_for_gone() {
+    use crate::helpers::Behavior;
+    let app = spawn_app_with(&[("PROXY_TIMEOUT", "5")]).await;
+    let mock = MockUpstream::start().await;
+    mock.on("stay-key", Behavior::Slow(Duration::from_millis(300)));
+    let id = app
+        .generic_config("stay", "POST", &mock.base, "header", "X-Api-Key")
+        .await;
+    app.add_keys(id, &["stay-key"]).await;
+    let mut stream = send_head(
+        &app,
+        &format!(
+            "POST /proxy/stay/x HTTP/1.1\r\nHost: test\r\nX-Proxy-Key: {PROXY_KEY}\r\n\
+             Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        ),
+        b"5\r\nfirst\r\n",
+    )
+    .await;
+    for chunk in [&b"6\r\nsecond\r\n"[..], b"5\r\nthird\r\n", b"0\r\n\r\n"] {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        stream.write_all(chunk).await.unwrap();
+    }
+    let answer = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let received = mock.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].body_len, "firstsecondthird".len());
+}
+
 /// One slow upstream host cannot hold every connection of a worker: past
 /// `UPSTREAM_MAX_CONNECTIONS_PER_HOST`, requests to it wait for a connection of their own host,
 /// and configs of other hosts are served meanwhile.
