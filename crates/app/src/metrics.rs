@@ -3,14 +3,19 @@
 //! ([`TokenMeter`], an exchange observer); request log records dropped. Per-key series (requests,
 //! failures, health of at most `METRICS_PER_KEY_LIMIT` keys per config) exist only when that
 //! opt-in is set: by default every series is per config, so a scrape's size never grows with the pools.
+//!
+//! The proxies' per-request series are resolved from their families once per thread and config
+//! ([`SeriesCache`]): a request then builds no label set (no slug copied) and takes no family
+//! lock, which both workers would otherwise contend for on every request.
 
-use std::sync::Mutex;
+use std::{borrow::Cow, cell::RefCell, collections::HashMap, sync::Mutex};
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
+use thread_local::ThreadLocal;
 
 /// Labels of a proxied request.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -108,6 +113,55 @@ pub struct Metrics {
     /// Request log records dropped (queue full, or refused by the store).
     pub request_log_dropped: Counter,
     scrape: Mutex<()>,
+    series: SeriesCache<ConfigSeries>,
+}
+
+/// Most configs a thread keeps resolved series for; past it the thread starts afresh, so that a
+/// config renamed over and over cannot grow the cache without bound.
+const SERIES_PER_THREAD: usize = 1024;
+
+/// Series resolved per thread and config slug: each thread's own map, never shared, so a hit
+/// costs a hash of the slug and no lock.
+struct SeriesCache<T: Send> {
+    threads: ThreadLocal<RefCell<HashMap<Box<str>, T>>>,
+}
+
+impl<T: Send> std::fmt::Debug for SeriesCache<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SeriesCache")
+    }
+}
+
+impl<T: Send> Default for SeriesCache<T> {
+    fn default() -> Self {
+        SeriesCache {
+            threads: ThreadLocal::new(),
+        }
+    }
+}
+
+impl<T: Send + Default> SeriesCache<T> {
+    /// Runs `f` on this thread's entry for `config`, made empty on its first use.
+    fn with<R>(&self, config: &str, f: impl FnOnce(&mut T) -> R) -> R {
+        let mut map = self.threads.get_or_default().borrow_mut();
+        if let Some(series) = map.get_mut(config) {
+            return f(series);
+        }
+        if map.len() >= SERIES_PER_THREAD {
+            map.clear();
+        }
+        f(map.entry(config.into()).or_default())
+    }
+}
+
+/// One config's series, each taken from its family at its first use on the thread (so a series
+/// appears in the exposition when it first counts, as with the families alone).
+#[derive(Default)]
+struct ConfigSeries {
+    upstream_latency: Option<Histogram>,
+    retries: Option<Counter>,
+    /// By status class and outcome; a config sees a handful of pairs.
+    requests: Vec<(&'static str, &'static str, Counter)>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -193,6 +247,7 @@ impl Metrics {
             tokens,
             request_log_dropped,
             scrape: Mutex::new(()),
+            series: SeriesCache::default(),
         }
     }
 
@@ -205,13 +260,61 @@ impl Metrics {
             4 => "4xx",
             _ => "5xx",
         };
-        self.requests
-            .get_or_create(&RequestLabels {
-                config: config.to_owned(),
-                status_class,
-                outcome,
-            })
-            .inc();
+        self.series.with(config, |series| {
+            let known = series
+                .requests
+                .iter()
+                .find(|(class, known, _)| *class == status_class && *known == outcome);
+            match known {
+                Some((_, _, counter)) => {
+                    counter.inc();
+                }
+                None => {
+                    let counter = self
+                        .requests
+                        .get_or_create(&RequestLabels {
+                            config: config.to_owned(),
+                            status_class,
+                            outcome,
+                        })
+                        .clone();
+                    counter.inc();
+                    series.requests.push((status_class, outcome, counter));
+                }
+            }
+        });
+    }
+
+    /// Records how long `config`'s upstream took to answer with a response head.
+    pub fn observe_upstream_latency(&self, config: &str, seconds: f64) {
+        self.series.with(config, |series| {
+            series
+                .upstream_latency
+                .get_or_insert_with(|| {
+                    self.upstream_latency
+                        .get_or_create(&ConfigLabels {
+                            config: config.to_owned(),
+                        })
+                        .clone()
+                })
+                .observe(seconds);
+        });
+    }
+
+    /// Counts a retry of `config`'s request with another key.
+    pub fn count_retry(&self, config: &str) {
+        self.series.with(config, |series| {
+            series
+                .retries
+                .get_or_insert_with(|| {
+                    self.retries
+                        .get_or_create(&ConfigLabels {
+                            config: config.to_owned(),
+                        })
+                        .clone()
+                })
+                .inc();
+        });
     }
 
     /// Whether the per-key families are exposed.
@@ -273,6 +376,8 @@ impl Metrics {
 #[derive(Debug)]
 pub struct TokenMeter {
     tokens: Family<TokenLabels, Counter>,
+    /// Input and output counters per config, resolved once per thread.
+    series: SeriesCache<[Option<Counter>; 2]>,
 }
 
 impl TokenMeter {
@@ -280,18 +385,23 @@ impl TokenMeter {
     pub fn new(metrics: &Metrics) -> Self {
         TokenMeter {
             tokens: metrics.tokens.clone(),
+            series: SeriesCache::default(),
         }
     }
 }
 
 /// The config slug of a proxied path (`/llm/{slug}/...` or `/proxy/{slug}/...`), lower case as
 /// the config stores it; the proxies look configs up by this very segment.
-fn config_of_path(path: &str) -> Option<String> {
+fn config_of_path(path: &str) -> Option<Cow<'_, str>> {
     let rest = path
         .strip_prefix("/llm/")
         .or_else(|| path.strip_prefix("/proxy/"))?;
     let slug = rest.split('/').next().filter(|s| !s.is_empty())?;
-    Some(slug.to_ascii_lowercase())
+    Some(if slug.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(slug.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(slug)
+    })
 }
 
 impl crate::completion::ExchangeObserver for TokenMeter {
@@ -300,16 +410,23 @@ impl crate::completion::ExchangeObserver for TokenMeter {
         let Some(config) = config_of_path(&facts.path) else {
             return;
         };
-        for (direction, count) in [("input", usage.input), ("output", usage.output)] {
-            if count > 0 {
-                self.tokens
-                    .get_or_create(&TokenLabels {
-                        config: config.clone(),
-                        direction,
-                    })
-                    .inc_by(count);
+        self.series.with(&config, |counters| {
+            let directions = [("input", usage.input), ("output", usage.output)];
+            for ((direction, count), counter) in directions.into_iter().zip(counters) {
+                if count > 0 {
+                    counter
+                        .get_or_insert_with(|| {
+                            self.tokens
+                                .get_or_create(&TokenLabels {
+                                    config: config.to_string(),
+                                    direction,
+                                })
+                                .clone()
+                        })
+                        .inc_by(count);
+                }
             }
-        }
+        });
     }
 }
 
@@ -317,6 +434,109 @@ impl crate::completion::ExchangeObserver for TokenMeter {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// The exposition's line for `series` (`name{labels}`), or `None` when it is absent.
+    fn line<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+        text.lines().find(|line| line.starts_with(series))
+    }
+
+    #[test]
+    fn requests_count_under_their_own_labels_from_every_thread() {
+        let metrics = Metrics::default();
+        metrics.count_request("alpha", 200, "success");
+        metrics.count_request("alpha", 200, "success");
+        metrics.count_request("alpha", 429, "rate_limited");
+        metrics.count_request("beta", 502, "unreachable");
+        std::thread::scope(|scope| {
+            scope.spawn(|| metrics.count_request("alpha", 201, "success"));
+        });
+        let text = metrics.render(&[], &[]);
+        let alpha_ok =
+            r#"akr_proxy_requests_total{config="alpha",status_class="2xx",outcome="success"}"#;
+        assert_eq!(line(&text, alpha_ok), Some(&*format!("{alpha_ok} 3")));
+        let limited =
+            r#"akr_proxy_requests_total{config="alpha",status_class="4xx",outcome="rate_limited"}"#;
+        assert_eq!(line(&text, limited), Some(&*format!("{limited} 1")));
+        let beta =
+            r#"akr_proxy_requests_total{config="beta",status_class="5xx",outcome="unreachable"}"#;
+        assert_eq!(line(&text, beta), Some(&*format!("{beta} 1")));
+    }
+
+    #[test]
+    fn retries_and_latency_appear_once_they_count() {
+        let metrics = Metrics::default();
+        metrics.count_request("alpha", 200, "success");
+        let before = metrics.render(&[], &[]);
+        assert_eq!(line(&before, "akr_proxy_retries_total{"), None);
+        assert_eq!(line(&before, "akr_upstream_latency_seconds_count{"), None);
+        metrics.count_retry("alpha");
+        metrics.count_retry("alpha");
+        metrics.observe_upstream_latency("alpha", 0.02);
+        let after = metrics.render(&[], &[]);
+        assert_eq!(
+            line(&after, "akr_proxy_retries_total{"),
+            Some(r#"akr_proxy_retries_total{config="alpha"} 2"#)
+        );
+        assert_eq!(
+            line(&after, "akr_upstream_latency_seconds_count{"),
+            Some(r#"akr_upstream_latency_seconds_count{config="alpha"} 1"#)
+        );
+    }
+
+    #[test]
+    fn counts_survive_a_thread_starting_its_cache_afresh() {
+        let metrics = Metrics::default();
+        metrics.count_request("kept", 200, "success");
+        for n in 0..SERIES_PER_THREAD {
+            metrics.count_request(&format!("config-{n}"), 200, "success");
+        }
+        metrics.count_request("kept", 200, "success");
+        let text = metrics.render(&[], &[]);
+        let kept =
+            r#"akr_proxy_requests_total{config="kept",status_class="2xx",outcome="success"}"#;
+        assert_eq!(line(&text, kept), Some(&*format!("{kept} 2")));
+    }
+
+    #[test]
+    fn tokens_count_per_config_slug_in_lower_case() {
+        use crate::completion::{ExchangeFacts, ExchangeObserver};
+        let metrics = Metrics::default();
+        let meter = TokenMeter::new(&metrics);
+        let facts = |path: &str, input, output| ExchangeFacts {
+            config_id: domain::ProxyConfigId(1),
+            client_key_id: None,
+            api_key_id: None,
+            method: actix_web::http::Method::POST,
+            path: path.into(),
+            status: 200,
+            outcome: "success",
+            attempts: 1,
+            head_latency: std::time::Duration::ZERO,
+            total_latency: std::time::Duration::ZERO,
+            streamed: false,
+            bytes_in: 0,
+            bytes_out: 0,
+            tokens: Some(llm_adapters::TokenUsage { input, output }),
+            error_code: None,
+        };
+        meter.exchange_finished(&facts("/llm/openai/v1/chat/completions", 10, 0));
+        meter.exchange_finished(&facts("/llm/OpenAI/v1/chat/completions", 5, 7));
+        let text = metrics.render(&[], &[]);
+        assert_eq!(
+            line(
+                &text,
+                r#"akr_tokens_total{config="openai",direction="input"}"#
+            ),
+            Some(r#"akr_tokens_total{config="openai",direction="input"} 15"#)
+        );
+        assert_eq!(
+            line(
+                &text,
+                r#"akr_tokens_total{config="openai",direction="output"}"#
+            ),
+            Some(r#"akr_tokens_total{config="openai",direction="output"} 7"#)
+        );
+    }
 
     #[test]
     fn the_config_is_the_proxied_path_s_first_segment() {

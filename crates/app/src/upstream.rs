@@ -37,7 +37,6 @@ use futures_util::Stream;
 use crate::{
     config::Settings,
     errors::{ATTEMPTS_HEADER, ApiError},
-    metrics::ConfigLabels,
     state::AppState,
     streaming::{EndWithEvent, IdleTimeout, StreamError},
     upstream_hosts::{HeldBody, HostSlot, HostSlots},
@@ -285,14 +284,12 @@ pub async fn send_with_failover(
         RequestBody::Streaming { .. } => BodyReplay::OneShot,
     };
     let mut failover = state.rotator.begin(snapshot, replay).await?;
-    let labels = ConfigLabels {
-        config: snapshot.config.slug.as_str().to_owned(),
-    };
+    let slug = snapshot.config.slug.as_str();
     let mut prepared: Option<Prepared> = None;
     let mut last: Option<(Answer, &Arc<ApiKey>)> = None;
     while let Some(key) = failover.next_key(snapshot) {
         if failover.attempts() > 1 {
-            state.metrics.retries.get_or_create(&labels).inc();
+            state.metrics.count_retry(slug);
         }
         request.trace.attempt(
             u32::try_from(failover.attempts()).unwrap_or(u32::MAX),
@@ -304,9 +301,7 @@ pub async fn send_with_failover(
         let sent = send_once(client, target, &mut request, &mut prepared, timeout).await;
         state
             .metrics
-            .upstream_latency
-            .get_or_create(&labels)
-            .observe(started.elapsed().as_secs_f64());
+            .observe_upstream_latency(slug, started.elapsed().as_secs_f64());
         let answer = Answer::read(sent, key).await;
         let settled = state
             .rotator

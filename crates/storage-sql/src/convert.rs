@@ -15,7 +15,7 @@ use domain::{
 use domain::{ClientKeyId, LoggedRequest, RequestRecord, RequestRecordId};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ConnAcquireErr, DbBackend, DbErr, RuntimeErr, SqlErr,
+    ConnAcquireErr, DbBackend, DbErr, RuntimeErr, SqlErr, Value,
 };
 use sha2::{Digest, Sha256};
 
@@ -576,30 +576,83 @@ fn postgres_error(code: &str, connecting: bool) -> Error {
 // ---------------------------------------------------------------------------------------------
 // Request log
 
-/// A request record as the columns of a new `request_logs` row, normalized first.
-pub(crate) fn request_log_row(record: &RequestRecord) -> request_log::Model {
-    let record = record.clone().normalized();
-    request_log::Model {
-        id: 0,
+/// A request record as the columns of a new `request_logs` row, normalized (texts cut to their
+/// bounds, time to the millisecond) and borrowing its texts from the record, so that building a
+/// batch's statements copies each text once, into its bound value.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct LogRow<'a> {
+    pub created_at: i64,
+    pub proxy_config_id: i64,
+    pub client_key_id: Option<i64>,
+    pub api_key_id: Option<i64>,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub status: i32,
+    pub outcome: &'a str,
+    pub attempts: i32,
+    pub head_latency_ms: i64,
+    pub total_latency_ms: i64,
+    pub latency_bucket: i16,
+    pub streamed: bool,
+    pub bytes_in: i64,
+    pub bytes_out: i64,
+    pub tokens_in: Option<i64>,
+    pub tokens_out: Option<i64>,
+    pub error_code: Option<&'a str>,
+}
+
+/// `record`'s row, as [`RequestRecord::normalized`] would store it.
+pub(crate) fn log_row(record: &RequestRecord) -> LogRow<'_> {
+    use domain::request_log::{MAX_LABEL_BYTES, MAX_PATH_BYTES, latency_bucket, truncate_text};
+    fn label(text: &str) -> &str {
+        truncate_text(text, MAX_LABEL_BYTES)
+    }
+    LogRow {
         created_at: record.created_at.timestamp_millis(),
         proxy_config_id: record.proxy_config_id.0,
         client_key_id: record.client_key_id.map(|id| id.0),
         api_key_id: record.api_key_id.map(|id| id.0),
-        method: record.method.into_owned(),
-        path: record.path,
+        method: label(&record.method),
+        path: truncate_text(&record.path, MAX_PATH_BYTES),
         status: i32::from(record.status),
-        outcome: record.outcome.into_owned(),
+        outcome: label(&record.outcome),
         attempts: i32::try_from(record.attempts).unwrap_or(i32::MAX),
         head_latency_ms: counter(record.head_latency_ms),
         total_latency_ms: counter(record.total_latency_ms),
-        latency_bucket: i16::try_from(domain::request_log::latency_bucket(record.total_latency_ms))
-            .unwrap_or(i16::MAX),
+        latency_bucket: i16::try_from(latency_bucket(record.total_latency_ms)).unwrap_or(i16::MAX),
         streamed: record.streamed,
         bytes_in: counter(record.bytes_in),
         bytes_out: counter(record.bytes_out),
         tokens_in: record.tokens_in.map(counter),
         tokens_out: record.tokens_out.map(counter),
-        error_code: record.error_code.map(std::borrow::Cow::into_owned),
+        error_code: record.error_code.as_deref().map(label),
+    }
+}
+
+impl LogRow<'_> {
+    /// The row's values in [`crate::request_log::INSERT_COLUMNS`] order.
+    pub(crate) fn push_values(&self, values: &mut Vec<Value>) {
+        let text = |text: &str| Value::String(Some(text.to_owned()));
+        values.extend([
+            Value::BigInt(Some(self.created_at)),
+            Value::BigInt(Some(self.proxy_config_id)),
+            Value::BigInt(self.client_key_id),
+            Value::BigInt(self.api_key_id),
+            text(self.method),
+            text(self.path),
+            Value::Int(Some(self.status)),
+            text(self.outcome),
+            Value::Int(Some(self.attempts)),
+            Value::BigInt(Some(self.head_latency_ms)),
+            Value::BigInt(Some(self.total_latency_ms)),
+            Value::SmallInt(Some(self.latency_bucket)),
+            Value::Bool(Some(self.streamed)),
+            Value::BigInt(Some(self.bytes_in)),
+            Value::BigInt(Some(self.bytes_out)),
+            Value::BigInt(self.tokens_in),
+            Value::BigInt(self.tokens_out),
+            Value::String(self.error_code.map(str::to_owned)),
+        ]);
     }
 }
 

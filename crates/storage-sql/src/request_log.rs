@@ -3,8 +3,10 @@
 //! rollup upsert's min/max, see [`crate::rollup`]).
 //!
 //! Appends are multi-row inserts of at most [`RECORDS_PER_INSERT`] rows, under every backend's
-//! bound-parameter limit, in a few fixed sizes so their prepared statements are reused, plus the upserts of the batch's hour sums into the rollup, in one
-//! transaction. Pages read newest first along an index that ends in the time. Stats are
+//! bound-parameter limit, in a few fixed sizes so their prepared statements are reused (and
+//! their SQL is rendered once per backend and size; a batch builds only its values, borrowing
+//! each record's texts until they are bound), plus the upserts of the batch's hour sums into the
+//! rollup, in one transaction. Pages read newest first along an index that ends in the time. Stats are
 //! grouped queries run side by side (the series by time bucket and latency bucket, and the
 //! three top lists). Hour and day stats read each of those four parts from the rollup for the
 //! whole hours of their window, and raw rows only for the partial hours at its edges, whenever
@@ -18,7 +20,7 @@
 //! of ids each, oldest first, so no delete holds the write lock long; rollup hours go when they
 //! are wholly past the retention age.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::OnceLock};
 
 use async_trait::async_trait;
 use domain::{
@@ -714,56 +716,78 @@ impl SqlStore {
 }
 
 impl SqlStore {
-    /// One multi-row insert of `records`.
+    /// One multi-row insert of `records` (a chunk of one of the [`INSERT_SIZES`]): its SQL is
+    /// rendered once per backend and size, only its values per batch.
     fn insert_records_statement(&self, records: &[RequestRecord]) -> Result<Statement> {
-        let mut insert = Query::insert();
-        insert.into_table(Entity).columns([
-            Column::CreatedAt,
-            Column::ProxyConfigId,
-            Column::ClientKeyId,
-            Column::ApiKeyId,
-            Column::Method,
-            Column::Path,
-            Column::Status,
-            Column::Outcome,
-            Column::Attempts,
-            Column::HeadLatencyMs,
-            Column::TotalLatencyMs,
-            Column::LatencyBucket,
-            Column::Streamed,
-            Column::BytesIn,
-            Column::BytesOut,
-            Column::TokensIn,
-            Column::TokensOut,
-            Column::ErrorCode,
-        ]);
-        for record in records {
-            let row = convert::request_log_row(record);
-            insert
-                .values([
-                    Expr::val(row.created_at),
-                    Expr::val(row.proxy_config_id),
-                    Expr::val(row.client_key_id),
-                    Expr::val(row.api_key_id),
-                    Expr::val(row.method),
-                    Expr::val(row.path),
-                    Expr::val(row.status),
-                    Expr::val(row.outcome),
-                    Expr::val(row.attempts),
-                    Expr::val(row.head_latency_ms),
-                    Expr::val(row.total_latency_ms),
-                    Expr::val(row.latency_bucket),
-                    Expr::val(row.streamed),
-                    Expr::val(row.bytes_in),
-                    Expr::val(row.bytes_out),
-                    Expr::val(row.tokens_in),
-                    Expr::val(row.tokens_out),
-                    Expr::val(row.error_code),
-                ])
-                .map_err(|_| domain::Error::Internal("malformed request log insert".to_owned()))?;
-        }
-        Ok(self.backend.build(&insert))
+        insert_statement(self.backend, records)
     }
+}
+
+/// See [`SqlStore::insert_records_statement`].
+fn insert_statement(backend: DbBackend, records: &[RequestRecord]) -> Result<Statement> {
+    let sql = insert_sql(backend, records.len())?;
+    let mut values = Vec::with_capacity(records.len() * INSERT_COLUMNS.len());
+    for record in records {
+        convert::log_row(record).push_values(&mut values);
+    }
+    Ok(Statement::from_sql_and_values(
+        backend,
+        sql.as_str(),
+        values,
+    ))
+}
+
+/// The columns a log insert fills, in the order of [`convert::LogRow::push_values`].
+pub(crate) const INSERT_COLUMNS: [Column; 18] = [
+    Column::CreatedAt,
+    Column::ProxyConfigId,
+    Column::ClientKeyId,
+    Column::ApiKeyId,
+    Column::Method,
+    Column::Path,
+    Column::Status,
+    Column::Outcome,
+    Column::Attempts,
+    Column::HeadLatencyMs,
+    Column::TotalLatencyMs,
+    Column::LatencyBucket,
+    Column::Streamed,
+    Column::BytesIn,
+    Column::BytesOut,
+    Column::TokensIn,
+    Column::TokensOut,
+    Column::ErrorCode,
+];
+
+/// The rendered inserts, per backend (MySQL, PostgreSQL, SQLite) and size of [`INSERT_SIZES`].
+static INSERT_SQL: [[OnceLock<String>; INSERT_SIZES.len()]; 3] =
+    [const { [const { OnceLock::new() }; INSERT_SIZES.len()] }; 3];
+
+/// The SQL of an insert of `rows` log rows on `backend`, placeholders only (every value bound).
+fn insert_sql(backend: DbBackend, rows: usize) -> Result<&'static String> {
+    let size = INSERT_SIZES
+        .iter()
+        .position(|&size| size == rows)
+        .ok_or_else(|| domain::Error::Internal(format!("no log insert of {rows} rows")))?;
+    let backend_slot = match backend {
+        DbBackend::MySql => 0,
+        DbBackend::Postgres => 1,
+        _ => 2,
+    };
+    Ok(INSERT_SQL[backend_slot][size].get_or_init(|| render_insert(backend, rows)))
+}
+
+fn render_insert(backend: DbBackend, rows: usize) -> String {
+    let mut insert = Query::insert();
+    insert.into_table(Entity).columns(INSERT_COLUMNS);
+    let row: Vec<Expr> = (0..INSERT_COLUMNS.len())
+        .map(|_| Expr::val(0_i64))
+        .collect();
+    for _ in 0..rows {
+        // Same length as the column list, so this never fails.
+        let _ = insert.values(row.clone());
+    }
+    backend.build(&insert).sql
 }
 
 #[cfg(test)]
@@ -773,6 +797,97 @@ mod tests {
     use chrono::{DateTime, Utc};
 
     use super::*;
+
+    /// A full record with texts past their bounds (a multi-byte character across the path's),
+    /// and a sparse one.
+    fn records_to_insert() -> Vec<RequestRecord> {
+        let full = RequestRecord {
+            created_at: DateTime::from_timestamp_nanos(1_765_000_000_123_456_789),
+            proxy_config_id: ProxyConfigId(7),
+            client_key_id: Some(ClientKeyId(3)),
+            api_key_id: Some(ApiKeyId(11)),
+            method: "POST".into(),
+            path: format!("/llm/x/{}é{}", "a".repeat(503), "b".repeat(40)),
+            status: 429,
+            outcome: "o".repeat(70).into(),
+            attempts: 3,
+            head_latency_ms: 12,
+            total_latency_ms: 3_400,
+            streamed: true,
+            bytes_in: 100,
+            bytes_out: u64::MAX,
+            tokens_in: Some(5),
+            tokens_out: Some(9),
+            error_code: Some("e".repeat(65).into()),
+        };
+        let sparse = RequestRecord {
+            client_key_id: None,
+            api_key_id: None,
+            tokens_in: None,
+            tokens_out: None,
+            error_code: None,
+            path: "/proxy/y".into(),
+            outcome: "success".into(),
+            ..full.clone()
+        };
+        vec![full, sparse]
+    }
+
+    /// The insert as sea-query builds it from the normalized records, values and all.
+    fn built_by_sea_query(backend: DbBackend, records: &[RequestRecord]) -> Statement {
+        let mut insert = Query::insert();
+        insert.into_table(Entity).columns(INSERT_COLUMNS);
+        for record in records {
+            let r = record.clone().normalized();
+            let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            let bucket = domain::request_log::latency_bucket(r.total_latency_ms);
+            insert
+                .values([
+                    Expr::val(r.created_at.timestamp_millis()),
+                    Expr::val(r.proxy_config_id.0),
+                    Expr::val(r.client_key_id.map(|id| id.0)),
+                    Expr::val(r.api_key_id.map(|id| id.0)),
+                    Expr::val(r.method.into_owned()),
+                    Expr::val(r.path),
+                    Expr::val(i32::from(r.status)),
+                    Expr::val(r.outcome.into_owned()),
+                    Expr::val(i32::try_from(r.attempts).unwrap()),
+                    Expr::val(count(r.head_latency_ms)),
+                    Expr::val(count(r.total_latency_ms)),
+                    Expr::val(i16::try_from(bucket).unwrap()),
+                    Expr::val(r.streamed),
+                    Expr::val(count(r.bytes_in)),
+                    Expr::val(count(r.bytes_out)),
+                    Expr::val(r.tokens_in.map(count)),
+                    Expr::val(r.tokens_out.map(count)),
+                    Expr::val(r.error_code.map(|c| c.into_owned())),
+                ])
+                .unwrap();
+        }
+        backend.build(&insert)
+    }
+
+    #[test]
+    fn a_cached_insert_is_the_statement_sea_query_builds() {
+        let records = records_to_insert();
+        for backend in [DbBackend::MySql, DbBackend::Postgres, DbBackend::Sqlite] {
+            for size in INSERT_SIZES {
+                let chunk: Vec<RequestRecord> =
+                    records.iter().cycle().take(size).cloned().collect();
+                let cached = insert_statement(backend, &chunk).unwrap();
+                let expected = built_by_sea_query(backend, &chunk);
+                assert_eq!(cached.sql, expected.sql, "{backend:?}, {size} rows");
+                assert_eq!(cached.values, expected.values, "{backend:?}, {size} rows");
+                // Asked again, the rendered SQL comes from the cache.
+                assert_eq!(insert_statement(backend, &chunk).unwrap().sql, expected.sql);
+            }
+        }
+        let three: Vec<RequestRecord> = records.iter().cycle().take(3).cloned().collect();
+        assert!(
+            insert_statement(DbBackend::Sqlite, &three).is_err(),
+            "3 is no insert size"
+        );
+    }
 
     const DAY: i64 = 24 * HOUR_MS;
 

@@ -112,7 +112,7 @@ impl Dim {
     }
 
     /// A record's `(config_id, dim_id)` in this dimension.
-    fn key_of(self, row: &crate::entity::request_log::Model) -> (i64, i64) {
+    fn key_of(self, row: &crate::convert::LogRow<'_>) -> (i64, i64) {
         match self {
             Dim::Config => (row.proxy_config_id, row.proxy_config_id),
             Dim::ApiKey => (row.proxy_config_id, row.api_key_id.unwrap_or(0)),
@@ -142,7 +142,7 @@ pub fn sum_columns() -> Vec<String> {
 /// stats and the prune read one range per dimension.
 pub const KEY_COLUMNS: [&str; 6] = ["dim", "hour", "config_id", "dim_id", "status", "outcome"];
 
-type Key = (i32, i64, i64, i64, i32, String);
+type Key<'a> = (i32, i64, i64, i64, i32, &'a str);
 
 #[derive(Debug, Clone)]
 struct Sums {
@@ -164,10 +164,10 @@ impl Sums {
 
 /// The batch's sums per rollup key, in key order (so concurrent writers lock rows in the same
 /// order on MySQL and PostgreSQL).
-fn aggregate(records: &[RequestRecord]) -> BTreeMap<Key, Sums> {
-    let mut sums: BTreeMap<Key, Sums> = BTreeMap::new();
+fn aggregate(records: &[RequestRecord]) -> BTreeMap<Key<'_>, Sums> {
+    let mut sums: BTreeMap<Key<'_>, Sums> = BTreeMap::new();
     for record in records {
-        let row = crate::convert::request_log_row(record);
+        let row = crate::convert::log_row(record);
         let hour = row.created_at - row.created_at.rem_euclid(HOUR_MS);
         let bucket = usize::try_from(row.latency_bucket)
             .unwrap_or(0)
@@ -175,14 +175,7 @@ fn aggregate(records: &[RequestRecord]) -> BTreeMap<Key, Sums> {
         for dim in Dim::ALL {
             let (config, id) = dim.key_of(&row);
             let entry = sums
-                .entry((
-                    dim.code(),
-                    hour,
-                    config,
-                    id,
-                    row.status,
-                    row.outcome.clone(),
-                ))
+                .entry((dim.code(), hour, config, id, row.status, row.outcome))
                 .or_insert_with(|| Sums {
                     requests: 0,
                     tokens_in: 0,
@@ -225,7 +218,7 @@ pub fn upsert_statements(
     backend: DbBackend,
     records: &[RequestRecord],
 ) -> domain::Result<Vec<Statement>> {
-    let sums: Vec<(Key, Sums)> = aggregate(records).into_iter().collect();
+    let sums: Vec<(Key<'_>, Sums)> = aggregate(records).into_iter().collect();
     let sum_columns = sum_columns();
     let mut updates: Vec<(Alias, Expr)> = sum_columns
         .iter()
@@ -256,7 +249,7 @@ pub fn upsert_statements(
                 Expr::val(*config),
                 Expr::val(*id),
                 Expr::val(*status),
-                Expr::val(outcome.clone()),
+                Expr::val(*outcome),
             ];
             values.extend(sums.values().into_iter().map(Expr::val));
             values.push(Expr::val(sums.min_latency));
