@@ -442,14 +442,7 @@ impl Lab {
         for workers in NGINX_WORKERS {
             eprintln!("== starting nginx, {} worker(s)", workers.count());
             let server = start_nginx(&nginx, bench.out, mock.port, workers)?;
-            self.endpoints.push(Endpoint {
-                kind: Kind::Nginx(workers),
-                chat_url: format!("{}/v1/chat/completions", server.base()),
-                bearer: DIRECT_KEY.into(),
-                pid: server.child.id(),
-                server: None,
-            });
-            self.servers.push(server);
+            self.add_pass_through(Kind::Nginx(workers), server);
         }
         Ok(())
     }
@@ -463,15 +456,21 @@ impl Lab {
     ) -> anyhow::Result<()> {
         eprintln!("== starting {}", Kind::PassThrough.name());
         let server = start_passthrough(binary, bench.out, mock.port)?;
+        self.add_pass_through(Kind::PassThrough, server);
+        Ok(())
+    }
+
+    /// A row for `server`, which passes requests to the mock as they come, with the mock's own
+    /// key (nginx, the bare pass-through); the server stays up for every round.
+    fn add_pass_through(&mut self, kind: Kind, server: Child) {
         self.endpoints.push(Endpoint {
-            kind: Kind::PassThrough,
+            kind,
             chat_url: format!("{}/v1/chat/completions", server.base()),
             bearer: DIRECT_KEY.into(),
             pid: server.child.id(),
             server: None,
         });
         self.servers.push(server);
-        Ok(())
     }
 
     fn start_proxy(&mut self, bench: &Bench<'_>, plan: ProxyPlan<'_>) -> anyhow::Result<()> {

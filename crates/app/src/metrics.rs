@@ -154,6 +154,19 @@ impl<T: Send + Default> SeriesCache<T> {
     }
 }
 
+/// `config`'s series of a per-config family, made when it is first asked for.
+fn of_config<M, C>(family: &Family<ConfigLabels, M, C>, config: &str) -> M
+where
+    M: Clone,
+    C: prometheus_client::metrics::family::MetricConstructor<M>,
+{
+    family
+        .get_or_create(&ConfigLabels {
+            config: config.to_owned(),
+        })
+        .clone()
+}
+
 /// One config's series, each taken from its family at its first use on the thread (so a series
 /// appears in the exposition when it first counts, as with the families alone).
 #[derive(Default)]
@@ -290,13 +303,7 @@ impl Metrics {
         self.series.with(config, |series| {
             series
                 .upstream_latency
-                .get_or_insert_with(|| {
-                    self.upstream_latency
-                        .get_or_create(&ConfigLabels {
-                            config: config.to_owned(),
-                        })
-                        .clone()
-                })
+                .get_or_insert_with(|| of_config(&self.upstream_latency, config))
                 .observe(seconds);
         });
     }
@@ -306,13 +313,7 @@ impl Metrics {
         self.series.with(config, |series| {
             series
                 .retries
-                .get_or_insert_with(|| {
-                    self.retries
-                        .get_or_create(&ConfigLabels {
-                            config: config.to_owned(),
-                        })
-                        .clone()
-                })
+                .get_or_insert_with(|| of_config(&self.retries, config))
                 .inc();
         });
     }

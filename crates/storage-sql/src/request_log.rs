@@ -38,7 +38,8 @@ use sea_orm::{
 };
 
 use crate::{
-    SqlStore, convert,
+    SqlStore,
+    convert::{self, LogRow},
     entity::request_log::{Column, Entity},
     rollup::{self, Dim, HOUR_MS, Ids},
 };
@@ -248,10 +249,11 @@ impl RequestLog for SqlStore {
         if records.is_empty() {
             return Ok(());
         }
-        let mut statements: Vec<Statement> = crate::chunks::fixed_chunks(records, &INSERT_SIZES)
-            .map(|chunk| self.insert_records_statement(chunk))
+        let rows: Vec<LogRow<'_>> = records.iter().map(convert::log_row).collect();
+        let mut statements: Vec<Statement> = crate::chunks::fixed_chunks(&rows, &INSERT_SIZES)
+            .map(|chunk| insert_statement(self.backend, chunk))
             .collect::<Result<_>>()?;
-        statements.extend(rollup::upsert_statements(self.backend, records)?);
+        statements.extend(rollup::upsert_statements(self.backend, &rows)?);
         // The rows and their rollup sums commit together, so the stats never count a record
         // twice or miss one.
         let txn = self.begin_write_on(&self.log_writer).await?;
@@ -715,20 +717,13 @@ impl SqlStore {
     }
 }
 
-impl SqlStore {
-    /// One multi-row insert of `records` (a chunk of one of the [`INSERT_SIZES`]): its SQL is
-    /// rendered once per backend and size, only its values per batch.
-    fn insert_records_statement(&self, records: &[RequestRecord]) -> Result<Statement> {
-        insert_statement(self.backend, records)
-    }
-}
-
-/// See [`SqlStore::insert_records_statement`].
-fn insert_statement(backend: DbBackend, records: &[RequestRecord]) -> Result<Statement> {
-    let sql = insert_sql(backend, records.len())?;
-    let mut values = Vec::with_capacity(records.len() * INSERT_COLUMNS.len());
-    for record in records {
-        convert::log_row(record).push_values(&mut values);
+/// One multi-row insert of `rows` (a chunk of one of the [`INSERT_SIZES`]): its SQL is rendered
+/// once per backend and size, only its values per batch.
+fn insert_statement(backend: DbBackend, rows: &[LogRow<'_>]) -> Result<Statement> {
+    let sql = insert_sql(backend, rows.len())?;
+    let mut values = Vec::with_capacity(rows.len() * INSERT_COLUMNS.len());
+    for row in rows {
+        row.push_values(&mut values);
     }
     Ok(Statement::from_sql_and_values(
         backend,
@@ -874,15 +869,21 @@ mod tests {
             for size in INSERT_SIZES {
                 let chunk: Vec<RequestRecord> =
                     records.iter().cycle().take(size).cloned().collect();
-                let cached = insert_statement(backend, &chunk).unwrap();
+                let rows: Vec<LogRow<'_>> = chunk.iter().map(convert::log_row).collect();
+                let cached = insert_statement(backend, &rows).unwrap();
                 let expected = built_by_sea_query(backend, &chunk);
                 assert_eq!(cached.sql, expected.sql, "{backend:?}, {size} rows");
                 assert_eq!(cached.values, expected.values, "{backend:?}, {size} rows");
                 // Asked again, the rendered SQL comes from the cache.
-                assert_eq!(insert_statement(backend, &chunk).unwrap().sql, expected.sql);
+                assert_eq!(insert_statement(backend, &rows).unwrap().sql, expected.sql);
             }
         }
-        let three: Vec<RequestRecord> = records.iter().cycle().take(3).cloned().collect();
+        let three: Vec<LogRow<'_>> = records
+            .iter()
+            .cycle()
+            .take(3)
+            .map(convert::log_row)
+            .collect();
         assert!(
             insert_statement(DbBackend::Sqlite, &three).is_err(),
             "3 is no insert size"

@@ -11,11 +11,13 @@
 
 use std::collections::BTreeMap;
 
-use domain::{RequestRecord, request_log::LATENCY_BUCKETS};
+use domain::request_log::LATENCY_BUCKETS;
 use sea_orm::{
     DbBackend, Statement,
     sea_query::{Alias, Expr, OnConflict, Query},
 };
+
+use crate::convert::LogRow;
 
 /// The rollup's table.
 pub const TABLE: &str = "request_log_rollup";
@@ -112,7 +114,7 @@ impl Dim {
     }
 
     /// A record's `(config_id, dim_id)` in this dimension.
-    fn key_of(self, row: &crate::convert::LogRow<'_>) -> (i64, i64) {
+    fn key_of(self, row: &LogRow<'_>) -> (i64, i64) {
         match self {
             Dim::Config => (row.proxy_config_id, row.proxy_config_id),
             Dim::ApiKey => (row.proxy_config_id, row.api_key_id.unwrap_or(0)),
@@ -164,16 +166,15 @@ impl Sums {
 
 /// The batch's sums per rollup key, in key order (so concurrent writers lock rows in the same
 /// order on MySQL and PostgreSQL).
-fn aggregate(records: &[RequestRecord]) -> BTreeMap<Key<'_>, Sums> {
-    let mut sums: BTreeMap<Key<'_>, Sums> = BTreeMap::new();
-    for record in records {
-        let row = crate::convert::log_row(record);
+fn aggregate<'a>(rows: &[LogRow<'a>]) -> BTreeMap<Key<'a>, Sums> {
+    let mut sums: BTreeMap<Key<'a>, Sums> = BTreeMap::new();
+    for row in rows {
         let hour = row.created_at - row.created_at.rem_euclid(HOUR_MS);
         let bucket = usize::try_from(row.latency_bucket)
             .unwrap_or(0)
             .min(LATENCY_BUCKETS - 1);
         for dim in Dim::ALL {
-            let (config, id) = dim.key_of(&row);
+            let (config, id) = dim.key_of(row);
             let entry = sums
                 .entry((dim.code(), hour, config, id, row.status, row.outcome))
                 .or_insert_with(|| Sums {
@@ -213,12 +214,12 @@ fn combine(backend: DbBackend, column: &str, function: Option<&str>) -> Expr {
     Expr::cust(sql)
 }
 
-/// The upserts adding `records` to the rollup.
+/// The upserts adding the batch's `rows` to the rollup.
 pub fn upsert_statements(
     backend: DbBackend,
-    records: &[RequestRecord],
+    rows: &[LogRow<'_>],
 ) -> domain::Result<Vec<Statement>> {
-    let sums: Vec<(Key<'_>, Sums)> = aggregate(records).into_iter().collect();
+    let sums: Vec<(Key<'_>, Sums)> = aggregate(rows).into_iter().collect();
     let sum_columns = sum_columns();
     let mut updates: Vec<(Alias, Expr)> = sum_columns
         .iter()
