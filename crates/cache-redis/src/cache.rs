@@ -62,7 +62,7 @@ use fred::{
         Builder, Client, ClientInterface, ClientLike, Config, EventInterface, HashesInterface,
         KeysInterface, LuaInterface, Pool, PubsubInterface, ReconnectPolicy, TcpConfig, Value,
     },
-    types::config::UnresponsiveConfig,
+    types::config::{Server, UnresponsiveConfig},
 };
 use tokio::{
     sync::{OwnedMutexGuard, oneshot},
@@ -416,14 +416,16 @@ impl RedisCache {
         })
     }
 
-    /// The Redis `CLIENT ID`s of this cache's connections (commands and pub/sub), as of their
-    /// last (re)connect, to find them in `CLIENT LIST`.
-    pub fn connection_ids(&self) -> Vec<i64> {
+    /// This cache's connections (commands and pub/sub), each as its node and the `CLIENT ID`
+    /// that node gave it at the last (re)connect, to find them in that node's `CLIENT LIST`.
+    /// The node is part of the identity: each node of a cluster numbers its clients on its own,
+    /// so two nodes can hand out the same id.
+    pub fn connection_ids(&self) -> Vec<(Server, i64)> {
         let pool = self.inner.pool.clients().iter().map(|c| c.connection_ids());
         let local = self.inner.local.live();
         pool.chain(local.iter().map(|c| c.connection_ids()))
             .chain(std::iter::once(self.inner.subscriber.connection_ids()))
-            .flat_map(|ids| ids.into_values())
+            .flatten()
             .collect()
     }
 

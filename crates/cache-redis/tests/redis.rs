@@ -37,7 +37,7 @@ use fred::{
         crypto::ring,
         pki_types::{CertificateDer, pem::PemObject},
     },
-    types::{CustomCommand, client::ClientKillFilter},
+    types::{CustomCommand, client::ClientKillFilter, config::Server},
 };
 use futures_util::{FutureExt, StreamExt, TryStreamExt, future::join_all};
 
@@ -418,7 +418,7 @@ async fn killed_connections_are_survived() {
     let mut stream = victim.subscribe().await.unwrap();
     let before = victim.next_turn(config, &keys).await.unwrap().counter;
 
-    let doomed = victim.connection_ids();
+    let doomed = standalone_ids(&victim);
     assert!(
         doomed.len() >= 3,
         "two pooled connections, one for pub/sub and any per-thread ones: {doomed:?}"
@@ -465,7 +465,7 @@ async fn killed_connections_are_survived() {
     // Every connection is redialled, idle ones included.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let fresh: HashSet<i64> = victim.connection_ids().into_iter().collect();
+        let fresh: HashSet<i64> = standalone_ids(&victim).into_iter().collect();
         // A per-thread client that connected after the kill may add one.
         if fresh.len() >= doomed.len() && doomed.iter().all(|id| !fresh.contains(id)) {
             break;
@@ -632,12 +632,22 @@ async fn subscribers(admin: &fred::prelude::Client, channel: &str) -> i64 {
         .expect("NUMSUB answers the channel and its count")
 }
 
+/// The `CLIENT ID`s of `cache`'s connections to a standalone server (the only node, so an id
+/// alone names a connection).
+fn standalone_ids(cache: &RedisCache) -> Vec<i64> {
+    cache
+        .connection_ids()
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect()
+}
+
 /// The id of `cache`'s pub/sub connection: the one of its connections that is subscribed to
 /// something, waiting (at most 10 s) for it to be (re)established.
 async fn subscriber_connection(admin: &fred::prelude::Client, cache: &RedisCache) -> i64 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let ids: HashSet<i64> = cache.connection_ids().into_iter().collect();
+        let ids: HashSet<i64> = standalone_ids(cache).into_iter().collect();
         let list: String = admin
             .custom(
                 CustomCommand::new_static("CLIENT", None, false),
@@ -1580,7 +1590,10 @@ async fn scripts_flushed_from_redis_are_loaded_again(topology: Topology) {
 
 /// Sends `next_turn`s from the current thread until the cache lists connections beyond `shared`
 /// (this thread's own client has connected: one per node it talks to); answers their ids.
-async fn own_connections(cache: &RedisCache, shared: &HashSet<i64>) -> HashSet<i64> {
+async fn own_connections(
+    cache: &RedisCache,
+    shared: &HashSet<(Server, i64)>,
+) -> HashSet<(Server, i64)> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut last = None;
     loop {
@@ -1594,7 +1607,7 @@ async fn own_connections(cache: &RedisCache, shared: &HashSet<i64>) -> HashSet<i
             "the counter moves on: {last:?} then {turn}"
         );
         last = Some(turn);
-        let own: HashSet<i64> = cache
+        let own: HashSet<(Server, i64)> = cache
             .connection_ids()
             .into_iter()
             .filter(|id| !shared.contains(id))
@@ -1619,7 +1632,7 @@ async fn each_thread_sends_through_a_connection_of_its_own(topology: Topology) {
     };
     let ns = namespace();
     let cache = connect(&url, &ns).await;
-    let shared: HashSet<i64> = cache.connection_ids().into_iter().collect();
+    let shared: HashSet<(Server, i64)> = cache.connection_ids().into_iter().collect();
     let on_thread = cache.clone();
     let owns = std::thread::spawn(move || {
         (0..2)
@@ -1630,7 +1643,7 @@ async fn each_thread_sends_through_a_connection_of_its_own(topology: Topology) {
                     .unwrap();
                 runtime.block_on(own_connections(&on_thread, &shared))
             })
-            .collect::<Vec<HashSet<i64>>>()
+            .collect::<Vec<HashSet<(Server, i64)>>>()
     })
     .join()
     .unwrap();
@@ -1638,7 +1651,7 @@ async fn each_thread_sends_through_a_connection_of_its_own(topology: Topology) {
         owns[0].is_disjoint(&owns[1]),
         "the second runtime on the thread has connections of its own: {owns:?}"
     );
-    let listed: HashSet<i64> = cache.connection_ids().into_iter().collect();
+    let listed: HashSet<(Server, i64)> = cache.connection_ids().into_iter().collect();
     assert!(
         owns.iter().all(|own| own.is_disjoint(&listed)),
         "connections of ended runtimes are not listed: {listed:?}"
