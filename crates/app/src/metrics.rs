@@ -2,7 +2,8 @@
 //! retries; keys by health (computed at scrape time); tokens the upstreams reported, per config
 //! ([`TokenMeter`], an exchange observer); request log records dropped. Per-key series (requests,
 //! failures, health of at most `METRICS_PER_KEY_LIMIT` keys per config) exist only when that
-//! opt-in is set: by default every series is per config, so a scrape's size never grows with the pools.
+//! opt-in is set: by default every series is per config, so a scrape's size never grows with the
+//! pools.
 //!
 //! The proxies' per-request series are resolved from their families once per thread and config
 //! ([`SeriesCache`]): a request then builds no label set (no slug copied) and takes no family

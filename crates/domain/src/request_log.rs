@@ -77,24 +77,56 @@ pub struct RequestRecord {
     pub error_code: Option<Cow<'static, str>>,
 }
 
+/// A record's texts as a store keeps them, cut to their bounds, borrowed from the record (so a
+/// store that binds them copies each once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoundedTexts<'a> {
+    /// The method, at most [`MAX_LABEL_BYTES`].
+    pub method: &'a str,
+    /// The path, at most [`MAX_PATH_BYTES`].
+    pub path: &'a str,
+    /// The outcome, at most [`MAX_LABEL_BYTES`].
+    pub outcome: &'a str,
+    /// The error code, at most [`MAX_LABEL_BYTES`].
+    pub error_code: Option<&'a str>,
+}
+
 impl RequestRecord {
-    /// The record as a store keeps it: time to the millisecond, texts cut to their bounds.
+    /// The record as a store keeps it: time to the millisecond, texts cut to their bounds
+    /// ([`RequestRecord::bounded_texts`]).
     pub fn normalized(mut self) -> Self {
         self.created_at = to_millis(self.created_at);
-        let cut = |text: &mut Cow<'static, str>, max: usize| {
-            let len = truncate_text(text, max).len();
+        let bounded = self.bounded_texts();
+        let method = bounded.method.len();
+        let path = bounded.path.len();
+        let outcome = bounded.outcome.len();
+        let error_code = bounded.error_code.map(str::len);
+        let cut = |text: &mut Cow<'static, str>, len: usize| {
             if len < text.len() {
                 text.to_mut().truncate(len);
             }
         };
-        cut(&mut self.method, MAX_LABEL_BYTES);
-        let len = truncate_text(&self.path, MAX_PATH_BYTES).len();
-        self.path.truncate(len);
-        cut(&mut self.outcome, MAX_LABEL_BYTES);
-        if let Some(code) = &mut self.error_code {
-            cut(code, MAX_LABEL_BYTES);
+        cut(&mut self.method, method);
+        self.path.truncate(path);
+        cut(&mut self.outcome, outcome);
+        if let (Some(code), Some(len)) = (&mut self.error_code, error_code) {
+            cut(code, len);
         }
         self
+    }
+
+    /// The record's texts cut to their bounds: the path to [`MAX_PATH_BYTES`], the method,
+    /// outcome and error code to [`MAX_LABEL_BYTES`].
+    pub fn bounded_texts(&self) -> BoundedTexts<'_> {
+        fn label(text: &str) -> &str {
+            truncate_text(text, MAX_LABEL_BYTES)
+        }
+        BoundedTexts {
+            method: label(&self.method),
+            path: truncate_text(&self.path, MAX_PATH_BYTES),
+            outcome: label(&self.outcome),
+            error_code: self.error_code.as_deref().map(label),
+        }
     }
 
     /// The status class this record falls in.
@@ -958,6 +990,37 @@ mod tests {
         assert!(normal.path.len() <= MAX_PATH_BYTES);
         assert!(normal.path.chars().all(|c| c == 'é'));
         assert_eq!(normal.created_at.timestamp_subsec_nanos(), 123_000_000);
+    }
+
+    #[test]
+    fn bounded_texts_are_the_texts_a_normalized_record_keeps() {
+        let mut long = record(0, 200, 1);
+        long.path = "é".repeat(400);
+        long.method = "M".repeat(70).into();
+        long.outcome = format!("{}é", "o".repeat(63)).into();
+        long.error_code = Some("e".repeat(65).into());
+        let bounded = long.bounded_texts();
+        assert_eq!(bounded.method.len(), MAX_LABEL_BYTES);
+        assert_eq!(
+            bounded.outcome,
+            "o".repeat(63),
+            "cut before a split character"
+        );
+        assert_eq!(bounded.error_code.map(str::len), Some(MAX_LABEL_BYTES));
+        let normal = long.clone().normalized();
+        assert_eq!(
+            bounded,
+            BoundedTexts {
+                method: &normal.method,
+                path: &normal.path,
+                outcome: &normal.outcome,
+                error_code: normal.error_code.as_deref(),
+            }
+        );
+        let short = record(0, 200, 1);
+        let texts = short.bounded_texts();
+        assert_eq!((texts.method, texts.path), (&*short.method, &*short.path));
+        assert_eq!(texts.error_code, short.error_code.as_deref());
     }
 
     #[test]

@@ -603,29 +603,27 @@ pub(crate) struct LogRow<'a> {
 
 /// `record`'s row, as [`RequestRecord::normalized`] would store it.
 pub(crate) fn log_row(record: &RequestRecord) -> LogRow<'_> {
-    use domain::request_log::{MAX_LABEL_BYTES, MAX_PATH_BYTES, latency_bucket, truncate_text};
-    fn label(text: &str) -> &str {
-        truncate_text(text, MAX_LABEL_BYTES)
-    }
+    let texts = record.bounded_texts();
     LogRow {
         created_at: record.created_at.timestamp_millis(),
         proxy_config_id: record.proxy_config_id.0,
         client_key_id: record.client_key_id.map(|id| id.0),
         api_key_id: record.api_key_id.map(|id| id.0),
-        method: label(&record.method),
-        path: truncate_text(&record.path, MAX_PATH_BYTES),
+        method: texts.method,
+        path: texts.path,
         status: i32::from(record.status),
-        outcome: label(&record.outcome),
+        outcome: texts.outcome,
         attempts: i32::try_from(record.attempts).unwrap_or(i32::MAX),
         head_latency_ms: counter(record.head_latency_ms),
         total_latency_ms: counter(record.total_latency_ms),
-        latency_bucket: i16::try_from(latency_bucket(record.total_latency_ms)).unwrap_or(i16::MAX),
+        latency_bucket: i16::try_from(domain::request_log::latency_bucket(record.total_latency_ms))
+            .unwrap_or(i16::MAX),
         streamed: record.streamed,
         bytes_in: counter(record.bytes_in),
         bytes_out: counter(record.bytes_out),
         tokens_in: record.tokens_in.map(counter),
         tokens_out: record.tokens_out.map(counter),
-        error_code: record.error_code.as_deref().map(label),
+        error_code: texts.error_code,
     }
 }
 

@@ -6,8 +6,8 @@
 //! bound-parameter limit, in a few fixed sizes so their prepared statements are reused (and
 //! their SQL is rendered once per backend and size; a batch builds only its values, borrowing
 //! each record's texts until they are bound), plus the upserts of the batch's hour sums into the
-//! rollup, in one transaction. Pages read newest first along an index that ends in the time. Stats are
-//! grouped queries run side by side (the series by time bucket and latency bucket, and the
+//! rollup, in one transaction. Pages read newest first along an index that ends in the time.
+//! Stats are grouped queries run side by side (the series by time bucket and latency bucket, and the
 //! three top lists). Hour and day stats read each of those four parts from the rollup for the
 //! whole hours of their window, and raw rows only for the partial hours at its edges, whenever
 //! one rollup dimension is keyed by the part's ids (`StatsPlan`): every part unfiltered or

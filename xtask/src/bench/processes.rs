@@ -1,9 +1,9 @@
 //! The processes under test and what `/proc` says about them: a [`Child`] guard that stops its
 //! process when dropped, the mock upstream, the server (clean environment, data directory as
 //! working directory), the nginx baselines (one worker without a master, or a master and its
-//! workers) with their generated configuration, the bare hyper pass-through, and a [`ProcessTree`] (a process and its
-//! children, as `/proc/*/stat` links them) whose CPU time (utime + stime) and peak resident set
-//! (`VmHWM`) are summed.
+//! workers) with their generated configuration, the bare hyper pass-through, and a
+//! [`ProcessTree`] (a process and its children, as `/proc/*/stat` links them) whose CPU time
+//! (utime + stime) and peak resident set (`VmHWM`) are summed.
 
 use std::{
     fs,
